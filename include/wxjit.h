@@ -1,0 +1,236 @@
+/* wxjit: executable memory for JIT compilers under a strict W^X policy.
+ *
+ * No page handed out by wxjit is ever writable and executable at the same
+ * time, yet any thread may run JIT code while other threads install, patch or
+ * free code. See README.md for a walk-through and DESIGN.md for the protocol.
+ *
+ * Conventions for every function below:
+ * - Return 0 on success or a positive errno value on failure; results come
+ *   back through out-parameters, which are left untouched on failure.
+ * - A call that fails changes nothing (no memory, statistics or code).
+ * - "Thread-safe" means the call may run concurrently with any other wxjit
+ *   call on the same heap, except wxjit_heap_destroy. */
+#ifndef WXJIT_H
+#define WXJIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Exported from the shared library (built with hidden visibility). */
+#if defined(__GNUC__)
+#define WXJIT_API __attribute__((visibility("default")))
+#else
+#define WXJIT_API
+#endif
+
+#define WXJIT_VERSION_MAJOR 0
+#define WXJIT_VERSION_MINOR 1
+#define WXJIT_VERSION_PATCH 0
+
+typedef struct wxjit_heap wxjit_heap;
+
+/* How code bytes become executable. */
+typedef enum wxjit_backend {
+    /* Best backend that works on this system (currently: toggle). */
+    WXJIT_BACKEND_AUTO = 0,
+    /* mprotect the pages that receive code RW, copy, back to RX; threads
+     * executing those pages meanwhile are held by the fault-retry handler. */
+    WXJIT_BACKEND_TOGGLE = 1,
+    /* Reserved for the dual-mapping backend (not built yet: ENOTSUP). */
+    WXJIT_BACKEND_DUALMAP = 2,
+} wxjit_backend;
+
+/* Heap flags (wxjit_heap_options.flags). None defined yet: must be 0. */
+
+/* Options for wxjit_heap_create. Initialise with WXJIT_HEAP_OPTIONS_INIT so
+ * that fields added later get their defaults. */
+typedef struct wxjit_heap_options {
+    size_t size;           /* sizeof(wxjit_heap_options); set by the macro */
+    wxjit_backend backend; /* WXJIT_BACKEND_AUTO by default */
+    size_t chunk_size;     /* bytes mapped per step; 0: 4 MiB. Page-rounded,
+                              at least one page, at most 1 GiB. It is also
+                              the largest single reservation. */
+    size_t max_bytes;      /* cap on code memory mapped by this heap;
+                              0: no cap. Reservations that would exceed it
+                              fail with ENOMEM. */
+    unsigned flags;        /* must be 0 */
+} wxjit_heap_options;
+
+#define WXJIT_HEAP_OPTIONS_INIT \
+    { sizeof(wxjit_heap_options), WXJIT_BACKEND_AUTO, 0, 0, 0 }
+
+/* Creates a heap of executable memory. opts may be NULL for the defaults.
+ * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
+ *                 backend, chunk_size above 1 GiB;
+ *         ENOTSUP the backend is not available on this system;
+ *         ENOMEM  out of memory.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out);
+
+/* Destroys a heap and unmaps all its code. No thread may execute its code
+ * or call into it during or after the call. Later calls that pass the
+ * destroyed heap fail with EINVAL (the handle stays recognisable as dead
+ * until a new heap happens to reuse its memory, like any freed pointer).
+ * Errors: EINVAL heap is NULL or already destroyed.
+ * Not thread-safe with respect to other calls on the same heap. */
+WXJIT_API int wxjit_heap_destroy(wxjit_heap *heap);
+
+/* Reports which backend a heap uses (never WXJIT_BACKEND_AUTO).
+ * Errors: EINVAL heap is NULL or destroyed, out is NULL. Thread-safe. */
+WXJIT_API int wxjit_heap_backend(const wxjit_heap *heap, wxjit_backend *out);
+
+/* Reservation flags. */
+enum {
+    /* The write view is the executable address itself: its pages are kept
+     * writable and not executable from reserve to commit or abort. For JITs
+     * that emit straight into their final location. Threads executing
+     * other code on those pages wait meanwhile (fault retry), so keep the
+     * window short; the reserving thread must not execute code on those
+     * pages until commit, and must commit or abort itself. */
+    WXJIT_RESERVE_IN_PLACE = 1u << 0,
+};
+
+/* A reservation: space for code at its final executable address. */
+typedef struct wxjit_reservation {
+    void *exec;   /* final executable address; emit code for this address */
+    void *write;  /* write the bytes here (scratch buffer, or exec itself
+                     with WXJIT_RESERVE_IN_PLACE) */
+    size_t size;  /* bytes reserved (as requested) */
+    uintptr_t internal[2]; /* owned by wxjit; do not touch */
+} wxjit_reservation;
+
+/* Reserves size bytes of code space aligned to align (0 means 16; a power
+ * of two at most the page size; blocks are always at least 16-aligned).
+ * The space comes from the calling thread's own pool, so threads do not
+ * contend. Nothing there is executable until wxjit_commit.
+ * Errors: EINVAL heap NULL/destroyed, out NULL, size 0 or larger than the
+ *                heap's chunk size, align not a power of two or above the
+ *                page size, unknown flags;
+ *         ENOMEM the heap's max_bytes would be exceeded, or the system is
+ *                out of memory or mappings.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
+                  wxjit_reservation *out);
+
+/* Makes the first `used` bytes of a reservation executable (copying them
+ * from the write view when it is a scratch buffer); the unused tail goes
+ * back to the pool and is filled with trap instructions. Once this returns,
+ * res->exec can be called from every thread. The reservation is consumed
+ * (its fields are cleared).
+ * Errors: EINVAL heap NULL/destroyed, res NULL or not an open reservation
+ *                of this heap, used 0 or larger than res->size;
+ *         EPERM  an in-place reservation committed by another thread;
+ *         other  errno of a failed mprotect (the reservation stays open).
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used);
+
+/* Gives a reservation back without making anything executable. The
+ * reservation is consumed (its fields are cleared).
+ * Errors: EINVAL heap NULL/destroyed, res NULL or not an open reservation
+ *                of this heap;
+ *         EPERM  an in-place reservation aborted by another thread.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res);
+
+/* Installs a finished, position-independent blob in one call: reserve,
+ * copy, commit. *exec receives its executable address.
+ * Errors: as wxjit_reserve, plus EINVAL if code or exec is NULL.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
+                  size_t align, void **exec);
+
+/* Rewrites size bytes of live (committed, not freed) code at addr, which
+ * must lie within one function installed in this heap. Threads executing
+ * that page wait until the new bytes are in place and the instruction cache
+ * is flushed. Not atomic for concurrent executors of the patched bytes: use
+ * wxjit_patch_atomic for a store an executor may race with.
+ * Errors: EINVAL heap NULL/destroyed, addr or bytes NULL, size 0, the range
+ *                is not entirely inside one live function of this heap;
+ *         other  errno of a failed mprotect (nothing changed).
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_t size);
+
+/* Stores the low `width` bytes of value (1, 2, 4 or 8, host byte order) at
+ * addr with a single atomic store; addr must be aligned to width and lie in
+ * live code of this heap.
+ * Errors: as wxjit_patch, plus EINVAL for a bad width or misaligned addr.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
+                       size_t width);
+
+/* Frees the function that starts at exec (an address returned by
+ * wxjit_install or a committed reservation). Its bytes are filled with trap
+ * instructions at once, so a stale call traps deterministically (SIGTRAP on
+ * x86_64), and the space is reused later.
+ * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
+ *                function of this heap (foreign pointer, interior pointer,
+ *                open reservation, double free);
+ *         other  errno of a failed mprotect (nothing changed).
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_free(wxjit_heap *heap, void *exec);
+
+/* Counters of one heap, read without stopping other threads (each field is
+ * exact, the set is not a single snapshot under concurrent use). */
+typedef struct wxjit_stats {
+    uint64_t installs;         /* successful commits and installs */
+    uint64_t frees;            /* successful frees */
+    uint64_t bytes_live;       /* bytes of live code (16-byte granules) */
+    uint64_t bytes_mapped;     /* bytes of code address space mapped */
+    uint64_t pages;            /* pages handed out to pools so far */
+    uint64_t chunks;           /* chunks mapped */
+    uint64_t mprotect_calls;   /* permission changes made */
+    uint64_t faults_retried;   /* fetch faults on this heap's pages that
+                                  were retried by the fault handler */
+    uint64_t faults_forwarded; /* faults on this heap's pages that were not
+                                  wxjit's and were passed on */
+} wxjit_stats;
+
+/* Reads a heap's counters.
+ * Errors: EINVAL heap NULL/destroyed, out NULL.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out);
+
+/* Installs wxjit's SIGSEGV handler for the whole process, remembering the
+ * handler that was there before; faults that are not wxjit's own reach that
+ * handler (SA_SIGINFO or not) or the default action exactly as they would
+ * without wxjit. Calls nest: each successful install needs one uninstall.
+ * The handler runs on the alternate signal stack when the thread has one.
+ * Runtimes that own SIGSEGV call wxjit_handle_fault instead.
+ * Errors: none beyond sigaction's (EINVAL). Thread-safe (serialised).
+ * Not async-signal-safe. */
+WXJIT_API int wxjit_fault_handler_install(void);
+
+/* Undoes one wxjit_fault_handler_install; the last one restores the
+ * previous handler.
+ * Errors: EINVAL not installed;
+ *         EBUSY  someone replaced wxjit's handler since (restoring would
+ *                remove theirs); nothing is changed.
+ * Thread-safe (serialised). Not async-signal-safe. */
+WXJIT_API int wxjit_fault_handler_uninstall(void);
+
+/* For runtimes with their own SIGSEGV handler (Mono, .NET, JVMs): call it
+ * first with the handler's arguments (info is the siginfo_t *, ucontext the
+ * ucontext_t * of an SA_SIGINFO handler; void * keeps this header free of
+ * POSIX feature macros). Returns 1 when the fault was an
+ * instruction fetch from a wxjit page that was momentarily writable: the
+ * handler should then return at once so the instruction is retried.
+ * Returns 0 for every other fault, which the runtime handles as usual.
+ * Async-signal-safe; never calls mprotect and never takes a lock. May wait
+ * (futex) until the page's writer has finished. */
+WXJIT_API int wxjit_handle_fault(int sig, void *info, void *ucontext);
+
+/* Process-wide fault counters: faults retried by wxjit_handle_fault, and
+ * faults it declined (including those outside any heap, such as NULL
+ * dereferences). Either pointer may be NULL. Never fails; returns 0.
+ * Thread-safe and async-signal-safe. */
+WXJIT_API int wxjit_fault_counts(uint64_t *retried, uint64_t *declined);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WXJIT_H */

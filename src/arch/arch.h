@@ -1,0 +1,22 @@
+/* Selects the CPU layer. Each <cpu>.h defines, for that CPU only:
+ *   WXJ_ARCH_NAME            a name for messages
+ *   WXJ_ARCH_MAX_INSN        longest instruction in bytes: a fetch fault
+ *                            lands in [pc, pc + WXJ_ARCH_MAX_INSN)
+ *   wxj_arch_pc(uc)          the faulting PC from a signal's ucontext
+ *   wxj_arch_trap_fill(p, n) fill n bytes (a multiple of WXJ_GRANULE at a
+ *                            granule boundary) with trapping instructions
+ *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch */
+#ifndef WXJ_ARCH_H
+#define WXJ_ARCH_H
+
+#if defined(__x86_64__)
+#include "x86_64.h"
+#elif defined(__aarch64__)
+#include "aarch64.h"
+#elif defined(__riscv) && __riscv_xlen == 64
+#include "riscv64.h"
+#else
+#error "wxjit: unsupported CPU (x86_64, aarch64 and riscv64 are supported)"
+#endif
+
+#endif /* WXJ_ARCH_H */

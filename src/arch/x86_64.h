@@ -1,0 +1,31 @@
+/* x86_64: the CPU keeps instruction fetch coherent with stores, so the only
+ * flush needed is a compiler barrier that keeps the copy before the
+ * publication. */
+#ifndef WXJ_ARCH_X86_64_H
+#define WXJ_ARCH_X86_64_H
+
+#include <stdint.h>
+#include <string.h>
+#include <ucontext.h>
+
+#define WXJ_ARCH_NAME "x86_64"
+#define WXJ_ARCH_MAX_INSN 15 /* Intel SDM vol. 2, 2.3.11 */
+
+static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
+{
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+}
+
+static inline void wxj_arch_trap_fill(void *dst, size_t n)
+{
+    memset(dst, 0xcc, n); /* int3: one byte, so every offset traps */
+}
+
+static inline void wxj_arch_flush_icache(const void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+    __asm__ __volatile__("" ::: "memory");
+}
+
+#endif

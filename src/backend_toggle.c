@@ -1,0 +1,193 @@
+/* The toggle backend: a page that receives code is taken by its writer,
+ * flipped RW (unless it has never been executable), written, flipped RX,
+ * flushed and released. Executors that fetch from it meanwhile fault and
+ * are held by the fault handler (fault.c) until the release.
+ *
+ * A page is taken by setting WRITING in its protocol word; that bit is the
+ * writer lock. A thread may take a page it already holds (an in-place
+ * reservation open on it, then a free on the same page): the hold nests and
+ * the page stays RW until the outermost release. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
+#include "arch/arch.h"
+#include "internal.h"
+
+enum take_result { TAKEN, NESTED, BUSY };
+
+static enum take_result page_take(struct wxj_page *pg, int32_t self,
+                                  uint32_t *seen)
+{
+    uint32_t s = atomic_load_explicit(&pg->state, memory_order_acquire);
+    if (s & WXJ_PAGE_WRITING) {
+        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) == self) {
+            pg->depth++;
+            return NESTED;
+        }
+        *seen = s;
+        return BUSY;
+    }
+    /* acquire: the previous writer's bytes and metadata happen-before ours. */
+    if (!atomic_compare_exchange_strong_explicit(
+            &pg->state, &s, (s + WXJ_PAGE_SEQ_ONE) | WXJ_PAGE_WRITING,
+            memory_order_acquire, memory_order_acquire)) {
+        *seen = s;
+        return BUSY;
+    }
+    /* Stored before the page can become RW: the fault handler compares it
+     * with the faulting thread to refuse waiting for itself. */
+    atomic_store_explicit(&pg->writer, self, memory_order_relaxed);
+    pg->depth = 1;
+    return TAKEN;
+}
+
+static void page_release(struct wxj_page *pg)
+{
+    atomic_store_explicit(&pg->writer, 0, memory_order_relaxed);
+    uint32_t old = atomic_load_explicit(&pg->state, memory_order_relaxed);
+    uint32_t next;
+    do {
+        next = (old & ~(WXJ_PAGE_WRITING | WXJ_PAGE_WAITERS)) +
+               WXJ_PAGE_SEQ_ONE;
+        /* release: the page is RX again and the icache flushed before any
+         * waiter sees the new sequence and retries. */
+    } while (!atomic_compare_exchange_weak_explicit(
+        &pg->state, &old, next, memory_order_release, memory_order_relaxed));
+    if (old & WXJ_PAGE_WAITERS)
+        wxj_os_futex_wake_all(&pg->state);
+}
+
+/* Sleeps until the word moves on from seen (a writer released the page). */
+static void page_wait(struct wxj_page *pg, uint32_t seen)
+{
+    if (!(seen & WXJ_PAGE_WRITING))
+        return; /* lost a race with another taker: just try again */
+    if (!(seen & WXJ_PAGE_WAITERS) &&
+        !atomic_compare_exchange_strong_explicit(
+            &pg->state, &seen, seen | WXJ_PAGE_WAITERS, memory_order_relaxed,
+            memory_order_relaxed))
+        return;
+    wxj_os_futex_wait(&pg->state, seen | WXJ_PAGE_WAITERS);
+}
+
+/* Drops one hold on each page of [first, last]; the last hold releases. */
+static void pages_drop(struct wxj_chunk *chunk, size_t first, size_t last)
+{
+    for (size_t i = first; i <= last; i++)
+        if (--chunk->pages[i].depth == 0)
+            page_release(&chunk->pages[i]);
+}
+
+/* Applies protect to each maximal run of pages in [first, last] that match
+ * (depth == 1 and, when skip_fresh, not fresh): the pages this call took.
+ * On failure, undo (if non-NULL) is applied to the runs already done. */
+static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                        size_t first, size_t last, bool skip_fresh,
+                        int (*protect)(void *, size_t),
+                        int (*undo)(void *, size_t))
+{
+    size_t ps = heap->page_size;
+    size_t i = first;
+    while (i <= last) {
+        struct wxj_page *pg = &chunk->pages[i];
+        if (pg->depth != 1 || (skip_fresh && pg->fresh)) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j + 1 <= last && chunk->pages[j + 1].depth == 1 &&
+               !(skip_fresh && chunk->pages[j + 1].fresh))
+            j++;
+        wxj_count(&heap->count.mprotect_calls, 1);
+        int err = protect(chunk->base + i * ps, (j - i + 1) * ps);
+        if (err) {
+            if (undo && i > first)
+                protect_runs(heap, chunk, first, i - 1, skip_fresh, undo,
+                             NULL);
+            return err;
+        }
+        i = j + 1;
+    }
+    return 0;
+}
+
+static int toggle_open(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                       size_t first, size_t last)
+{
+    int32_t self = wxj_os_tid();
+    size_t i;
+    uint32_t seen;
+retry:
+    for (i = first; i <= last; i++) {
+        if (page_take(&chunk->pages[i], self, &seen) == BUSY) {
+            /* Never hold pages while waiting: no lock-order cycle between
+             * two writers whose ranges overlap. */
+            if (i > first)
+                pages_drop(chunk, first, i - 1);
+            page_wait(&chunk->pages[i], seen);
+            goto retry;
+        }
+    }
+    int err = protect_runs(heap, chunk, first, last, true, wxj_os_protect_rw,
+                           wxj_os_protect_rx);
+    if (err) {
+        pages_drop(chunk, first, last);
+        return err;
+    }
+    /* A fresh page is trap-filled whole before its first code, so no byte
+     * of it is ever executable without being either code or a trap. */
+    for (i = first; i <= last; i++)
+        if (chunk->pages[i].fresh && chunk->pages[i].depth == 1)
+            wxj_arch_trap_fill(chunk->base + i * heap->page_size,
+                               heap->page_size);
+    return 0;
+}
+
+static int toggle_close(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                        size_t first, size_t last, const void *flush,
+                        size_t flush_len)
+{
+    int err = protect_runs(heap, chunk, first, last, false,
+                           wxj_os_protect_rx, NULL);
+    wxj_arch_flush_icache(flush, flush_len);
+    /* Even if RX failed: the page holds code now, never trap-fill it whole
+     * again; the next write window retries the RX flip. */
+    for (size_t i = first; i <= last; i++)
+        if (chunk->pages[i].depth == 1)
+            chunk->pages[i].fresh = false;
+    pages_drop(chunk, first, last);
+    return err;
+}
+
+static int toggle_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
+{
+    (void)heap;
+    void *base;
+    /* Mapped RW, never X: fresh pages are written before their first
+     * mprotect to RX, which is then the only syscall they need. */
+    int err = wxj_os_map_rw(chunk->size, &base);
+    if (err == 0)
+        chunk->base = base;
+    return err;
+}
+
+static void toggle_chunk_unmap(struct wxjit_heap *heap,
+                               struct wxj_chunk *chunk)
+{
+    (void)heap;
+    wxj_os_unmap(chunk->base, chunk->size);
+}
+
+static uint8_t *toggle_write_addr(struct wxj_chunk *chunk, uint8_t *exec)
+{
+    (void)chunk;
+    return exec;
+}
+
+const struct wxj_backend wxj_backend_toggle = {
+    .name = "toggle",
+    .id = WXJIT_BACKEND_TOGGLE,
+    .chunk_map = toggle_chunk_map,
+    .chunk_unmap = toggle_chunk_unmap,
+    .open = toggle_open,
+    .close = toggle_close,
+    .write_addr = toggle_write_addr,
+};

@@ -1,0 +1,279 @@
+/* Chunks: one mapping of code pages each, with all allocation metadata
+ * (page protocol words, granule bitmaps) kept outside the code pages so
+ * that code pages hold nothing but code and trap fill. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+#define BITS 64u
+
+static inline size_t word_of(size_t g) { return g / BITS; }
+static inline uint64_t bit_of(size_t g) { return (uint64_t)1 << (g % BITS); }
+
+/* Bits are published with release and read with acquire: a block's start,
+ * end and used bits are all visible to whoever sees its start bit. */
+bool wxj_bit_get(_Atomic uint64_t *map, size_t g)
+{
+    return atomic_load_explicit(&map[word_of(g)], memory_order_acquire) &
+           bit_of(g);
+}
+
+void wxj_bit_set(_Atomic uint64_t *map, size_t g)
+{
+    atomic_fetch_or_explicit(&map[word_of(g)], bit_of(g),
+                             memory_order_release);
+}
+
+bool wxj_bit_clear(_Atomic uint64_t *map, size_t g)
+{
+    return atomic_fetch_and_explicit(&map[word_of(g)], ~bit_of(g),
+                                     memory_order_acq_rel) &
+           bit_of(g);
+}
+
+/* Sets or clears bits [g, g + n) a word at a time. */
+static void bits_update(_Atomic uint64_t *map, size_t g, size_t n, bool set)
+{
+    while (n > 0) {
+        size_t in_word = BITS - g % BITS;
+        size_t take = n < in_word ? n : in_word;
+        uint64_t mask = (take == BITS ? ~(uint64_t)0
+                                      : (((uint64_t)1 << take) - 1))
+                        << (g % BITS);
+        if (set)
+            atomic_fetch_or_explicit(&map[word_of(g)], mask,
+                                     memory_order_release);
+        else
+            atomic_fetch_and_explicit(&map[word_of(g)], ~mask,
+                                      memory_order_release);
+        g += take;
+        n -= take;
+    }
+}
+
+/* First granule >= g, below limit, whose bit equals want; limit if none. */
+static size_t bits_next(_Atomic uint64_t *map, size_t g, size_t limit,
+                        bool want)
+{
+    while (g < limit) {
+        uint64_t w = atomic_load_explicit(&map[word_of(g)],
+                                          memory_order_acquire);
+        if (!want)
+            w = ~w;
+        w &= ~(uint64_t)0 << (g % BITS);
+        if (w) {
+            size_t found = word_of(g) * BITS + (size_t)__builtin_ctzll(w);
+            return found < limit ? found : limit;
+        }
+        g = (word_of(g) + 1) * BITS;
+    }
+    return limit;
+}
+
+/* Last granule <= g whose bit is set; SIZE_MAX if none. */
+static size_t bits_prev_set(_Atomic uint64_t *map, size_t g)
+{
+    for (;;) {
+        uint64_t w = atomic_load_explicit(&map[word_of(g)],
+                                          memory_order_acquire);
+        unsigned shift = BITS - 1 - g % BITS;
+        w = (w << shift) >> shift; /* keep bits <= g within the word */
+        if (w)
+            return word_of(g) * BITS + (BITS - 1 - (size_t)__builtin_clzll(w));
+        if (word_of(g) == 0)
+            return SIZE_MAX;
+        g = word_of(g) * BITS - 1;
+    }
+}
+
+void wxj_block_mark(struct wxj_chunk *chunk, size_t g, size_t n, bool open)
+{
+    if (open)
+        wxj_bit_set(chunk->open, g);
+    wxj_bit_set(chunk->end, g + n - 1);
+    bits_update(chunk->used, g, n, true);
+    wxj_bit_set(chunk->start, g);
+}
+
+void wxj_block_unmark(struct wxj_chunk *chunk, size_t g, size_t n)
+{
+    wxj_bit_clear(chunk->start, g);
+    wxj_bit_clear(chunk->open, g);
+    wxj_bit_clear(chunk->end, g + n - 1);
+    bits_update(chunk->used, g, n, false);
+}
+
+void wxj_block_shrink(struct wxj_chunk *chunk, size_t g, size_t n, size_t m)
+{
+    wxj_bit_set(chunk->end, g + m - 1);
+    wxj_bit_clear(chunk->end, g + n - 1);
+    bits_update(chunk->used, g + m, n - m, false);
+}
+
+/* A block's end bit lies inside the block, so the scan never reads a
+ * neighbour's bits however the neighbour changes meanwhile. */
+size_t wxj_block_extent(struct wxj_chunk *chunk, size_t g)
+{
+    return bits_next(chunk->end, g, chunk->ngranules, true) - g + 1;
+}
+
+bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start)
+{
+    if (!wxj_bit_get(chunk->used, g))
+        return false;
+    size_t s = bits_prev_set(chunk->start, g);
+    if (s == SIZE_MAX || s + wxj_block_extent(chunk, s) <= g)
+        return false;
+    *start = s;
+    return true;
+}
+
+size_t wxj_granule_of(const struct wxj_chunk *chunk, const void *addr)
+{
+    return (size_t)((const uint8_t *)addr - chunk->base) / WXJ_GRANULE;
+}
+
+uint8_t *wxj_granule_addr(const struct wxj_chunk *chunk, size_t granule)
+{
+    return chunk->base + granule * WXJ_GRANULE;
+}
+
+struct wxj_chunk *wxj_chunk_find(struct wxjit_heap *heap, const void *addr)
+{
+    const uint8_t *p = addr;
+    for (struct wxj_chunk *c =
+             atomic_load_explicit(&heap->chunks, memory_order_acquire);
+         c; c = atomic_load_explicit(&c->next, memory_order_acquire))
+        if (p >= c->base && p < c->base + c->size)
+            return c;
+    return NULL;
+}
+
+static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+/* The first active tail of another pool that overlaps [a, b), or NULL. */
+static const struct wxj_pool *tail_overlap(const struct wxj_chunk *chunk,
+                                           const struct wxj_pool *pools,
+                                           size_t a, size_t b)
+{
+    for (const struct wxj_pool *p = pools; p; p = p->next)
+        if (p->chunk == chunk && p->tail_start < b && a < p->limit)
+            return p;
+    return NULL;
+}
+
+/* Another thread holds a page in [first, last] (an in-place reservation,
+ * most likely): writing there would wait for it, so reuse looks elsewhere. */
+static size_t held_page(const struct wxj_chunk *chunk, size_t first,
+                        size_t last, int32_t self)
+{
+    for (size_t pg = first; pg <= last; pg++) {
+        uint32_t s = atomic_load_explicit(&chunk->pages[pg].state,
+                                          memory_order_relaxed);
+        if ((s & WXJ_PAGE_WRITING) &&
+            atomic_load_explicit(&chunk->pages[pg].writer,
+                                 memory_order_relaxed) != self)
+            return pg;
+    }
+    return SIZE_MAX;
+}
+
+/* First-fit search, under the heap lock, for a free run of at least n
+ * granules starting at a multiple of align, among pages already handed out
+ * and outside every pool's tail. Returns the whole free run from there so
+ * the caller's pool can keep appending to it. */
+bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
+                        const struct wxj_pool *pools, size_t *run_start,
+                        size_t *run_len)
+{
+    size_t per_page = chunk->heap->page_size / WXJ_GRANULE;
+    size_t limit = chunk->fresh_next * per_page;
+    int32_t self = wxj_os_tid();
+    size_t g = 0;
+    while (g < limit) {
+        size_t a = align_up(bits_next(chunk->used, g, limit, false), align);
+        if (a >= limit)
+            break;
+        size_t b = bits_next(chunk->used, a, limit, true);
+        if (b - a < n) {
+            g = b;
+            continue;
+        }
+        const struct wxj_pool *tail = tail_overlap(chunk, pools, a, b);
+        if (tail && tail->tail_start <= a) {
+            g = tail->limit;
+            continue;
+        }
+        if (tail)
+            b = tail->tail_start;
+        if (b - a < n) {
+            g = tail->limit;
+            continue;
+        }
+        size_t held = held_page(chunk, a / per_page, (a + n - 1) / per_page,
+                                self);
+        if (held != SIZE_MAX) {
+            g = (held + 1) * per_page;
+            continue;
+        }
+        *run_start = a;
+        *run_len = b - a;
+        return true;
+    }
+    return false;
+}
+
+static void free_chunk_memory(struct wxj_chunk *chunk)
+{
+    free(chunk->pages);
+    free((void *)chunk->used);
+    free((void *)chunk->start);
+    free((void *)chunk->end);
+    free((void *)chunk->open);
+    free(chunk);
+}
+
+int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
+                     struct wxj_chunk **out)
+{
+    struct wxj_chunk *chunk = calloc(1, sizeof(*chunk));
+    if (!chunk)
+        return ENOMEM;
+    chunk->heap = heap;
+    chunk->size = size;
+    chunk->npages = size / heap->page_size;
+    chunk->ngranules = size / WXJ_GRANULE;
+    size_t words = (chunk->ngranules + BITS - 1) / BITS;
+    chunk->pages = calloc(chunk->npages, sizeof(*chunk->pages));
+    chunk->used = calloc(words, sizeof(uint64_t));
+    chunk->start = calloc(words, sizeof(uint64_t));
+    chunk->end = calloc(words, sizeof(uint64_t));
+    chunk->open = calloc(words, sizeof(uint64_t));
+    int err = ENOMEM;
+    if (chunk->pages && chunk->used && chunk->start && chunk->end &&
+        chunk->open) {
+        for (size_t i = 0; i < chunk->npages; i++)
+            chunk->pages[i].fresh = true;
+        err = heap->backend->chunk_map(heap, chunk);
+        if (err == 0) {
+            /* Registered before any page can become executable, so the
+             * fault handler knows every wxjit page it may meet. */
+            err = wxj_region_register(chunk);
+            if (err == 0) {
+                *out = chunk;
+                return 0;
+            }
+            heap->backend->chunk_unmap(heap, chunk);
+        }
+    }
+    free_chunk_memory(chunk);
+    return err;
+}
+
+void wxj_chunk_destroy(struct wxjit_heap *heap, struct wxj_chunk *chunk)
+{
+    wxj_region_unregister(chunk);
+    heap->backend->chunk_unmap(heap, chunk);
+    free_chunk_memory(chunk);
+}

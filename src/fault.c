@@ -1,0 +1,258 @@
+/* The region registry and the fault-retry handler.
+ *
+ * Protocol (writer side in backend_toggle.c): a writer sets WRITING in a
+ * page's word (seq++), flips the page RW, copies, flips it RX, flushes the
+ * icache, clears WRITING (seq++) and wakes waiters. A thread that fetches an
+ * instruction from the page in between takes SIGSEGV. The handler below
+ * retries exactly those faults and declines every other one, keeping:
+ *   I1 no mprotect, no lock, no allocation: async-signal-safe, and it adds
+ *      no way to make memory writable and executable;
+ *   I2 a declined fault is untouched, so whoever handles it next sees what
+ *      the kernel delivered;
+ *   I3 no endless retry: a fetch fault that repeats at the same address
+ *      while the page word is unchanged and not WRITING is declined;
+ *   I4 no self-deadlock: a thread never waits for a page it holds itself. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "arch/arch.h"
+#include "internal.h"
+
+/* ---- region registry ----------------------------------------------------
+ * A fixed table keeps lookup lock-free and allocation-free: 4096 chunks of
+ * the default 4 MiB cover 16 GiB of code, far beyond any JIT's needs. */
+#define MAX_REGIONS 4096
+
+static struct wxj_chunk *_Atomic regions[MAX_REGIONS];
+static _Atomic size_t regions_high; /* slots [0, high) may be in use */
+static _Atomic uint32_t handlers_inside;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int wxj_region_register(struct wxj_chunk *chunk)
+{
+    pthread_mutex_lock(&registry_lock);
+    size_t high = atomic_load_explicit(&regions_high, memory_order_relaxed);
+    size_t slot = 0;
+    while (slot < high && atomic_load_explicit(&regions[slot],
+                                               memory_order_relaxed))
+        slot++;
+    if (slot == MAX_REGIONS) {
+        pthread_mutex_unlock(&registry_lock);
+        return ENOMEM;
+    }
+    chunk->region_slot = (int)slot;
+    /* release: a handler that finds the chunk sees its fields. */
+    atomic_store_explicit(&regions[slot], chunk, memory_order_release);
+    if (slot == high)
+        atomic_store_explicit(&regions_high, high + 1, memory_order_release);
+    pthread_mutex_unlock(&registry_lock);
+    return 0;
+}
+
+void wxj_region_unregister(struct wxj_chunk *chunk)
+{
+    pthread_mutex_lock(&registry_lock);
+    atomic_store(&regions[chunk->region_slot], NULL);
+    pthread_mutex_unlock(&registry_lock);
+    /* The chunk's metadata is freed next: wait until no handler can still
+     * be reading it. A handler enters (seq_cst) before loading any slot, so
+     * one that entered after the store above cannot find this chunk. */
+    while (atomic_load(&handlers_inside) != 0)
+        wxj_os_yield();
+}
+
+static struct wxj_chunk *region_find(uintptr_t addr)
+{
+    size_t high = atomic_load_explicit(&regions_high, memory_order_acquire);
+    for (size_t i = 0; i < high; i++) {
+        struct wxj_chunk *c =
+            atomic_load_explicit(&regions[i], memory_order_acquire);
+        if (c && addr - (uintptr_t)c->base < c->size)
+            return c;
+    }
+    return NULL;
+}
+
+/* ---- the retry decision -------------------------------------------------- */
+static _Atomic uint64_t total_retried, total_declined;
+
+/* The last fault this thread retried on a page that was not WRITING (I3).
+ * initial-exec TLS: a plain access, safe in a signal handler. */
+static __thread uintptr_t last_addr __attribute__((tls_model("initial-exec")));
+static __thread uint32_t last_state
+    __attribute__((tls_model("initial-exec")));
+
+/* Sleeps while the page is WRITING; returns the word that ended the wait. */
+static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
+{
+    while (s & WXJ_PAGE_WRITING) {
+        if ((s & WXJ_PAGE_WAITERS) ||
+            atomic_compare_exchange_strong_explicit(
+                &pg->state, &s, s | WXJ_PAGE_WAITERS, memory_order_acquire,
+                memory_order_acquire))
+            wxj_os_futex_wait(&pg->state, s | WXJ_PAGE_WAITERS);
+        /* acquire: pairs with the writer's release, so the retried fetch
+         * comes after the RX flip and the icache flush. */
+        s = atomic_load_explicit(&pg->state, memory_order_acquire);
+    }
+    return s;
+}
+
+/* Decides for a fault inside chunk; true means "retry the instruction". */
+static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr)
+{
+    struct wxj_page *pg =
+        &chunk->pages[(addr - (uintptr_t)chunk->base) /
+                      chunk->heap->page_size];
+    uint32_t s = atomic_load_explicit(&pg->state, memory_order_acquire);
+    if (s == 0)
+        return false; /* the page never held code: not a write window */
+    if (s & WXJ_PAGE_WRITING) {
+        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) ==
+            wxj_os_tid())
+            return false; /* I4: we hold it; waiting would never end */
+        s = wait_while_writing(pg, s);
+    } else if (last_addr == addr && last_state == s) {
+        return false; /* I3: retried once already with nothing changed */
+    }
+    /* Either we waited for a window to close, or the writer closed it
+     * between the fault and our load (the page is RX now): one retry. */
+    last_addr = addr;
+    last_state = s;
+    return true;
+}
+
+int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
+{
+    siginfo_t *info = siginfo;
+    /* Only a protection fault on a present page can be a write window:
+     * Linux reports those as SIGSEGV/SEGV_ACCERR. */
+    if (sig != SIGSEGV || !info || !ucontext || info->si_code != SEGV_ACCERR)
+        return 0;
+    uintptr_t addr = (uintptr_t)info->si_addr;
+    uintptr_t pc = wxj_arch_pc((const ucontext_t *)ucontext);
+    /* An instruction fetch faults at its own address, or on the next page
+     * when it straddles a page boundary; any other address is data. */
+    bool fetch = addr - pc < WXJ_ARCH_MAX_INSN;
+
+    atomic_fetch_add(&handlers_inside, 1); /* seq_cst: see unregister */
+    struct wxj_chunk *chunk = region_find(addr);
+    bool retry = fetch && chunk && retry_fault(chunk, addr);
+    if (chunk)
+        wxj_count(retry ? &chunk->heap->count.faults_retried
+                        : &chunk->heap->count.faults_forwarded,
+                  1);
+    atomic_fetch_sub(&handlers_inside, 1);
+
+    wxj_count(retry ? &total_retried : &total_declined, 1);
+    return retry;
+}
+
+int wxjit_fault_counts(uint64_t *retried, uint64_t *declined)
+{
+    if (retried)
+        *retried = atomic_load_explicit(&total_retried, memory_order_relaxed);
+    if (declined)
+        *declined =
+            atomic_load_explicit(&total_declined, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- the process-wide handler and forwarding ---------------------------- */
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned install_depth;
+/* Written only while wxjit's handler is not installed, read by it. */
+static struct sigaction previous;
+
+/* Delivers a declined fault as if wxjit had never been there (I2). */
+static void forward(int sig, siginfo_t *info, void *ucontext)
+{
+    struct sigaction prev = previous;
+    bool from_kernel = info->si_code > 0; /* a real fault, not kill(2) */
+
+    if (prev.sa_flags & SA_SIGINFO || (prev.sa_handler != SIG_DFL &&
+                                       prev.sa_handler != SIG_IGN)) {
+        /* Run it with the mask the kernel would have given it. */
+        sigset_t saved, mask = prev.sa_mask;
+        pthread_sigmask(SIG_BLOCK, &mask, &saved);
+        if (prev.sa_flags & SA_NODEFER) {
+            sigemptyset(&mask);
+            sigaddset(&mask, sig);
+            pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
+        }
+        if (prev.sa_flags & SA_RESETHAND)
+            previous.sa_handler = SIG_DFL, previous.sa_flags = 0;
+        if (prev.sa_flags & SA_SIGINFO)
+            prev.sa_sigaction(sig, info, ucontext);
+        else
+            prev.sa_handler(sig);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        return;
+    }
+    if (prev.sa_handler == SIG_IGN && !from_kernel)
+        return; /* an ignored kill(2) SIGSEGV stays ignored */
+    /* Default action (the kernel forces it for an ignored fault too). The
+     * same siginfo is queued to this thread with SIG_DFL in place; it is
+     * delivered as the handler returns, before the instruction could run
+     * again: the same death, core dump and exit status, even if another
+     * thread changed the page meanwhile. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), wxj_os_tid(), sig, info);
+}
+
+static void fault_handler(int sig, siginfo_t *info, void *ucontext)
+{
+    if (!wxjit_handle_fault(sig, info, ucontext))
+        forward(sig, info, ucontext);
+}
+
+int wxjit_fault_handler_install(void)
+{
+    int err = 0;
+    pthread_mutex_lock(&install_lock);
+    if (install_depth == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_sigaction = fault_handler;
+        sigemptyset(&sa.sa_mask);
+        /* SA_ONSTACK: a fault on a thread with an alternate stack (stack
+         * overflow handling in runtimes) must not need the main stack. */
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+        if (sigaction(SIGSEGV, NULL, &previous) != 0 ||
+            sigaction(SIGSEGV, &sa, NULL) != 0)
+            err = errno;
+    }
+    if (err == 0)
+        install_depth++;
+    pthread_mutex_unlock(&install_lock);
+    return err;
+}
+
+int wxjit_fault_handler_uninstall(void)
+{
+    int err = 0;
+    pthread_mutex_lock(&install_lock);
+    if (install_depth == 0) {
+        err = EINVAL;
+    } else if (install_depth == 1) {
+        struct sigaction now;
+        if (sigaction(SIGSEGV, NULL, &now) != 0)
+            err = errno;
+        else if (!(now.sa_flags & SA_SIGINFO) ||
+                 now.sa_sigaction != fault_handler)
+            err = EBUSY;
+        else if (sigaction(SIGSEGV, &previous, NULL) != 0)
+            err = errno;
+    }
+    if (err == 0)
+        install_depth--;
+    pthread_mutex_unlock(&install_lock);
+    return err;
+}

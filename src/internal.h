@@ -1,0 +1,166 @@
+/* Internal declarations shared by the wxjit sources. Nothing here is API. */
+#ifndef WXJ_INTERNAL_H
+#define WXJ_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "wxjit.h"
+
+/* Code is handed out in granules: 16 bytes is the function alignment
+ * x86_64 and aarch64 compilers use, and small enough that a page holds
+ * hundreds of small functions. */
+#define WXJ_GRANULE 16u
+#define WXJ_DEFAULT_CHUNK ((size_t)4 << 20) /* few mmaps, few VMAs */
+#define WXJ_MAX_CHUNK ((size_t)1 << 30)
+
+/* ---- per-page protocol word (see fault.c for the protocol) -------------
+ * bit 0  WRITING: a writer holds the page; it may be RW, not X
+ * bit 1  WAITERS: someone sleeps on the futex of this word
+ * bits 2-31: sequence number, bumped when WRITING is set and when it is
+ * cleared, so a fault handler can tell one write window from the next.
+ * A word of 0 means the page has never held code. */
+#define WXJ_PAGE_WRITING 1u
+#define WXJ_PAGE_WAITERS 2u
+#define WXJ_PAGE_SEQ_ONE 4u
+
+struct wxj_page {
+    _Atomic uint32_t state;  /* the protocol word above */
+    _Atomic int32_t writer;  /* tid holding WRITING, 0 when none */
+    uint32_t depth;          /* nested holds by the writer (writer only) */
+    bool fresh;              /* never executable: still RW from the chunk
+                                mapping, so writing needs no mprotect */
+};
+
+/* A chunk: one contiguous mapping of code pages plus out-of-line metadata.
+ * base/size/npages/pages never change after the chunk is registered, which
+ * is what lets the fault handler read them without a lock. */
+struct wxj_chunk {
+    struct wxj_chunk *_Atomic next; /* heap's chunk list, append-only */
+    struct wxjit_heap *heap;
+    uint8_t *base;         /* executable address of page 0 */
+    size_t size;           /* bytes mapped */
+    size_t npages;
+    size_t ngranules;
+    size_t fresh_next;     /* first page never handed to a pool (heap lock) */
+    _Atomic size_t free_granules; /* handed out, unused, not in a tail */
+    struct wxj_page *pages;
+    /* Granule bitmaps. A block [g, g + n) has used bits on all its
+     * granules, a start bit on g and an end bit on g + n - 1. */
+    _Atomic uint64_t *used;
+    _Atomic uint64_t *start;
+    _Atomic uint64_t *end;
+    _Atomic uint64_t *open; /* start granule of a reservation not committed */
+    int region_slot;
+};
+
+/* A thread's pool: its tail range, appended to without a lock. */
+struct wxj_pool {
+    struct wxj_pool *next;    /* heap->pools (heap lock) */
+    bool owned;               /* a live thread uses it (heap lock) */
+    struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
+    size_t tail_start;        /* [tail_start, limit): excluded from reuse */
+    size_t cursor;            /* next free granule (owner thread only) */
+    size_t limit;
+};
+
+/* How bytes become executable. The heap calls open before writing granules
+ * of pages [first, last] and close after; close makes them executable and
+ * flushes the instruction cache for [flush, flush + flush_len). */
+struct wxj_backend {
+    const char *name;
+    wxjit_backend id;
+    int (*chunk_map)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
+    void (*chunk_unmap)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
+    int (*open)(struct wxjit_heap *heap, struct wxj_chunk *chunk, size_t first,
+                size_t last);
+    int (*close)(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                 size_t first, size_t last, const void *flush,
+                 size_t flush_len);
+    /* Where to write the byte that executes at exec. */
+    uint8_t *(*write_addr)(struct wxj_chunk *chunk, uint8_t *exec);
+};
+
+extern const struct wxj_backend wxj_backend_toggle;
+
+struct wxj_counters {
+    _Atomic uint64_t installs, frees, granules_live, bytes_mapped, pages,
+        chunks, mprotect_calls, faults_retried, faults_forwarded;
+};
+
+struct wxjit_heap {
+    _Atomic uint32_t magic;       /* WXJ_HEAP_ALIVE while usable */
+    uint64_t id;                  /* unique per creation (heap registry) */
+    const struct wxj_backend *backend;
+    size_t page_size, chunk_size, max_bytes;
+    uintptr_t cookie;             /* scrambles reservation internals */
+    pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
+    struct wxj_chunk *_Atomic chunks;
+    struct wxj_pool *pools;
+    struct wxj_counters count;
+    struct wxjit_heap *recycle_next; /* dead heap handles, see heap.c */
+};
+
+#define WXJ_HEAP_ALIVE 0x77786a68u /* "wxjh" */
+#define WXJ_HEAP_DEAD 0x64656164u  /* "dead" */
+
+static inline void wxj_count(_Atomic uint64_t *counter, uint64_t n)
+{
+    /* Statistics only: no ordering with anything else is needed. */
+    atomic_fetch_add_explicit(counter, n, memory_order_relaxed);
+}
+
+/* ---- os_linux.c: every system call lives there ------------------------ */
+void wxj_os_init(void); /* once per heap creation: fork hooks */
+size_t wxj_os_page_size(void);
+int wxj_os_map_rw(size_t size, void **out);
+void wxj_os_unmap(void *addr, size_t size);
+int wxj_os_protect_rw(void *addr, size_t size);
+int wxj_os_protect_rx(void *addr, size_t size);
+void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
+void wxj_os_futex_wake_all(_Atomic uint32_t *word);
+int32_t wxj_os_tid(void); /* async-signal-safe; correct after fork */
+void wxj_os_yield(void);
+
+/* ---- chunk.c: chunks and their granule bitmaps ------------------------ */
+int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
+                     struct wxj_chunk **out);
+void wxj_chunk_destroy(struct wxjit_heap *heap, struct wxj_chunk *chunk);
+struct wxj_chunk *wxj_chunk_find(struct wxjit_heap *heap, const void *addr);
+size_t wxj_granule_of(const struct wxj_chunk *chunk, const void *addr);
+uint8_t *wxj_granule_addr(const struct wxj_chunk *chunk, size_t granule);
+void wxj_block_mark(struct wxj_chunk *chunk, size_t g, size_t n, bool open);
+void wxj_block_unmark(struct wxj_chunk *chunk, size_t g, size_t n);
+void wxj_block_shrink(struct wxj_chunk *chunk, size_t g, size_t n, size_t m);
+size_t wxj_block_extent(struct wxj_chunk *chunk, size_t g);
+bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start);
+bool wxj_bit_get(_Atomic uint64_t *map, size_t g);
+bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
+void wxj_bit_set(_Atomic uint64_t *map, size_t g);
+bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
+                        const struct wxj_pool *pools, size_t *run_start,
+                        size_t *run_len);
+
+/* ---- pool.c: per-thread pools ------------------------------------------ */
+int wxj_pool_alloc(struct wxjit_heap *heap, size_t ngranules,
+                   size_t align_granules, struct wxj_chunk **chunk,
+                   size_t *granule);
+void wxj_pool_give_back(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                        size_t g, size_t n);
+void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                            size_t end_granule);
+void wxj_pools_forget_heap(struct wxjit_heap *heap);
+
+/* ---- heap registry (heap.c), for pools retired at thread exit --------- */
+struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
+                                          uint64_t id);
+
+/* ---- fault.c: region registry ----------------------------------------- */
+int wxj_region_register(struct wxj_chunk *chunk);
+void wxj_region_unregister(struct wxj_chunk *chunk);
+
+#endif /* WXJ_INTERNAL_H */

@@ -1,0 +1,261 @@
+/* Per-thread pools: each thread appends code to its own tail range, so
+ * installs from different threads touch different pages and never take a
+ * shared lock. A tail is refilled under the heap lock, first from free
+ * space (dense packing), then from fresh pages, then from a new chunk. A
+ * thread's pools are retired when it exits. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+/* Heaps a thread uses at once before its least recently used pool is
+ * retired (it is re-created on demand): JITs use one heap or a few. */
+#define TLS_POOLS 8
+
+struct tls_entry {
+    struct wxjit_heap *heap;
+    uint64_t heap_id; /* tells a recycled heap handle from the old heap */
+    struct wxj_pool *pool;
+    uint64_t used_at;
+};
+
+static __thread struct tls_entry tls_pools[TLS_POOLS];
+static __thread uint64_t tls_clock;
+static pthread_key_t exit_key;
+static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
+
+static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+static void add_free(struct wxj_chunk *chunk, size_t n)
+{
+    /* A hint that lets refills skip chunks; no ordering needed. */
+    atomic_fetch_add_explicit(&chunk->free_granules, n, memory_order_relaxed);
+}
+
+/* Heap lock held. The unused rest of the tail becomes free space. */
+static void tail_retire(struct wxj_pool *pool)
+{
+    if (pool->chunk)
+        add_free(pool->chunk, pool->limit - pool->cursor);
+    pool->chunk = NULL;
+    pool->tail_start = pool->cursor = pool->limit = 0;
+}
+
+static void tls_entry_retire(struct tls_entry *e)
+{
+    struct wxjit_heap *heap = wxj_heap_lock_if_alive(e->heap, e->heap_id);
+    if (heap) {
+        tail_retire(e->pool);
+        e->pool->owned = false;
+        pthread_mutex_unlock(&heap->lock);
+    }
+    e->heap = NULL;
+    e->pool = NULL;
+}
+
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    for (int i = 0; i < TLS_POOLS; i++)
+        if (tls_pools[i].heap)
+            tls_entry_retire(&tls_pools[i]);
+}
+
+static void create_exit_key(void)
+{
+    pthread_key_create(&exit_key, thread_exit);
+}
+
+static struct tls_entry *entry_for(const struct wxjit_heap *heap)
+{
+    for (int i = 0; i < TLS_POOLS; i++)
+        if (tls_pools[i].heap == heap && tls_pools[i].heap_id == heap->id)
+            return &tls_pools[i];
+    return NULL;
+}
+
+/* An empty entry, else the least recently used one, retired. */
+static struct tls_entry *entry_victim(void)
+{
+    struct tls_entry *victim = &tls_pools[0];
+    for (int i = 0; i < TLS_POOLS && victim->heap; i++)
+        if (!tls_pools[i].heap || tls_pools[i].used_at < victim->used_at)
+            victim = &tls_pools[i];
+    if (victim->heap)
+        tls_entry_retire(victim);
+    return victim;
+}
+
+/* The calling thread's pool for heap, adopting a retired one if any. */
+static int pool_get(struct wxjit_heap *heap, struct wxj_pool **out)
+{
+    struct tls_entry *e = entry_for(heap);
+    if (e) {
+        e->used_at = ++tls_clock;
+        *out = e->pool;
+        return 0;
+    }
+    struct tls_entry *victim = entry_victim();
+
+    pthread_once(&exit_key_once, create_exit_key);
+    if (pthread_setspecific(exit_key, tls_pools) != 0)
+        return ENOMEM;
+
+    pthread_mutex_lock(&heap->lock);
+    struct wxj_pool *pool = heap->pools;
+    while (pool && pool->owned)
+        pool = pool->next;
+    if (!pool) {
+        pool = calloc(1, sizeof(*pool));
+        if (!pool) {
+            pthread_mutex_unlock(&heap->lock);
+            return ENOMEM;
+        }
+        pool->next = heap->pools;
+        heap->pools = pool;
+    }
+    pool->owned = true;
+    pthread_mutex_unlock(&heap->lock);
+
+    victim->heap = heap;
+    victim->heap_id = heap->id;
+    victim->pool = pool;
+    victim->used_at = ++tls_clock;
+    *out = pool;
+    return 0;
+}
+
+/* Heap lock held. A new chunk, clipped to what max_bytes still allows. */
+static int grow(struct wxjit_heap *heap, size_t need_pages,
+                struct wxj_chunk **out)
+{
+    size_t size = heap->chunk_size;
+    uint64_t mapped = atomic_load_explicit(&heap->count.bytes_mapped,
+                                           memory_order_relaxed);
+    if (heap->max_bytes) {
+        size_t room = mapped < heap->max_bytes
+                          ? (heap->max_bytes - mapped) / heap->page_size *
+                                heap->page_size
+                          : 0;
+        if (room < size)
+            size = room;
+    }
+    if (size < need_pages * heap->page_size)
+        return ENOMEM;
+    struct wxj_chunk *chunk;
+    int err = wxj_chunk_create(heap, size, &chunk);
+    if (err)
+        return err == ENOMEM || err == EAGAIN ? ENOMEM : err;
+    wxj_count(&heap->count.bytes_mapped, size);
+    wxj_count(&heap->count.chunks, 1);
+    atomic_store_explicit(&chunk->next,
+                          atomic_load_explicit(&heap->chunks,
+                                               memory_order_relaxed),
+                          memory_order_relaxed);
+    /* release: lock-free readers of the list see a complete chunk. */
+    atomic_store_explicit(&heap->chunks, chunk, memory_order_release);
+    *out = chunk;
+    return 0;
+}
+
+/* Heap lock held. Gives pool a new tail that fits n granules at align. */
+static int refill(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
+                  size_t align)
+{
+    tail_retire(pool);
+    struct wxj_chunk *c;
+    size_t start, len;
+    for (c = heap->chunks; c; c = c->next) {
+        if (atomic_load_explicit(&c->free_granules, memory_order_relaxed) >=
+                n &&
+            wxj_chunk_find_run(c, n, align, heap->pools, &start, &len)) {
+            atomic_fetch_sub_explicit(&c->free_granules, len,
+                                      memory_order_relaxed);
+            goto claim;
+        }
+    }
+    size_t per_page = heap->page_size / WXJ_GRANULE;
+    size_t pages = (n + per_page - 1) / per_page;
+    for (c = heap->chunks; c; c = c->next)
+        if (c->npages - c->fresh_next >= pages)
+            break;
+    if (!c) {
+        int err = grow(heap, pages, &c);
+        if (err)
+            return err;
+    }
+    /* Fresh pages start page-aligned, which satisfies any align. */
+    start = c->fresh_next * per_page;
+    len = pages * per_page;
+    c->fresh_next += pages;
+    wxj_count(&heap->count.pages, pages);
+claim:
+    pool->chunk = c;
+    pool->tail_start = pool->cursor = start;
+    pool->limit = start + len;
+    return 0;
+}
+
+int wxj_pool_alloc(struct wxjit_heap *heap, size_t n, size_t align,
+                   struct wxj_chunk **chunk, size_t *granule)
+{
+    struct wxj_pool *pool;
+    int err = pool_get(heap, &pool);
+    if (err)
+        return err;
+    size_t at = align_up(pool->cursor, align);
+    if (!pool->chunk || at + n > pool->limit) {
+        pthread_mutex_lock(&heap->lock);
+        err = refill(heap, pool, n, align);
+        pthread_mutex_unlock(&heap->lock);
+        if (err)
+            return err;
+        at = align_up(pool->cursor, align);
+    }
+    if (at > pool->cursor)
+        add_free(pool->chunk, at - pool->cursor);
+    pool->cursor = at + n;
+    *chunk = pool->chunk;
+    *granule = at;
+    return 0;
+}
+
+static struct wxj_pool *own_pool(const struct wxjit_heap *heap)
+{
+    struct tls_entry *e = entry_for(heap);
+    return e ? e->pool : NULL;
+}
+
+void wxj_pool_give_back(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                        size_t g, size_t n)
+{
+    struct wxj_pool *pool = own_pool(heap);
+    if (pool && pool->chunk == chunk && pool->cursor == g + n)
+        pool->cursor = g; /* the tail's last block: append over it again */
+    else
+        add_free(chunk, n);
+}
+
+void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                            size_t end)
+{
+    struct wxj_pool *pool = own_pool(heap);
+    if (!pool || pool->chunk != chunk || pool->cursor != end)
+        return;
+    size_t next = align_up(end, heap->page_size / WXJ_GRANULE);
+    if (next > pool->limit)
+        next = pool->limit;
+    add_free(chunk, next - end);
+    pool->cursor = next;
+}
+
+void wxj_pools_forget_heap(struct wxjit_heap *heap)
+{
+    /* Other threads' TLS entries may still name these pools; they check
+     * the heap id under the registry lock before touching them. */
+    while (heap->pools) {
+        struct wxj_pool *next = heap->pools->next;
+        free(heap->pools);
+        heap->pools = next;
+    }
+}

@@ -1,0 +1,297 @@
+/* Every public function: what it does on good input, and that bad input
+ * returns the documented error and changes nothing (same counters, the
+ * existing code still runs). */
+#include "emit.h"
+#include "wxtest.h"
+
+static wxjit_heap *heap;
+static void *known; /* a live function returning 42 */
+static size_t page;
+
+static void snapshot(wxjit_stats *s) { CHECK_OK(wxjit_stats_get(heap, s)); }
+
+/* Nothing observable changed since before. */
+static void unchanged(const char *what, const wxjit_stats *before)
+{
+    wxjit_stats now;
+    snapshot(&now);
+    CHECK(memcmp(&now, before, sizeof(now)) == 0,
+          "%s changed the heap (installs %llu->%llu, live %llu->%llu, "
+          "mprotect %llu->%llu)",
+          what, (unsigned long long)before->installs,
+          (unsigned long long)now.installs,
+          (unsigned long long)before->bytes_live,
+          (unsigned long long)now.bytes_live,
+          (unsigned long long)before->mprotect_calls,
+          (unsigned long long)now.mprotect_calls);
+    CHECK_EQ(as_fn(known)(), 42);
+}
+
+#define BAD(call, err)                                                       \
+    do {                                                                     \
+        wxjit_stats before_;                                                 \
+        snapshot(&before_);                                                  \
+        CHECK_RET(call, err);                                                \
+        unchanged(#call, &before_);                                          \
+    } while (0)
+
+static void *install_int(wxjit_heap *h, int32_t v)
+{
+    uint8_t buf[16];
+    void *exec;
+    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, v), 0, &exec));
+    return exec;
+}
+
+static void test_create(void)
+{
+    wxjit_heap *h = NULL;
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    CHECK_RET(wxjit_heap_create(NULL, NULL), EINVAL);
+    o.size = sizeof(o) - 1;
+    CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
+    o = (wxjit_heap_options)WXJIT_HEAP_OPTIONS_INIT;
+    o.flags = 1;
+    CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
+    o = (wxjit_heap_options)WXJIT_HEAP_OPTIONS_INIT;
+    o.chunk_size = ((size_t)1 << 30) + 1;
+    CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
+    o = (wxjit_heap_options)WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = (wxjit_backend)99;
+    CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
+    o.backend = WXJIT_BACKEND_DUALMAP;
+    CHECK_RET(wxjit_heap_create(&o, &h), ENOTSUP);
+    CHECK(h == NULL, "out-parameter written on failure");
+
+    CHECK_OK(wxjit_heap_create(NULL, &heap));
+    wxjit_backend b;
+    CHECK_RET(wxjit_heap_backend(NULL, &b), EINVAL);
+    CHECK_RET(wxjit_heap_backend(heap, NULL), EINVAL);
+    CHECK_OK(wxjit_heap_backend(heap, &b));
+    CHECK_EQ(b, WXJIT_BACKEND_TOGGLE);
+    known = install_int(heap, 42);
+    printf("  create: defaults work, bad options refused\n");
+}
+
+static void test_install(void)
+{
+    uint8_t buf[16];
+    size_t n = emit_return_int(buf, 7);
+    void *exec = NULL;
+    BAD(wxjit_install(NULL, buf, n, 0, &exec), EINVAL);
+    BAD(wxjit_install(heap, NULL, n, 0, &exec), EINVAL);
+    BAD(wxjit_install(heap, buf, n, 0, NULL), EINVAL);
+    BAD(wxjit_install(heap, buf, 0, 0, &exec), EINVAL);
+    BAD(wxjit_install(heap, buf, SIZE_MAX, 0, &exec), EINVAL);
+    BAD(wxjit_install(heap, buf, ((size_t)4 << 20) + 1, 0, &exec), EINVAL);
+    BAD(wxjit_install(heap, buf, n, 24, &exec), EINVAL);
+    BAD(wxjit_install(heap, buf, n, page * 2, &exec), EINVAL);
+    CHECK(exec == NULL, "out-parameter written on failure");
+
+    wxjit_stats before, after;
+    snapshot(&before);
+    CHECK_OK(wxjit_install(heap, buf, n, 256, &exec));
+    CHECK((uintptr_t)exec % 256 == 0, "align 256 gave %p", exec);
+    CHECK_EQ(as_fn(exec)(), 7);
+    snapshot(&after);
+    CHECK_EQ(after.installs, before.installs + 1);
+    CHECK_EQ(after.bytes_live, before.bytes_live + 16);
+    printf("  install: runs, aligned, counted; bad input refused\n");
+}
+
+static void test_reserve_commit(void)
+{
+    wxjit_reservation r, r2;
+    memset(&r, 0, sizeof(r));
+    BAD(wxjit_reserve(NULL, 64, 0, 0, &r), EINVAL);
+    BAD(wxjit_reserve(heap, 0, 0, 0, &r), EINVAL);
+    BAD(wxjit_reserve(heap, SIZE_MAX, 0, 0, &r), EINVAL);
+    BAD(wxjit_reserve(heap, 64, 3, 0, &r), EINVAL);
+    BAD(wxjit_reserve(heap, 64, 0, 0x80, &r), EINVAL);
+    BAD(wxjit_reserve(heap, 64, 0, 0, NULL), EINVAL);
+
+    /* Scratch write view: not the executable address. */
+    CHECK_OK(wxjit_reserve(heap, 64, 0, 0, &r));
+    CHECK(r.write != r.exec && r.size == 64, "scratch view expected");
+    size_t n = emit_return_int(r.write, 5);
+    BAD(wxjit_commit(heap, NULL, n), EINVAL);
+    BAD(wxjit_commit(heap, &r, 0), EINVAL);
+    BAD(wxjit_commit(heap, &r, 65), EINVAL);
+    BAD(wxjit_free(heap, r.exec), EINVAL); /* open reservations are not live */
+    BAD(wxjit_patch(heap, r.exec, "x", 1), EINVAL);
+    r2 = r;
+    r2.exec = (uint8_t *)r.exec + 16;
+    BAD(wxjit_commit(heap, &r2, n), EINVAL); /* forged */
+    r2 = r;
+    r2.write = known;
+    BAD(wxjit_commit(heap, &r2, n), EINVAL); /* forged write view */
+    wxjit_heap *other;
+    CHECK_OK(wxjit_heap_create(NULL, &other));
+    BAD(wxjit_commit(other, &r, n), EINVAL); /* another heap's */
+    CHECK_OK(wxjit_heap_destroy(other));
+    r2 = r;
+    CHECK_OK(wxjit_commit(heap, &r, n));
+    CHECK(r.exec == NULL, "a committed reservation is cleared");
+    CHECK_EQ(as_fn(r2.exec)(), 5);
+    BAD(wxjit_commit(heap, &r2, n), EINVAL); /* double commit */
+    BAD(wxjit_abort(heap, &r2), EINVAL);
+    uint8_t *tail = (uint8_t *)r2.exec + n;
+    CHECK(tail[0] == 0xcc, "unused reserved bytes hold traps, saw %#x",
+          tail[0]);
+
+    /* In place: write straight at the executable address. */
+    CHECK_OK(wxjit_reserve(heap, 100, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    CHECK(r.write == r.exec, "in-place view is the executable address");
+    n = emit_return_int(r.write, 6);
+    void *in_place = r.exec;
+    CHECK_OK(wxjit_commit(heap, &r, n));
+    CHECK_EQ(as_fn(in_place)(), 6);
+    printf("  reserve/commit: scratch and in-place; forged, foreign and "
+           "double commits refused\n");
+
+    CHECK_OK(wxjit_reserve(heap, 64, 0, 0, &r));
+    r2 = r;
+    BAD(wxjit_abort(NULL, &r), EINVAL);
+    BAD(wxjit_abort(heap, NULL), EINVAL);
+    wxjit_stats before, after;
+    snapshot(&before);
+    CHECK_OK(wxjit_abort(heap, &r));
+    snapshot(&after);
+    CHECK_EQ(after.installs, before.installs);
+    CHECK_EQ(after.bytes_live, before.bytes_live);
+    BAD(wxjit_abort(heap, &r2), EINVAL); /* double abort */
+    BAD(wxjit_commit(heap, &r2, 8), EINVAL);
+    printf("  abort: gives space back; double abort refused\n");
+}
+
+static void test_patch_free(void)
+{
+    uint8_t buf[32];
+    void *f;
+    size_t n = emit_return_int_patchable(buf, 10);
+    CHECK_OK(wxjit_install(heap, buf, n, 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    int32_t v = 11;
+    int stack_local = 0;
+
+    BAD(wxjit_patch(NULL, imm, &v, 4), EINVAL);
+    BAD(wxjit_patch(heap, NULL, &v, 4), EINVAL);
+    BAD(wxjit_patch(heap, imm, NULL, 4), EINVAL);
+    BAD(wxjit_patch(heap, imm, &v, 0), EINVAL);
+    BAD(wxjit_patch(heap, &stack_local, &v, 4), EINVAL); /* foreign */
+    BAD(wxjit_patch(heap, imm, &v, 64), EINVAL); /* runs past the function */
+    BAD(wxjit_patch(heap, (uint8_t *)f + 32, &v, 4), EINVAL); /* free space */
+    CHECK_OK(wxjit_patch(heap, imm, &v, 4));
+    CHECK_EQ(as_fn(f)(), 11);
+
+    BAD(wxjit_patch_atomic(heap, imm, 12, 3), EINVAL);
+    BAD(wxjit_patch_atomic(heap, imm + 1, 12, 4), EINVAL); /* misaligned */
+    BAD(wxjit_patch_atomic(heap, &stack_local, 12, 4), EINVAL);
+    BAD(wxjit_patch_atomic(NULL, imm, 12, 4), EINVAL);
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 12, 4));
+    CHECK_EQ(as_fn(f)(), 12);
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 13, 1));
+    CHECK_EQ(as_fn(f)(), 13);
+    printf("  patch/patch_atomic: change live code; bad ranges refused\n");
+
+    void *m = malloc(64);
+    BAD(wxjit_free(NULL, f), EINVAL);
+    BAD(wxjit_free(heap, NULL), EINVAL);
+    BAD(wxjit_free(heap, m), EINVAL);               /* foreign */
+    BAD(wxjit_free(heap, (uint8_t *)f + 16), EINVAL); /* interior */
+    BAD(wxjit_free(heap, (uint8_t *)f + 1), EINVAL);  /* misaligned */
+    free(m);
+    wxjit_stats before, after;
+    snapshot(&before);
+    CHECK_OK(wxjit_free(heap, f));
+    snapshot(&after);
+    CHECK_EQ(after.frees, before.frees + 1);
+    CHECK_EQ(after.bytes_live, before.bytes_live - 16);
+    CHECK(((uint8_t *)f)[0] == 0xcc && ((uint8_t *)f)[15] == 0xcc,
+          "freed code is trap-filled, saw %#x", ((uint8_t *)f)[0]);
+    BAD(wxjit_free(heap, f), EINVAL); /* double free */
+    BAD(wxjit_patch(heap, imm, &v, 4), EINVAL); /* patch after free */
+    printf("  free: trap fill, counted; foreign/interior/double refused\n");
+}
+
+static void test_stats_and_handler(void)
+{
+    wxjit_stats s;
+    CHECK_RET(wxjit_stats_get(NULL, &s), EINVAL);
+    CHECK_RET(wxjit_stats_get(heap, NULL), EINVAL);
+    CHECK_OK(wxjit_stats_get(heap, &s));
+    CHECK(s.installs >= 4 && s.bytes_mapped >= page && s.pages >= 1 &&
+              s.chunks == 1 && s.mprotect_calls > 0,
+          "implausible stats: installs %llu mapped %llu pages %llu",
+          (unsigned long long)s.installs,
+          (unsigned long long)s.bytes_mapped, (unsigned long long)s.pages);
+
+    CHECK_RET(wxjit_fault_handler_uninstall(), EINVAL);
+    CHECK_OK(wxjit_fault_handler_install());
+    CHECK_OK(wxjit_fault_handler_install());
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    CHECK_RET(wxjit_fault_handler_uninstall(), EINVAL);
+    struct sigaction now;
+    sigaction(SIGSEGV, NULL, &now);
+    CHECK(now.sa_handler == SIG_DFL, "default handler restored");
+
+    /* Someone replaced wxjit's handler: uninstall must not remove theirs. */
+    CHECK_OK(wxjit_fault_handler_install());
+    struct sigaction theirs, old;
+    memset(&theirs, 0, sizeof(theirs));
+    theirs.sa_handler = SIG_IGN;
+    sigaction(SIGSEGV, &theirs, &old);
+    CHECK_RET(wxjit_fault_handler_uninstall(), EBUSY);
+    sigaction(SIGSEGV, &old, NULL);
+    CHECK_OK(wxjit_fault_handler_uninstall());
+
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    CHECK_EQ(wxjit_handle_fault(SIGBUS, &info, &info), 0);
+    CHECK_EQ(wxjit_handle_fault(SIGSEGV, NULL, NULL), 0);
+    CHECK_OK(wxjit_fault_counts(NULL, NULL));
+    printf("  stats, handler install/uninstall nesting and EBUSY: ok\n");
+}
+
+static void test_destroy(void)
+{
+    wxjit_heap *h;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    void *f = install_int(h, 1);
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(h, 32, 0, 0, &r));
+    CHECK_OK(wxjit_abort(h, &r));
+    CHECK_RET(wxjit_heap_destroy(NULL), EINVAL);
+    CHECK_OK(wxjit_heap_destroy(h));
+    uint8_t buf[8];
+    void *exec;
+    wxjit_stats s;
+    wxjit_backend b;
+    CHECK_RET(wxjit_heap_destroy(h), EINVAL);
+    CHECK_RET(wxjit_install(h, buf, 8, 0, &exec), EINVAL);
+    CHECK_RET(wxjit_reserve(h, 8, 0, 0, &r), EINVAL);
+    CHECK_RET(wxjit_free(h, f), EINVAL);
+    CHECK_RET(wxjit_patch(h, f, buf, 1), EINVAL);
+    CHECK_RET(wxjit_stats_get(h, &s), EINVAL);
+    CHECK_RET(wxjit_heap_backend(h, &b), EINVAL);
+    CHECK_EQ(as_fn(known)(), 42); /* other heaps are untouched */
+    printf("  destroy: later use and double destroy refused\n");
+}
+
+int main(void)
+{
+    wxtest_enter_wx_policy();
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    printf("test_api:\n");
+    test_create();
+    test_install();
+    test_reserve_commit();
+    test_patch_free();
+    test_stats_and_handler();
+    test_destroy();
+    CHECK_OK(wxjit_heap_destroy(heap));
+    CHECK_EQ(wxtest_wx_mappings(), 0);
+    printf("test_api: ok\n");
+    return 0;
+}
