@@ -5,22 +5,20 @@
 
 
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "wx_policy.h"
 #include "wxjit.h"
 
 #define CHECK(cond, ...)                                                     \
@@ -59,68 +57,17 @@ static inline int_fn as_fn(void *code)
     return fn;
 }
 
-/* ---- the W^X policy ------------------------------------------------------
- * A seccomp filter that fails (EACCES, as SELinux's execmem denial does)
- * every mmap, mprotect and pkey_mprotect asking for PROT_WRITE|PROT_EXEC.
- * Inherited by every thread and child created afterwards. */
-#if defined(__x86_64__)
-#define WXTEST_AUDIT_ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define WXTEST_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#elif defined(__riscv)
-#define WXTEST_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#endif
-#ifndef __NR_pkey_mprotect
-#define __NR_pkey_mprotect 288 /* generic table: aarch64, riscv64 */
-#endif
-
+/* The W^X policy (tools/wx_policy.h) or a loud failure. */
 static inline void wxtest_enter_wx_policy(void)
 {
-#define WXTEST_DENY (SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA))
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        /* Another syscall ABI in this process (i386 int 0x80): deny all. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, WXTEST_AUDIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, WXTEST_DENY),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-#if defined(__x86_64__)
-        /* x32 numbers alias the x86_64 ones with bit 30 set. */
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, WXTEST_DENY),
-#endif
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 3, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pkey_mprotect, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        /* prot is the third argument of all three (low word: LE targets). */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                 offsetof(struct seccomp_data, args[2])),
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_WRITE | PROT_EXEC),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_WRITE | PROT_EXEC, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, WXTEST_DENY),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-#undef WXTEST_DENY
-    struct sock_fprog prog = {sizeof(filter) / sizeof(filter[0]), filter};
-    CHECK(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "no_new_privs: %s",
-          strerror(errno));
-    CHECK(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                  SECCOMP_FILTER_FLAG_TSYNC, &prog) == 0,
-          "seccomp: %s", strerror(errno));
+    int err = wx_policy_enter();
+    CHECK(err == 0, "entering the W^X policy: %s", strerror(err));
 }
 
-/* Mappings in /proc/self/maps that are both writable and executable. */
 static inline int wxtest_wx_mappings(void)
 {
-    FILE *f = fopen("/proc/self/maps", "r");
-    CHECK(f, "open maps: %s", strerror(errno));
-    char line[512], perms[8];
-    int n = 0;
-    while (fgets(line, sizeof(line), f))
-        if (sscanf(line, "%*x-%*x %7s", perms) == 1 && perms[1] == 'w' &&
-            perms[2] == 'x')
-            n++;
-    fclose(f);
+    int n = wx_policy_wx_mappings();
+    CHECK(n >= 0, "cannot read /proc/self/maps");
     return n;
 }
 

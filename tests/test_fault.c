@@ -1,0 +1,368 @@
+/* The fault handler, both sides of the promise:
+ * - faults that are wxjit's own (an instruction fetch from a code page that
+ *   another thread holds writable) are retried, including instructions
+ *   that straddle a page boundary and with a runtime's own handler calling
+ *   wxjit_handle_fault;
+ * - every other fault dies exactly as without wxjit, or reaches the handler
+ *   that was installed before (SA_SIGINFO or plain). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#include "emit.h"
+#include "wxtest.h"
+
+static size_t page;
+
+static void *install_bytes(wxjit_heap *h, const uint8_t *code, size_t n)
+{
+    void *exec;
+    CHECK_OK(wxjit_install(h, code, n, 0, &exec));
+    return exec;
+}
+
+static void *install_int(wxjit_heap *h, int32_t v)
+{
+    uint8_t buf[16];
+    return install_bytes(h, buf, emit_return_int(buf, v));
+}
+
+static uintptr_t page_of(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)(page - 1);
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- retries --------------------------------------------------------------
+ * An executor thread calls fn in a loop while the main thread holds fn's
+ * page writable through an in-place reservation: the executor must stall in
+ * the handler (its call count stops moving) and finish its call correctly
+ * once the reservation is committed. */
+struct executor {
+    int_fn fn;
+    int expect;
+    atomic_bool stop;
+    atomic_ulong calls;
+    atomic_int wrong;
+    bool altstack;
+};
+
+static void *executor_main(void *arg)
+{
+    struct executor *e = arg;
+    if (e->altstack) {
+        stack_t ss = {.ss_sp = malloc(SIGSTKSZ * 4), .ss_size = SIGSTKSZ * 4};
+        CHECK(sigaltstack(&ss, NULL) == 0, "sigaltstack: %s", strerror(errno));
+    }
+    while (!atomic_load(&e->stop)) {
+        if (e->fn() != e->expect)
+            atomic_fetch_add(&e->wrong, 1);
+        atomic_fetch_add(&e->calls, 1);
+    }
+    return NULL;
+}
+
+static void wait_for_calls(struct executor *e, unsigned long more)
+{
+    unsigned long start = atomic_load(&e->calls);
+    while (atomic_load(&e->calls) < start + more)
+        sleep_ms(1);
+}
+
+/* Until the executor has stopped making progress for 50 ms: it is inside
+ * the fault handler, waiting for the page. */
+static void wait_for_stall(struct executor *e)
+{
+    unsigned long last = atomic_load(&e->calls), now;
+    for (int quiet = 0; quiet < 50; last = now) {
+        sleep_ms(1);
+        now = atomic_load(&e->calls);
+        quiet = now == last ? quiet + 1 : 0;
+    }
+}
+
+/* Reserves in place right after e->fn, on its page, while e runs; returns
+ * the faults retried meanwhile. */
+static uint64_t stall_and_release(wxjit_heap *h, struct executor *e,
+                                  size_t reserve)
+{
+    wxjit_stats before, after;
+    wxjit_reservation r;
+    pthread_t t;
+    CHECK_OK(wxjit_stats_get(h, &before));
+    CHECK(pthread_create(&t, NULL, executor_main, e) == 0, "thread");
+    wait_for_calls(e, 1000);
+    CHECK_OK(wxjit_reserve(h, reserve, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    void *held = r.exec;
+    wait_for_stall(e);
+    unsigned long stalled_at = atomic_load(&e->calls);
+    size_t n = emit_return_int(r.write, 99);
+    CHECK_OK(wxjit_commit(h, &r, n));
+    wait_for_calls(e, 1000);
+    atomic_store(&e->stop, true);
+    pthread_join(t, NULL);
+    CHECK_OK(wxjit_stats_get(h, &after));
+    CHECK_EQ(atomic_load(&e->wrong), 0);
+    CHECK_EQ(as_fn(held)(), 99);
+    CHECK(atomic_load(&e->calls) > stalled_at, "executor resumed");
+    return after.faults_retried - before.faults_retried;
+}
+
+static void test_retry_same_page(void)
+{
+    wxjit_heap *h;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    struct executor e = {.expect = 5};
+    e.fn = as_fn(install_int(h, 5));
+    uint64_t retried = stall_and_release(h, &e, 64);
+    CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
+    printf("  executor on a page held writable: stalled, retried %llu "
+           "fault(s), every call correct (%lu calls)\n",
+           (unsigned long long)retried, atomic_load(&e.calls));
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+/* mov eax, imm32 starts 3 bytes before a page boundary and ends on the
+ * next page, which is the one held writable: the fault address is on the
+ * second page, the PC on the first. */
+static void test_retry_straddling(bool altstack)
+{
+    wxjit_heap *h;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    size_t size = page + 64, at = page - 3;
+    uint8_t *code = malloc(size);
+    emit_nops(code, at);
+    size_t n = at + emit_return_int(code + at, 8);
+    void *exec;
+    CHECK_OK(wxjit_install(h, code, n, page, &exec));
+    free(code);
+    struct executor e = {.expect = 8, .fn = as_fn(exec), .altstack = altstack};
+    uint64_t retried = stall_and_release(h, &e, 32);
+    CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
+    printf("  instruction straddling into a held page%s: retried %llu "
+           "fault(s), every call correct\n",
+           altstack ? " (alternate signal stack)" : "",
+           (unsigned long long)retried);
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+/* A runtime that owns SIGSEGV asks wxjit first, then does its own thing. */
+static void runtime_handler(int sig, siginfo_t *info, void *uc)
+{
+    if (wxjit_handle_fault(sig, info, uc))
+        return;
+    _exit(77);
+}
+
+static void install_runtime_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = runtime_handler;
+    sa.sa_flags = SA_SIGINFO;
+    CHECK(sigaction(SIGSEGV, &sa, NULL) == 0, "sigaction");
+}
+
+static wxjit_heap *child_heap;
+static void null_deref_child(void *arg);
+
+static void test_runtime_handler(void)
+{
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    install_runtime_handler();
+    wxjit_heap *h;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    struct executor e = {.expect = 3};
+    e.fn = as_fn(install_int(h, 3));
+    uint64_t retried = stall_and_release(h, &e, 64);
+    CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
+    printf("  runtime-owned handler calling wxjit_handle_fault: retried "
+           "%llu fault(s)\n", (unsigned long long)retried);
+    child_heap = h;
+    int status = wxtest_in_child(null_deref_child, NULL);
+    wxtest_expect_exit("runtime handler gets a NULL deref", status, 77);
+    CHECK_OK(wxjit_heap_destroy(h));
+    signal(SIGSEGV, SIG_DFL);
+    CHECK_OK(wxjit_fault_handler_install());
+}
+
+/* ---- forwarding ------------------------------------------------------------
+ * Each scenario runs in a child three ways: with no wxjit handler (the
+ * baseline), with wxjit's handler over the default action (must die the
+ * same way), and with a previous handler (must reach it with the kernel's
+ * siginfo). */
+static void *expected_addr;
+
+static void call_code(const uint8_t *code, size_t n)
+{
+    as_fn(install_bytes(child_heap, code, n))();
+}
+
+static void null_deref_child(void *arg)
+{
+    (void)arg;
+    uint8_t buf[32];
+    expected_addr = NULL;
+    call_code(buf, emit_load(buf, 0));
+}
+
+static void write_code_child(void *arg)
+{
+    (void)arg;
+    uint8_t buf[32];
+    expected_addr = install_int(child_heap, 1);
+    call_code(buf, emit_store(buf, (uintptr_t)expected_addr));
+}
+
+static void jump_unmapped_child(void *arg)
+{
+    (void)arg;
+    uint8_t buf[32];
+    void *gone = mmap(NULL, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                      0);
+    munmap(gone, page);
+    expected_addr = gone;
+    call_code(buf, emit_jump(buf, (uintptr_t)gone));
+}
+
+static void call_freed_child(void *arg)
+{
+    (void)arg;
+    void *f = install_int(child_heap, 1);
+    CHECK_OK(wxjit_free(child_heap, f));
+    as_fn(f)();
+}
+
+static void raise_child(void *arg)
+{
+    (void)arg;
+    expected_addr = NULL;
+    raise(SIGSEGV);
+}
+
+/* The thread holding a page writable calls code on it: forwarded (dies),
+ * never a wait for itself. alarm() turns a deadlock into SIGALRM. */
+static void self_writer_child(void *arg)
+{
+    (void)arg;
+    void *f = install_int(child_heap, 1);
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(child_heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    CHECK(page_of(r.exec) == page_of(f), "reservation on f's page");
+    expected_addr = f;
+    alarm(10);
+    as_fn(f)();
+}
+
+static void prev_siginfo_handler(int sig, siginfo_t *info, void *uc)
+{
+    (void)uc;
+    /* A signal from raise() has no fault address to compare. */
+    bool addr_ok = info->si_code <= 0 || info->si_addr == expected_addr;
+    _exit(sig == SIGSEGV && addr_ok ? 40 : 41);
+}
+
+static void prev_plain_handler(int sig)
+{
+    _exit(sig == SIGSEGV ? 42 : 43);
+}
+
+enum prev_kind { PREV_NONE, PREV_SIGINFO, PREV_PLAIN, PREV_IGNORE };
+struct scenario {
+    void (*body)(void *);
+    enum prev_kind prev;
+    bool with_wxjit;
+};
+
+static void run_scenario(void *arg)
+{
+    const struct scenario *s = arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    if (s->prev == PREV_SIGINFO) {
+        sa.sa_sigaction = prev_siginfo_handler;
+        sa.sa_flags = SA_SIGINFO;
+    } else {
+        sa.sa_handler = s->prev == PREV_PLAIN    ? prev_plain_handler
+                        : s->prev == PREV_IGNORE ? SIG_IGN
+                                                 : SIG_DFL;
+    }
+    /* The parent has wxjit's handler installed: start from a clean slate. */
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    sigaction(SIGSEGV, &sa, NULL);
+    if (s->with_wxjit)
+        CHECK_OK(wxjit_fault_handler_install());
+    CHECK_OK(wxjit_heap_create(NULL, &child_heap));
+    s->body(NULL);
+}
+
+static int scenario_status(void (*body)(void *), enum prev_kind prev,
+                           bool with_wxjit)
+{
+    struct scenario s = {body, prev, with_wxjit};
+    return wxtest_in_child(run_scenario, &s);
+}
+
+static void test_forwarding(const char *what, void (*body)(void *),
+                            int expected_signal)
+{
+    char buf[96], line[160];
+    int base = scenario_status(body, PREV_NONE, false);
+    int with = scenario_status(body, PREV_NONE, true);
+    snprintf(line, sizeof(line), "%s without wxjit", what);
+    wxtest_expect_signal(line, base, expected_signal);
+    CHECK(with == base, "%s: with wxjit the child %s, without it %s", what,
+          wxtest_describe(with, buf, sizeof(buf)),
+          wxtest_describe(base, line, sizeof(line)));
+    printf("  %s with wxjit: same death (status %#x)\n", what, with);
+    if (expected_signal != SIGSEGV)
+        return;
+    snprintf(line, sizeof(line), "%s -> previous SA_SIGINFO handler", what);
+    wxtest_expect_exit(line, scenario_status(body, PREV_SIGINFO, true), 40);
+    snprintf(line, sizeof(line), "%s -> previous plain handler", what);
+    wxtest_expect_exit(line, scenario_status(body, PREV_PLAIN, true), 42);
+}
+
+static void test_ignored(void)
+{
+    /* SIG_IGN: a kill(2)-style SIGSEGV stays ignored, a real fault kills. */
+    wxtest_expect_exit("raise(SIGSEGV) while ignored, with wxjit",
+                       scenario_status(raise_child, PREV_IGNORE, true), 0);
+    wxtest_expect_signal("NULL deref while ignored, with wxjit",
+                         scenario_status(null_deref_child, PREV_IGNORE, true),
+                         SIGSEGV);
+}
+
+int main(void)
+{
+    wxtest_enter_wx_policy();
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    CHECK_OK(wxjit_fault_handler_install());
+    printf("test_fault: retries\n");
+    test_retry_same_page();
+    test_retry_straddling(false);
+    test_retry_straddling(true);
+    test_runtime_handler();
+
+    printf("test_fault: forwarding\n");
+    test_forwarding("NULL dereference from JIT code", null_deref_child,
+                    SIGSEGV);
+    test_forwarding("write into a code page", write_code_child, SIGSEGV);
+    test_forwarding("jump to unmapped memory", jump_unmapped_child, SIGSEGV);
+    test_forwarding("raise(SIGSEGV)", raise_child, SIGSEGV);
+    test_forwarding("own page held writable by the caller",
+                    self_writer_child, SIGSEGV);
+    /* Freed code is int3-filled: a stale call traps (SIGTRAP) at once. */
+    test_forwarding("call into freed code", call_freed_child, SIGTRAP);
+    test_ignored();
+
+    CHECK_EQ(wxtest_wx_mappings(), 0);
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    printf("test_fault: ok\n");
+    return 0;
+}
