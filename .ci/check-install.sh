@@ -8,10 +8,10 @@ prefix=$(mktemp -d)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
 
-export PKG_CONFIG_PATH="$prefix/lib/pkgconfig:$prefix/lib/$(gcc -print-multiarch 2>/dev/null || true)/pkgconfig"
+export PKG_CONFIG_PATH="$(dirname "$(find "$prefix" -name wxjit.pc)")"
 # shellcheck disable=SC2046
-cc -o "$prefix/embed-pc" examples/embed.c $(pkg-config --cflags --libs --static wxjit)
-"$prefix/embed-pc" | grep -q "returned 42"
+cc -o "$prefix/embed-pc" examples/embed.c $(pkg-config --cflags --libs wxjit)
+LD_LIBRARY_PATH="$(pkg-config --variable=libdir wxjit)" "$prefix/embed-pc" | grep -q "returned 42"
 echo "pkg-config consumer: ok"
 
 mkdir -p "$prefix/consumer"
