@@ -152,30 +152,30 @@ struct wxj_chunk *wxj_chunk_find(struct wxjit_heap *heap, const void *addr)
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-/* The first active tail of another pool that overlaps [a, b), or NULL. */
+/* Of the active tails that overlap [a, b), the one that starts first. */
 static const struct wxj_pool *tail_overlap(const struct wxj_chunk *chunk,
                                            const struct wxj_pool *pools,
                                            size_t a, size_t b)
 {
+    const struct wxj_pool *first = NULL;
     for (const struct wxj_pool *p = pools; p; p = p->next)
-        if (p->chunk == chunk && p->tail_start < b && a < p->limit)
-            return p;
-    return NULL;
+        if (p->chunk == chunk && p->tail_start < b && a < p->limit &&
+            (!first || p->tail_start < first->tail_start))
+            first = p;
+    return first;
 }
 
-/* Another thread holds a page in [first, last] (an in-place reservation,
- * most likely): writing there would wait for it, so reuse looks elsewhere. */
+/* A page in [first, last] that a writer holds (most likely an in-place
+ * reservation, possibly the caller's own): code written there would not be
+ * executable when its install returns, so reuse looks elsewhere. */
 static size_t held_page(const struct wxj_chunk *chunk, size_t first,
-                        size_t last, int32_t self)
+                        size_t last)
 {
-    for (size_t pg = first; pg <= last; pg++) {
-        uint32_t s = atomic_load_explicit(&chunk->pages[pg].state,
-                                          memory_order_relaxed);
-        if ((s & WXJ_PAGE_WRITING) &&
-            atomic_load_explicit(&chunk->pages[pg].writer,
-                                 memory_order_relaxed) != self)
+    for (size_t pg = first; pg <= last; pg++)
+        if (atomic_load_explicit(&chunk->pages[pg].state,
+                                 memory_order_relaxed) &
+            WXJ_PAGE_WRITING)
             return pg;
-    }
     return SIZE_MAX;
 }
 
@@ -189,7 +189,6 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 {
     size_t per_page = chunk->heap->page_size / WXJ_GRANULE;
     size_t limit = chunk->fresh_next * per_page;
-    int32_t self = wxj_os_tid();
     size_t g = 0;
     while (g < limit) {
         size_t a = align_up(bits_next(chunk->used, g, limit, false), align);
@@ -211,11 +210,13 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
             g = tail->limit;
             continue;
         }
-        size_t held = held_page(chunk, a / per_page, (a + n - 1) / per_page,
-                                self);
+        size_t held = held_page(chunk, a / per_page, (b - 1) / per_page);
         if (held != SIZE_MAX) {
-            g = (held + 1) * per_page;
-            continue;
+            if (held * per_page < a + n) {
+                g = (held + 1) * per_page;
+                continue;
+            }
+            b = held * per_page; /* the run stops short of it */
         }
         *run_start = a;
         *run_len = b - a;
