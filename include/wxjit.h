@@ -35,16 +35,34 @@ typedef struct wxjit_heap wxjit_heap;
 
 /* How code bytes become executable. */
 typedef enum wxjit_backend {
-    /* Best backend that works on this system (currently: toggle). */
+    /* The best backend that works on this system: dualmap if shared memory
+     * objects can be mapped twice, else toggle (probed once per process).
+     * The environment variable WXJIT_BACKEND=toggle|dualmap overrides the
+     * choice without a rebuild. */
     WXJIT_BACKEND_AUTO = 0,
     /* mprotect the pages that receive code RW, copy, back to RX; threads
-     * executing those pages meanwhile are held by the fault-retry handler. */
+     * executing those pages meanwhile are held by the fault-retry handler.
+     * No second mapping of code exists. */
     WXJIT_BACKEND_TOGGLE = 1,
-    /* Reserved for the dual-mapping backend (not built yet: ENOTSUP). */
+    /* Each chunk is a shared memory object mapped twice: RX where code
+     * runs, RW at an unrelated address where wxjit writes. No system call
+     * and no fault per install; the RW alias is the price (see
+     * WXJIT_HEAP_RW_ON_DEMAND). */
     WXJIT_BACKEND_DUALMAP = 2,
+    /* Insecure baseline, one RWX mapping, for benchmarks only: refused
+     * unless WXJIT_HEAP_ALLOW_RWX is also given. */
+    WXJIT_BACKEND_RWX = 3,
 } wxjit_backend;
 
-/* Heap flags (wxjit_heap_options.flags). None defined yet: must be 0. */
+/* Heap flags (wxjit_heap_options.flags). */
+enum {
+    /* dualmap: map the RW view only for the length of each write (an mmap
+     * and a munmap per install, patch or free) instead of keeping a
+     * standing RW alias of all code. */
+    WXJIT_HEAP_RW_ON_DEMAND = 1u << 0,
+    /* Required with WXJIT_BACKEND_RWX, refused otherwise. */
+    WXJIT_HEAP_ALLOW_RWX = 1u << 1,
+};
 
 /* Options for wxjit_heap_create. Initialise with WXJIT_HEAP_OPTIONS_INIT so
  * that fields added later get their defaults. */
@@ -57,16 +75,26 @@ typedef struct wxjit_heap_options {
     size_t max_bytes;      /* cap on code memory mapped by this heap;
                               0: no cap. Reservations that would exceed it
                               fail with ENOMEM. */
-    unsigned flags;        /* must be 0 */
+    unsigned flags;        /* WXJIT_HEAP_* */
 } wxjit_heap_options;
 
 #define WXJIT_HEAP_OPTIONS_INIT \
     { sizeof(wxjit_heap_options), WXJIT_BACKEND_AUTO, 0, 0, 0 }
 
 /* Creates a heap of executable memory. opts may be NULL for the defaults.
+ * Environment (read here, at each creation):
+ *   WXJIT_BACKEND=toggle|dualmap|auto  replaces WXJIT_BACKEND_AUTO;
+ *   WXJIT_DUALMAP_OBJECT=memfd|shm|tmpfile  the first way dualmap tries to
+ *     get a shared memory object (default memfd, then shm_open, then an
+ *     O_TMPFILE file in $TMPDIR, /dev/shm or /tmp).
  * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
- *                 backend, chunk_size above 1 GiB;
- *         ENOTSUP the backend is not available on this system;
+ *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
+ *                 backend other than dualmap or AUTO, ALLOW_RWX without
+ *                 the rwx backend, a bad value in an environment variable;
+ *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
+ *         other   the errno that makes the requested backend unusable here
+ *                 (EACCES: the system forbids RWX; ENOSYS: no way to get
+ *                 a shared memory object), from probing it;
  *         ENOMEM  out of memory.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out);
@@ -83,14 +111,21 @@ WXJIT_API int wxjit_heap_destroy(wxjit_heap *heap);
  * Errors: EINVAL heap is NULL or destroyed, out is NULL. Thread-safe. */
 WXJIT_API int wxjit_heap_backend(const wxjit_heap *heap, wxjit_backend *out);
 
+/* The name of a backend ("auto", "toggle", "dualmap", "rwx").
+ * Errors: EINVAL unknown backend or out NULL. Thread-safe. */
+WXJIT_API int wxjit_backend_name(wxjit_backend backend, const char **out);
+
 /* Reservation flags. */
 enum {
-    /* The write view is the executable address itself: its pages are kept
-     * writable and not executable from reserve to commit or abort. For JITs
-     * that emit straight into their final location. Threads executing
-     * other code on those pages wait meanwhile (fault retry), so keep the
-     * window short; the reserving thread must not execute code on those
-     * pages until commit, and must commit or abort itself. */
+    /* The bytes are written at their final location, with no copy at
+     * commit: for JITs that emit straight into place. With toggle the
+     * write view is the executable address itself, its pages kept
+     * writable and not executable from reserve to commit or abort: threads
+     * executing other code on those pages wait meanwhile (fault retry), so
+     * keep the window short; the reserving thread must not execute code on
+     * those pages until commit, and must commit or abort itself. With
+     * dualmap the write view is the RW alias of the executable address
+     * (write - exec is constant within a reservation) and nobody waits. */
     WXJIT_RESERVE_IN_PLACE = 1u << 0,
 };
 
@@ -182,7 +217,9 @@ typedef struct wxjit_stats {
     uint64_t bytes_mapped;     /* bytes of code address space mapped */
     uint64_t pages;            /* pages handed out to pools so far */
     uint64_t chunks;           /* chunks mapped */
-    uint64_t mprotect_calls;   /* permission changes made */
+    uint64_t mprotect_calls;   /* permission changes made (toggle) */
+    uint64_t map_calls;        /* mmap/munmap calls for chunks and RW
+                                  windows (dualmap, rwx) */
     uint64_t faults_retried;   /* fetch faults on this heap's pages that
                                   were retried by the fault handler */
     uint64_t faults_forwarded; /* faults on this heap's pages that were not

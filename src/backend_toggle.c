@@ -109,52 +109,60 @@ static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
     return 0;
 }
 
-static int toggle_open(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                       size_t first, size_t last)
+static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
+    struct wxj_chunk *chunk = w->chunk;
     int32_t self = wxj_os_tid();
-    size_t i;
     uint32_t seen;
 retry:
-    for (i = first; i <= last; i++) {
+    for (size_t i = w->first; i <= w->last; i++) {
         if (page_take(&chunk->pages[i], self, &seen) == BUSY) {
             /* Never hold pages while waiting: no lock-order cycle between
              * two writers whose ranges overlap. */
-            if (i > first)
-                pages_drop(chunk, first, i - 1);
+            if (i > w->first)
+                pages_drop(chunk, w->first, i - 1);
             page_wait(&chunk->pages[i], seen);
             goto retry;
         }
     }
-    int err = protect_runs(heap, chunk, first, last, true, wxj_os_protect_rw,
-                           wxj_os_protect_rx);
+    int err = protect_runs(heap, chunk, w->first, w->last, true,
+                           wxj_os_protect_rw, wxj_os_protect_rx);
     if (err) {
-        pages_drop(chunk, first, last);
+        pages_drop(chunk, w->first, w->last);
         return err;
     }
-    /* A fresh page is trap-filled whole before its first code, so no byte
-     * of it is ever executable without being either code or a trap. */
-    for (i = first; i <= last; i++)
-        if (chunk->pages[i].fresh && chunk->pages[i].depth == 1)
-            wxj_arch_trap_fill(chunk->base + i * heap->page_size,
-                               heap->page_size);
+    w->view = chunk->base + w->first * heap->page_size;
     return 0;
 }
 
-static int toggle_close(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                        size_t first, size_t last, const void *flush,
-                        size_t flush_len)
+static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
+                        const void *flush, size_t flush_len)
 {
-    int err = protect_runs(heap, chunk, first, last, false,
+    struct wxj_chunk *chunk = w->chunk;
+    int err = protect_runs(heap, chunk, w->first, w->last, false,
                            wxj_os_protect_rx, NULL);
     wxj_arch_flush_icache(flush, flush_len);
-    /* Even if RX failed: the page holds code now, never trap-fill it whole
-     * again; the next write window retries the RX flip. */
-    for (size_t i = first; i <= last; i++)
+    /* Even if RX failed: the page holds code now and needs the RW flip
+     * before the next write; that window retries the RX flip. */
+    for (size_t i = w->first; i <= w->last; i++)
         if (chunk->pages[i].depth == 1)
             chunk->pages[i].fresh = false;
-    pages_drop(chunk, first, last);
+    pages_drop(chunk, w->first, w->last);
     return err;
+}
+
+/* Fresh pages are still RW from the chunk mapping and nobody can execute
+ * them yet: fill them directly, no mprotect. */
+static int toggle_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    wxj_arch_trap_fill(w->chunk->base + w->first * heap->page_size,
+                       (w->last - w->first + 1) * heap->page_size);
+    return 0;
+}
+
+static int toggle_probe(void)
+{
+    return 0; /* mprotect exists everywhere */
 }
 
 static int toggle_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
@@ -163,7 +171,7 @@ static int toggle_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
     void *base;
     /* Mapped RW, never X: fresh pages are written before their first
      * mprotect to RX, which is then the only syscall they need. */
-    int err = wxj_os_map_rw(chunk->size, &base);
+    int err = wxj_os_map_anon(chunk->size, false, &base);
     if (err == 0)
         chunk->base = base;
     return err;
@@ -176,18 +184,13 @@ static void toggle_chunk_unmap(struct wxjit_heap *heap,
     wxj_os_unmap(chunk->base, chunk->size);
 }
 
-static uint8_t *toggle_write_addr(struct wxj_chunk *chunk, uint8_t *exec)
-{
-    (void)chunk;
-    return exec;
-}
-
 const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
+    .probe = toggle_probe,
     .chunk_map = toggle_chunk_map,
     .chunk_unmap = toggle_chunk_unmap,
+    .fill_fresh = toggle_fill_fresh,
     .open = toggle_open,
     .close = toggle_close,
-    .write_addr = toggle_write_addr,
 };

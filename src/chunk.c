@@ -152,17 +152,29 @@ struct wxj_chunk *wxj_chunk_find(struct wxjit_heap *heap, const void *addr)
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-/* Of the active tails that overlap [a, b), the one that starts first. */
-static const struct wxj_pool *tail_overlap(const struct wxj_chunk *chunk,
-                                           const struct wxj_pool *pools,
-                                           size_t a, size_t b)
+/* Of the pages that active tails lie on, the first range overlapping
+ * [a, b), as [*from, *to) in granules; false if none. Whole pages: two
+ * threads appending to one page would contend for its writer lock and
+ * make each other's executors fault, which per-thread pools exist to
+ * avoid. */
+static bool tail_pages_overlap(const struct wxj_chunk *chunk,
+                               const struct wxj_pool *pools, size_t a,
+                               size_t b, size_t *from, size_t *to)
 {
-    const struct wxj_pool *first = NULL;
-    for (const struct wxj_pool *p = pools; p; p = p->next)
-        if (p->chunk == chunk && p->tail_start < b && a < p->limit &&
-            (!first || p->tail_start < first->tail_start))
-            first = p;
-    return first;
+    size_t per_page = chunk->heap->page_size / WXJ_GRANULE;
+    bool found = false;
+    for (const struct wxj_pool *p = pools; p; p = p->next) {
+        if (p->chunk != chunk)
+            continue;
+        size_t lo = p->tail_start / per_page * per_page;
+        size_t hi = align_up(p->limit, per_page);
+        if (lo < b && a < hi && (!found || lo < *from)) {
+            *from = lo;
+            *to = hi;
+            found = true;
+        }
+    }
+    return found;
 }
 
 /* A page in [first, last] that a writer holds (most likely an in-place
@@ -199,16 +211,13 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
             g = b;
             continue;
         }
-        const struct wxj_pool *tail = tail_overlap(chunk, pools, a, b);
-        if (tail && tail->tail_start <= a) {
-            g = tail->limit;
-            continue;
-        }
-        if (tail)
-            b = tail->tail_start;
-        if (b - a < n) {
-            g = tail->limit;
-            continue;
+        size_t from = 0, to = 0;
+        if (tail_pages_overlap(chunk, pools, a, b, &from, &to)) {
+            if (from <= a || from - a < n) {
+                g = to;
+                continue;
+            }
+            b = from; /* the run stops short of another thread's pages */
         }
         size_t held = held_page(chunk, a / per_page, (b - 1) / per_page);
         if (held != SIZE_MAX) {
@@ -242,6 +251,7 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     if (!chunk)
         return ENOMEM;
     chunk->heap = heap;
+    chunk->fd = -1;
     chunk->size = size;
     chunk->npages = size / heap->page_size;
     chunk->ngranules = size / WXJ_GRANULE;

@@ -34,33 +34,105 @@ struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
     return alive ? heap : NULL;
 }
 
-static const struct wxj_backend *backend_for(wxjit_backend id)
+/* ---- backend selection -------------------------------------------------- */
+static const struct wxj_backend *const backends[] = {
+    [WXJIT_BACKEND_TOGGLE] = &wxj_backend_toggle,
+    [WXJIT_BACKEND_DUALMAP] = &wxj_backend_dualmap,
+    [WXJIT_BACKEND_RWX] = &wxj_backend_rwx,
+};
+static const char *const backend_names[] = {"auto", "toggle", "dualmap",
+                                             "rwx"};
+
+int wxjit_backend_name(wxjit_backend backend, const char **out)
 {
-    switch (id) {
-    case WXJIT_BACKEND_AUTO:
-    case WXJIT_BACKEND_TOGGLE:
-        return &wxj_backend_toggle;
-    default:
-        return NULL;
+    if ((unsigned)backend >= sizeof(backend_names) / sizeof(*backend_names) ||
+        !out)
+        return EINVAL;
+    *out = backend_names[backend];
+    return 0;
+}
+
+static pthread_once_t dualmap_probe_once = PTHREAD_ONCE_INIT;
+static int dualmap_probe_result;
+
+static void probe_dualmap(void)
+{
+    dualmap_probe_result = wxj_backend_dualmap.probe();
+}
+
+/* AUTO: the environment's choice, else dualmap when it works here. */
+static int resolve_auto(wxjit_backend *out)
+{
+    const char *env = getenv("WXJIT_BACKEND");
+    if (env && *env && strcmp(env, "auto") != 0) {
+        if (!strcmp(env, "toggle"))
+            *out = WXJIT_BACKEND_TOGGLE;
+        else if (!strcmp(env, "dualmap"))
+            *out = WXJIT_BACKEND_DUALMAP;
+        else
+            return EINVAL; /* rwx is never chosen from outside */
+        return 0;
     }
+    pthread_once(&dualmap_probe_once, probe_dualmap);
+    *out = dualmap_probe_result == 0 ? WXJIT_BACKEND_DUALMAP
+                                     : WXJIT_BACKEND_TOGGLE;
+    return 0;
+}
+
+static int object_from_env(enum wxj_object *out)
+{
+    static const char *const names[] = {"memfd", "shm", "tmpfile"};
+    const char *env = getenv("WXJIT_DUALMAP_OBJECT");
+    *out = WXJ_OBJECT_MEMFD;
+    if (!env || !*env)
+        return 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+        if (!strcmp(env, names[i])) {
+            *out = (enum wxj_object)i;
+            return 0;
+        }
+    return EINVAL;
+}
+
+/* Validates the options and picks the backend; probes it when chosen
+ * explicitly, so an unusable backend fails here and not at first use. */
+static int choose_backend(const wxjit_heap_options *o,
+                          const struct wxj_backend **out)
+{
+    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX;
+    wxjit_backend id = o->backend;
+    if ((o->flags & ~known) || (unsigned)id >= 4)
+        return EINVAL;
+    if (id == WXJIT_BACKEND_RWX && !(o->flags & WXJIT_HEAP_ALLOW_RWX))
+        return EPERM;
+    if ((id != WXJIT_BACKEND_RWX && (o->flags & WXJIT_HEAP_ALLOW_RWX)) ||
+        ((o->flags & WXJIT_HEAP_RW_ON_DEMAND) &&
+         id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO))
+        return EINVAL;
+    int err = id == WXJIT_BACKEND_AUTO ? resolve_auto(&id)
+                                       : backends[id]->probe();
+    if (err == 0)
+        *out = backends[id];
+    return err;
 }
 
 int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
 {
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    const struct wxj_backend *backend;
+    enum wxj_object object_first;
     if (!out)
         return EINVAL;
     if (opts) {
-        if (opts->size < sizeof(o) || opts->flags != 0 ||
-            opts->chunk_size > WXJ_MAX_CHUNK)
+        if (opts->size < sizeof(o) || opts->chunk_size > WXJ_MAX_CHUNK)
             return EINVAL;
         o = *opts;
     }
-    if (o.backend == WXJIT_BACKEND_DUALMAP)
-        return ENOTSUP;
-    const struct wxj_backend *backend = backend_for(o.backend);
-    if (!backend)
-        return EINVAL;
+    int err = choose_backend(&o, &backend);
+    if (err == 0)
+        err = object_from_env(&object_first);
+    if (err)
+        return err;
 
     wxj_os_init();
     pthread_mutex_lock(&heaps_lock);
@@ -75,6 +147,8 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     memset(heap, 0, sizeof(*heap));
     heap->id = id;
     heap->backend = backend;
+    heap->flags = o.flags;
+    heap->object_first = object_first;
     heap->page_size = wxj_os_page_size();
     size_t chunk = o.chunk_size ? o.chunk_size : WXJ_DEFAULT_CHUNK;
     heap->chunk_size = (chunk + heap->page_size - 1) / heap->page_size *
@@ -145,18 +219,34 @@ static void fill_trap(uint8_t *dst, size_t len, const void *unused)
     wxj_arch_trap_fill(dst, len);
 }
 
-/* Writes [exec, exec + len) through the backend's write window. */
+/* The window over the pages of [exec, exec + len); view set by open. */
+static struct wxj_window window_over(const struct wxjit_heap *heap,
+                                     struct wxj_chunk *chunk,
+                                     const uint8_t *exec, size_t len)
+{
+    struct wxj_window w = {chunk, page_of(heap, chunk, exec),
+                           page_of(heap, chunk, exec + len - 1), NULL};
+    return w;
+}
+
+/* Where the byte that executes at exec is written through window w. */
+static uint8_t *window_at(const struct wxjit_heap *heap,
+                          const struct wxj_window *w, const uint8_t *exec)
+{
+    return w->view + (exec - (w->chunk->base + w->first * heap->page_size));
+}
+
+/* Writes [exec, exec + len) through a write window of the backend. */
 static int write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
                       uint8_t *exec, size_t len, fill_fn fill,
                       const void *arg)
 {
-    size_t first = page_of(heap, chunk, exec);
-    size_t last = page_of(heap, chunk, exec + len - 1);
-    int err = heap->backend->open(heap, chunk, first, last);
+    struct wxj_window w = window_over(heap, chunk, exec, len);
+    int err = heap->backend->open(heap, &w);
     if (err)
         return err;
-    fill(heap->backend->write_addr(chunk, exec), len, arg);
-    return heap->backend->close(heap, chunk, first, last, exec, len);
+    fill(window_at(heap, &w, exec), len, arg);
+    return heap->backend->close(heap, &w, exec, len);
 }
 
 static size_t granules(size_t bytes)
@@ -204,10 +294,13 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     return 0;
 }
 
-/* ---- reservations ------------------------------------------------------- */
-static uintptr_t scramble(const struct wxjit_heap *heap, const void *p)
+/* ---- reservations -------------------------------------------------------
+ * internal[0]: the chunk, with bit 0 set for an in-place reservation;
+ * internal[1]: the write view. Both scrambled with the heap's cookie so a
+ * stale or hand-made reservation is refused rather than trusted. */
+static uintptr_t scramble(const struct wxjit_heap *heap, uintptr_t v)
 {
-    return (uintptr_t)p ^ heap->cookie;
+    return v ^ heap->cookie;
 }
 
 int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
@@ -219,39 +312,39 @@ int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
     if (err || !out || (flags & ~(unsigned)WXJIT_RESERVE_IN_PLACE))
         return err ? err : EINVAL;
     bool in_place = flags & WXJIT_RESERVE_IN_PLACE;
-    void *scratch = NULL;
-    if (!in_place && !(scratch = malloc(size)))
+    uint8_t *write = NULL;
+    if (!in_place && !(write = malloc(size)))
         return ENOMEM;
     if ((err = wxj_pool_alloc(heap, n, align_g, &chunk, &g))) {
-        free(scratch);
+        free(write);
         return err;
     }
     uint8_t *at = wxj_granule_addr(chunk, g);
     if (in_place) {
-        /* Held RW from now to commit or abort. */
-        err = heap->backend->open(heap, chunk, page_of(heap, chunk, at),
-                                  page_of(heap, chunk, at + size - 1));
-        if (err) {
+        /* The window stays open from now to commit or abort. */
+        struct wxj_window w = window_over(heap, chunk, at, size);
+        if ((err = heap->backend->open(heap, &w))) {
             wxj_pool_give_back(heap, chunk, g, n);
             return err;
         }
+        write = window_at(heap, &w, at);
         /* The thread's next code starts on another page: it must be
-         * executable when its install returns, and this page is not. */
+         * executable when its install returns, and this page may not be. */
         wxj_pool_end_tail_page(heap, chunk, g + n);
     }
     wxj_block_mark(chunk, g, n, true);
     out->exec = at;
-    out->write = in_place ? heap->backend->write_addr(chunk, at) : scratch;
+    out->write = write;
     out->size = size;
-    out->internal[0] = scramble(heap, chunk);
-    out->internal[1] = scramble(heap, scratch);
+    out->internal[0] = scramble(heap, (uintptr_t)chunk | in_place);
+    out->internal[1] = scramble(heap, (uintptr_t)write);
     return 0;
 }
 
 struct open_res {
     struct wxj_chunk *chunk;
     size_t g, n;
-    void *scratch; /* NULL for in-place */
+    bool in_place;
 };
 
 /* Checks that res is an open reservation of heap and claims it (clears its
@@ -261,39 +354,42 @@ static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
 {
     if (!heap_ok(heap) || !res || !res->exec)
         return EINVAL;
+    uintptr_t tagged = scramble(heap, res->internal[0]);
+    r->in_place = tagged & 1;
     r->chunk = wxj_chunk_find(heap, res->exec);
-    if (!r->chunk || scramble(heap, r->chunk) != res->internal[0] ||
-        ((uintptr_t)res->exec - (uintptr_t)r->chunk->base) % WXJ_GRANULE)
+    if (!r->chunk || (uintptr_t)r->chunk != (tagged & ~(uintptr_t)1) ||
+        ((uintptr_t)res->exec - (uintptr_t)r->chunk->base) % WXJ_GRANULE ||
+        (uintptr_t)res->write != scramble(heap, res->internal[1]))
         return EINVAL;
     r->g = wxj_granule_of(r->chunk, res->exec);
     if (!wxj_bit_get(r->chunk->start, r->g) ||
         !wxj_bit_get(r->chunk->open, r->g))
         return EINVAL;
     r->n = wxj_block_extent(r->chunk, r->g);
-    r->scratch = (void *)scramble(heap, (void *)res->internal[1]);
-    bool in_place = r->scratch == NULL;
-    if (res->size == 0 || granules(res->size) != r->n ||
-        res->write != (in_place ? heap->backend->write_addr(r->chunk,
-                                                            res->exec)
-                                : r->scratch))
+    if (res->size == 0 || granules(res->size) != r->n)
         return EINVAL;
-    if (in_place) {
+    if (r->in_place) {
+        /* A backend that holds pages for the window (toggle) holds them
+         * for the reserving thread only. */
         struct wxj_page *pg =
             &r->chunk->pages[page_of(heap, r->chunk, res->exec)];
-        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
-            wxj_os_tid())
+        int32_t writer =
+            atomic_load_explicit(&pg->writer, memory_order_relaxed);
+        if (writer != 0 && writer != wxj_os_tid())
             return EPERM;
     }
     return wxj_bit_clear(r->chunk->open, r->g) ? 0 : EINVAL;
 }
 
-/* Closes an in-place reservation's window over [exec, exec + size). */
+/* Closes an in-place reservation's window, opened by wxjit_reserve. */
 static int close_in_place(struct wxjit_heap *heap, const struct open_res *r,
-                          uint8_t *exec, size_t size)
+                          const wxjit_reservation *res)
 {
-    return heap->backend->close(heap, r->chunk, page_of(heap, r->chunk, exec),
-                                page_of(heap, r->chunk, exec + size - 1),
-                                exec, size);
+    struct wxj_window w = window_over(heap, r->chunk, res->exec, res->size);
+    w.view = (uint8_t *)res->write -
+             ((uint8_t *)res->exec - (r->chunk->base +
+                                      w.first * heap->page_size));
+    return heap->backend->close(heap, &w, res->exec, res->size);
 }
 
 int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
@@ -304,15 +400,15 @@ int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
     int err = claim_reservation(heap, res, &r);
     if (err)
         return err;
-    uint8_t *exec = res->exec;
     size_t m = granules(used);
-    if (r.scratch) {
-        err = write_code(heap, r.chunk, exec, used, fill_copy, r.scratch);
-    } else {
+    if (r.in_place) {
         /* Whatever the JIT left past `used` must not stay executable. */
-        fill_trap(heap->backend->write_addr(r.chunk, exec + used),
-                  r.n * WXJ_GRANULE - used, NULL);
-        err = close_in_place(heap, &r, exec, res->size);
+        fill_trap((uint8_t *)res->write + used, r.n * WXJ_GRANULE - used,
+                  NULL);
+        err = close_in_place(heap, &r, res);
+    } else {
+        err = write_code(heap, r.chunk, res->exec, used, fill_copy,
+                         res->write);
     }
     if (err) {
         wxj_bit_set(r.chunk->open, r.g); /* still open: retry or abort */
@@ -322,7 +418,8 @@ int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
         wxj_block_shrink(r.chunk, r.g, r.n, m);
         wxj_pool_give_back(heap, r.chunk, r.g + m, r.n - m);
     }
-    free(r.scratch);
+    if (!r.in_place)
+        free(res->write);
     account_live(heap, m, true);
     memset(res, 0, sizeof(*res));
     return 0;
@@ -334,14 +431,14 @@ int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res)
     int err = claim_reservation(heap, res, &r);
     if (err)
         return err;
-    if (!r.scratch) {
-        fill_trap(heap->backend->write_addr(r.chunk, res->exec),
-                  r.n * WXJ_GRANULE, NULL);
-        close_in_place(heap, &r, res->exec, res->size);
+    if (r.in_place) {
+        fill_trap(res->write, r.n * WXJ_GRANULE, NULL);
+        close_in_place(heap, &r, res);
+    } else {
+        free(res->write);
     }
     wxj_block_unmark(r.chunk, r.g, r.n);
     wxj_pool_give_back(heap, r.chunk, r.g, r.n);
-    free(r.scratch);
     memset(res, 0, sizeof(*res));
     return 0;
 }
@@ -450,6 +547,7 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
     out->pages = READ(pages);
     out->chunks = READ(chunks);
     out->mprotect_calls = READ(mprotect_calls);
+    out->map_calls = READ(map_calls);
     out->faults_retried = READ(faults_retried);
     out->faults_forwarded = READ(faults_forwarded);
 #undef READ

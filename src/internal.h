@@ -18,6 +18,10 @@
 #define WXJ_DEFAULT_CHUNK ((size_t)4 << 20) /* few mmaps, few VMAs */
 #define WXJ_MAX_CHUNK ((size_t)1 << 30)
 
+enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX };
+/* Ways to get an anonymous shared memory object, in fallback order. */
+enum wxj_object { WXJ_OBJECT_MEMFD, WXJ_OBJECT_SHM, WXJ_OBJECT_TMPFILE };
+
 /* ---- per-page protocol word (see fault.c for the protocol) -------------
  * bit 0  WRITING: a writer holds the page; it may be RW, not X
  * bit 1  WAITERS: someone sleeps on the futex of this word
@@ -56,6 +60,11 @@ struct wxj_chunk {
     _Atomic uint64_t *end;
     _Atomic uint64_t *open; /* start granule of a reservation not committed */
     int region_slot;
+    /* dualmap: the shared object (-1 once both views are mapped and it is
+     * no longer needed) and the standing RW view (NULL when the RW view is
+     * mapped per write window). */
+    int fd;
+    uint8_t *alias;
 };
 
 /* A thread's pool: its tail range, appended to without a lock. */
@@ -68,28 +77,40 @@ struct wxj_pool {
     size_t limit;
 };
 
-/* How bytes become executable. The heap calls open before writing granules
- * of pages [first, last] and close after; close makes them executable and
- * flushes the instruction cache for [flush, flush + flush_len). */
+/* A write window over pages [first, last] of a chunk. view is where the
+ * first byte of page `first` is written: the page itself (toggle, rwx) or
+ * its alias in a second mapping (dualmap). */
+struct wxj_window {
+    struct wxj_chunk *chunk;
+    size_t first, last;
+    uint8_t *view;
+};
+
+/* How bytes become executable: one table per backend (backend_*.c). */
 struct wxj_backend {
     const char *name;
     wxjit_backend id;
+    /* 0 if the backend works on this system, else the errno why not. */
+    int (*probe)(void);
     int (*chunk_map)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
     void (*chunk_unmap)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
-    int (*open)(struct wxjit_heap *heap, struct wxj_chunk *chunk, size_t first,
-                size_t last);
-    int (*close)(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                 size_t first, size_t last, const void *flush,
-                 size_t flush_len);
-    /* Where to write the byte that executes at exec. */
-    uint8_t *(*write_addr)(struct wxj_chunk *chunk, uint8_t *exec);
+    /* Fills pages never handed out before with traps. */
+    int (*fill_fresh)(struct wxjit_heap *heap, struct wxj_window *w);
+    /* Makes the window writable and sets w->view. */
+    int (*open)(struct wxjit_heap *heap, struct wxj_window *w);
+    /* Makes the window's pages executable again and flushes the
+     * instruction cache over [flush, flush + flush_len). */
+    int (*close)(struct wxjit_heap *heap, struct wxj_window *w,
+                 const void *flush, size_t flush_len);
 };
 
 extern const struct wxj_backend wxj_backend_toggle;
+extern const struct wxj_backend wxj_backend_dualmap;
+extern const struct wxj_backend wxj_backend_rwx;
 
 struct wxj_counters {
     _Atomic uint64_t installs, frees, granules_live, bytes_mapped, pages,
-        chunks, mprotect_calls, faults_retried, faults_forwarded;
+        chunks, mprotect_calls, map_calls, faults_retried, faults_forwarded;
 };
 
 struct wxjit_heap {
@@ -97,6 +118,8 @@ struct wxjit_heap {
     uint64_t id;                  /* unique per creation (heap registry) */
     const struct wxj_backend *backend;
     size_t page_size, chunk_size, max_bytes;
+    unsigned flags;               /* WXJIT_HEAP_* */
+    enum wxj_object object_first; /* dualmap: first way to get an object */
     uintptr_t cookie;             /* scrambles reservation internals */
     pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
     struct wxj_chunk *_Atomic chunks;
@@ -115,12 +138,24 @@ static inline void wxj_count(_Atomic uint64_t *counter, uint64_t n)
 }
 
 /* ---- os_linux.c: every system call lives there ------------------------ */
+
 void wxj_os_init(void); /* once per heap creation: fork hooks */
 size_t wxj_os_page_size(void);
-int wxj_os_map_rw(size_t size, void **out);
+int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out);
+/* Maps fd at `at`: exactly there (fixed) or as a hint the kernel may
+ * ignore (NULL for none). */
+int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
+                      void *at, bool fixed, void **out);
+/* A page-aligned address hint unrelated to anything else mapped. */
+void *wxj_os_random_hint(void);
+int wxj_os_copy_to(int fd, const void *src, size_t len);
 void wxj_os_unmap(void *addr, size_t size);
 int wxj_os_protect_rw(void *addr, size_t size);
 int wxj_os_protect_rx(void *addr, size_t size);
+/* A CLOEXEC, unlinked object of size bytes, trying `first` and then the
+ * fallbacks after it. */
+int wxj_os_shared_object(enum wxj_object first, size_t size, int *fd);
+void wxj_os_close(int fd);
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
 void wxj_os_futex_wake_all(_Atomic uint32_t *word);
 int32_t wxj_os_tid(void); /* async-signal-safe; correct after fork */

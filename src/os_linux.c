@@ -2,15 +2,28 @@
  * thread ids. Keeping them here is what lets a port touch one file. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
+
+static unsigned long random_bits(void)
+{
+    unsigned long v = 0;
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
+        v = (unsigned long)(uintptr_t)&v ^ (unsigned long)clock();
+    return v;
+}
 
 size_t wxj_os_page_size(void)
 {
@@ -18,12 +31,33 @@ size_t wxj_os_page_size(void)
     return size > 0 ? (size_t)size : 4096;
 }
 
-int wxj_os_map_rw(size_t size, void **out)
+static int prot_bits(enum wxj_prot prot)
+{
+    switch (prot) {
+    case WXJ_PROT_RW: return PROT_READ | PROT_WRITE;
+    case WXJ_PROT_RX: return PROT_READ | PROT_EXEC;
+    case WXJ_PROT_RWX: return PROT_READ | PROT_WRITE | PROT_EXEC;
+    }
+    return PROT_NONE;
+}
+
+int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
 {
     /* NORESERVE: a chunk is address space first; pages cost memory only
      * once a pool writes them. */
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+    void *p = mmap(NULL, size, prot_bits(prot),
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    *out = p;
+    return 0;
+}
+
+int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
+                      void *at, bool fixed, void **out)
+{
+    void *p = mmap(at, size, prot_bits(prot),
+                   MAP_SHARED | (fixed ? MAP_FIXED : 0), fd, (off_t)offset);
     if (p == MAP_FAILED)
         return errno;
     *out = p;
@@ -43,6 +77,98 @@ int wxj_os_protect_rw(void *addr, size_t size)
 int wxj_os_protect_rx(void *addr, size_t size)
 {
     return mprotect(addr, size, PROT_READ | PROT_EXEC) ? errno : 0;
+}
+
+/* ---- shared memory objects for the dual mapping ----------------------- */
+static int object_memfd(void)
+{
+    return memfd_create("wxjit", MFD_CLOEXEC);
+}
+
+static int object_shm(void)
+{
+    /* A name nobody can guess or reuse, unlinked at once: the object is
+     * reachable only through our descriptor. */
+    char name[64];
+    static _Atomic unsigned serial;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        snprintf(name, sizeof(name), "/wxjit-%d-%u-%lx", (int)getpid(),
+                 atomic_fetch_add(&serial, 1), (unsigned long)random_bits());
+        int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            shm_unlink(name);
+            return fd;
+        }
+        if (errno != EEXIST)
+            return -1;
+    }
+    return -1;
+}
+
+static int object_tmpfile(void)
+{
+    const char *dirs[] = {getenv("TMPDIR"), "/dev/shm", "/tmp"};
+    int err = ENOENT;
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (!dirs[i] || !*dirs[i])
+            continue;
+        int fd = open(dirs[i], O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            return fd;
+        err = errno;
+    }
+    errno = err;
+    return -1;
+}
+
+int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
+{
+    static int (*const make[])(void) = {object_memfd, object_shm,
+                                       object_tmpfile};
+    int err = ENOSYS;
+    for (size_t m = first; m < sizeof(make) / sizeof(make[0]); m++) {
+        int fd = make[m]();
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
+        if (ftruncate(fd, (off_t)size) != 0) {
+            err = errno;
+            close(fd);
+            continue;
+        }
+        *out = fd;
+        return 0;
+    }
+    return err;
+}
+
+void wxj_os_close(int fd)
+{
+    close(fd);
+}
+
+int wxj_os_copy_to(int fd, const void *src, size_t len)
+{
+    const uint8_t *p = src;
+    for (size_t done = 0; done < len;) {
+        ssize_t n = pwrite(fd, p + done, len - done, (off_t)done);
+        if (n < 0 && errno != EINTR)
+            return errno;
+        done += n > 0 ? (size_t)n : 0;
+    }
+    return 0;
+}
+
+void *wxj_os_random_hint(void)
+{
+    /* Somewhere in [4 GiB, 64 TiB): inside the user address space of
+     * x86_64 and aarch64 (47/48-bit); the kernel ignores a hint that is out
+     * of range (riscv64 Sv39) or collides with a mapping, and then picks
+     * the address itself. */
+    uintptr_t page = wxj_os_page_size();
+    uintptr_t lo = (uintptr_t)1 << 32, hi = (uintptr_t)1 << 46;
+    return (void *)((lo + random_bits() % (hi - lo)) & ~(page - 1));
 }
 
 /* Both futex helpers run inside the fault handler: they keep errno. */

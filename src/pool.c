@@ -184,6 +184,12 @@ static int refill(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
         if (err)
             return err;
     }
+    /* Trap-filled before any code goes there: every byte of a page handed
+     * out is code or a trap, whatever a stale jump hits. */
+    struct wxj_window w = {c, c->fresh_next, c->fresh_next + pages - 1, NULL};
+    int err = heap->backend->fill_fresh(heap, &w);
+    if (err)
+        return err;
     /* Fresh pages start page-aligned, which satisfies any align. */
     start = c->fresh_next * per_page;
     len = pages * per_page;

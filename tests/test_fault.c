@@ -75,21 +75,32 @@ static void wait_for_calls(struct executor *e, unsigned long more)
 }
 
 /* Until the executor has stopped making progress for 50 ms: it is inside
- * the fault handler, waiting for the page. */
+ * the fault handler, waiting for the page. Fails after 10 s. */
 static void wait_for_stall(struct executor *e)
 {
     unsigned long last = atomic_load(&e->calls), now;
-    for (int quiet = 0; quiet < 50; last = now) {
+    for (int quiet = 0, waited = 0; quiet < 50; last = now, waited++) {
+        CHECK(waited < 10000, "the executor never stalled (%lu calls)", last);
         sleep_ms(1);
         now = atomic_load(&e->calls);
         quiet = now == last ? quiet + 1 : 0;
     }
 }
 
-/* Reserves in place right after e->fn, on its page, while e runs; returns
- * the faults retried meanwhile. */
-static uint64_t stall_and_release(wxjit_heap *h, struct executor *e,
-                                  size_t reserve)
+static wxjit_heap *heap_of(wxjit_backend backend)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.backend = backend;
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    return h;
+}
+
+/* Reserves in place right after e->fn, on its page, while e runs, and
+ * commits once e has stalled (toggle) or made 1000 more calls (dualmap,
+ * where nothing stalls); returns the faults retried meanwhile. */
+static uint64_t hold_and_release(wxjit_heap *h, struct executor *e,
+                                 size_t reserve, bool expect_stall)
 {
     wxjit_stats before, after;
     wxjit_reservation r;
@@ -99,8 +110,11 @@ static uint64_t stall_and_release(wxjit_heap *h, struct executor *e,
     wait_for_calls(e, 1000);
     CHECK_OK(wxjit_reserve(h, reserve, 0, WXJIT_RESERVE_IN_PLACE, &r));
     void *held = r.exec;
-    wait_for_stall(e);
-    unsigned long stalled_at = atomic_load(&e->calls);
+    if (expect_stall)
+        wait_for_stall(e);
+    else
+        wait_for_calls(e, 1000);
+    unsigned long calls_then = atomic_load(&e->calls);
     size_t n = emit_return_int(r.write, 99);
     CHECK_OK(wxjit_commit(h, &r, n));
     wait_for_calls(e, 1000);
@@ -109,17 +123,16 @@ static uint64_t stall_and_release(wxjit_heap *h, struct executor *e,
     CHECK_OK(wxjit_stats_get(h, &after));
     CHECK_EQ(atomic_load(&e->wrong), 0);
     CHECK_EQ(as_fn(held)(), 99);
-    CHECK(atomic_load(&e->calls) > stalled_at, "executor resumed");
+    CHECK(atomic_load(&e->calls) > calls_then, "executor resumed");
     return after.faults_retried - before.faults_retried;
 }
 
 static void test_retry_same_page(void)
 {
-    wxjit_heap *h;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
+    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
     struct executor e = {.expect = 5};
     e.fn = as_fn(install_int(h, 5));
-    uint64_t retried = stall_and_release(h, &e, 64);
+    uint64_t retried = hold_and_release(h, &e, 64, true);
     CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
     printf("  executor on a page held writable: stalled, retried %llu "
            "fault(s), every call correct (%lu calls)\n",
@@ -132,8 +145,7 @@ static void test_retry_same_page(void)
  * second page, the PC on the first. */
 static void test_retry_straddling(bool altstack)
 {
-    wxjit_heap *h;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
+    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
     size_t size = page + 64, at = page - 3;
     uint8_t *code = malloc(size);
     emit_nops(code, at);
@@ -142,12 +154,25 @@ static void test_retry_straddling(bool altstack)
     CHECK_OK(wxjit_install(h, code, n, page, &exec));
     free(code);
     struct executor e = {.expect = 8, .fn = as_fn(exec), .altstack = altstack};
-    uint64_t retried = stall_and_release(h, &e, 32);
+    uint64_t retried = hold_and_release(h, &e, 32, true);
     CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
     printf("  instruction straddling into a held page%s: retried %llu "
            "fault(s), every call correct\n",
            altstack ? " (alternate signal stack)" : "",
            (unsigned long long)retried);
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+/* dualmap writes through the alias: executors never stop, never fault. */
+static void test_dualmap_never_stalls(void)
+{
+    wxjit_heap *h = heap_of(WXJIT_BACKEND_DUALMAP);
+    struct executor e = {.expect = 4};
+    e.fn = as_fn(install_int(h, 4));
+    uint64_t retried = hold_and_release(h, &e, 64, false);
+    CHECK_EQ(retried, 0);
+    printf("  dualmap: executor kept running through an in-place write on "
+           "its page, 0 faults\n");
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
@@ -175,11 +200,10 @@ static void test_runtime_handler(void)
 {
     CHECK_OK(wxjit_fault_handler_uninstall());
     install_runtime_handler();
-    wxjit_heap *h;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
+    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
     struct executor e = {.expect = 3};
     e.fn = as_fn(install_int(h, 3));
-    uint64_t retried = stall_and_release(h, &e, 64);
+    uint64_t retried = hold_and_release(h, &e, 64, true);
     CHECK(retried >= 1, "faults retried: %llu", (unsigned long long)retried);
     printf("  runtime-owned handler calling wxjit_handle_fault: retried "
            "%llu fault(s)\n", (unsigned long long)retried);
@@ -250,6 +274,7 @@ static void raise_child(void *arg)
 static void self_writer_child(void *arg)
 {
     (void)arg;
+    child_heap = heap_of(WXJIT_BACKEND_TOGGLE); /* the backend that holds */
     void *f = install_int(child_heap, 1);
     wxjit_reservation r;
     CHECK_OK(wxjit_reserve(child_heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
@@ -343,11 +368,13 @@ int main(void)
     wxtest_enter_wx_policy();
     page = (size_t)sysconf(_SC_PAGESIZE);
     CHECK_OK(wxjit_fault_handler_install());
-    printf("test_fault: retries\n");
+    printf("test_fault: retries (toggle heaps; forwarding below uses the "
+           "backend WXJIT_BACKEND picks)\n");
     test_retry_same_page();
     test_retry_straddling(false);
     test_retry_straddling(true);
     test_runtime_handler();
+    test_dualmap_never_stalls();
 
     printf("test_fault: forwarding\n");
     test_forwarding("NULL dereference from JIT code", null_deref_child,

@@ -1,0 +1,134 @@
+/* The dual-mapping backend: each chunk is one anonymous shared memory
+ * object mapped twice, RX where code runs and RW at an unrelated address
+ * where wxjit writes. Installs need no system call and cause no fault; the
+ * price is the standing RW alias, a target for an attacker who can find it.
+ * WXJIT_HEAP_RW_ON_DEMAND trades syscalls for that: the RW view then exists
+ * only for the length of each write window. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
+#include <errno.h>
+
+#include "arch/arch.h"
+#include "internal.h"
+
+static bool on_demand(const struct wxjit_heap *heap)
+{
+    return heap->flags & WXJIT_HEAP_RW_ON_DEMAND;
+}
+
+static int dualmap_probe(void)
+{
+    size_t page = wxj_os_page_size();
+    int fd;
+    void *rx, *rw;
+    int err = wxj_os_shared_object(WXJ_OBJECT_MEMFD, page, &fd);
+    if (err)
+        return err;
+    err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RX, NULL, false, &rx);
+    if (err == 0) {
+        err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RW, NULL, false, &rw);
+        if (err == 0)
+            wxj_os_unmap(rw, page);
+        wxj_os_unmap(rx, page);
+    }
+    wxj_os_close(fd);
+    return err;
+}
+
+static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
+{
+    void *rx, *rw = NULL;
+    int fd;
+    int err = wxj_os_shared_object(heap->object_first, chunk->size, &fd);
+    if (err)
+        return err;
+    err = wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RX, NULL, false, &rx);
+    if (err == 0 && !on_demand(heap)) {
+        err = wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RW,
+                                wxj_os_random_hint(), false, &rw);
+        if (err)
+            wxj_os_unmap(rx, chunk->size);
+    }
+    if (err) {
+        wxj_os_close(fd);
+        return err;
+    }
+    wxj_count(&heap->count.map_calls, rw ? 2 : 1);
+    /* With a standing alias the mappings keep the object alive: one
+     * descriptor less per chunk. On demand, windows map it again. */
+    if (rw) {
+        wxj_os_close(fd);
+        fd = -1;
+    }
+    chunk->base = rx;
+    chunk->alias = rw;
+    chunk->fd = fd;
+    return 0;
+}
+
+static void dualmap_chunk_unmap(struct wxjit_heap *heap,
+                                struct wxj_chunk *chunk)
+{
+    (void)heap;
+    if (chunk->alias)
+        wxj_os_unmap(chunk->alias, chunk->size);
+    if (chunk->fd >= 0)
+        wxj_os_close(chunk->fd);
+    wxj_os_unmap(chunk->base, chunk->size);
+}
+
+static size_t window_bytes(const struct wxjit_heap *heap,
+                           const struct wxj_window *w)
+{
+    return (w->last - w->first + 1) * heap->page_size;
+}
+
+static int dualmap_open(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    size_t offset = w->first * heap->page_size;
+    if (w->chunk->alias) {
+        w->view = w->chunk->alias + offset;
+        return 0;
+    }
+    void *view;
+    wxj_count(&heap->count.map_calls, 1);
+    int err = wxj_os_map_shared(w->chunk->fd, offset, window_bytes(heap, w),
+                                WXJ_PROT_RW, wxj_os_random_hint(), false,
+                                &view);
+    if (err == 0)
+        w->view = view;
+    return err;
+}
+
+/* The RX view shows the new bytes at once (same physical pages); only the
+ * instruction cache needs telling. */
+static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
+                         const void *flush, size_t flush_len)
+{
+    if (!w->chunk->alias) {
+        wxj_count(&heap->count.map_calls, 1);
+        wxj_os_unmap(w->view, window_bytes(heap, w));
+    }
+    wxj_arch_flush_icache(flush, flush_len);
+    return 0;
+}
+
+static int dualmap_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    int err = dualmap_open(heap, w);
+    if (err)
+        return err;
+    wxj_arch_trap_fill(w->view, window_bytes(heap, w));
+    return dualmap_close(heap, w, w->chunk->base + w->first * heap->page_size,
+                         window_bytes(heap, w));
+}
+
+const struct wxj_backend wxj_backend_dualmap = {
+    .name = "dualmap",
+    .id = WXJIT_BACKEND_DUALMAP,
+    .probe = dualmap_probe,
+    .chunk_map = dualmap_chunk_map,
+    .chunk_unmap = dualmap_chunk_unmap,
+    .fill_fresh = dualmap_fill_fresh,
+    .open = dualmap_open,
+    .close = dualmap_close,
+};

@@ -1,0 +1,474 @@
+/* Per-thread pools: threads install on pages of their own, a thread's pool
+ * is retired at exit without leaking its page, a thread may use more heaps
+ * than it caches pools for, a thread may outlive its heap, and code can be
+ * freed by a thread other than the one that installed it while a third
+ * thread runs its neighbours. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "emit.h"
+#include "wxtest.h"
+
+static size_t page;
+
+static wxjit_heap *heap_new(void)
+{
+    wxjit_heap *h;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    return h;
+}
+
+static wxjit_stats stats_of(wxjit_heap *h)
+{
+    wxjit_stats s;
+    CHECK_OK(wxjit_stats_get(h, &s));
+    return s;
+}
+
+static uintptr_t page_of(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)(page - 1);
+}
+
+static void *install_int(wxjit_heap *h, int32_t v)
+{
+    uint8_t buf[16];
+    void *exec;
+    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, v), 0, &exec));
+    return exec;
+}
+
+static void expect_returns(void *f, int32_t v)
+{
+    int got = as_fn(f)();
+    CHECK(got == v, "function at %p returned %d, expected %d", f, got, v);
+}
+
+static pthread_t spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    int err = pthread_create(&t, NULL, fn, arg);
+    CHECK(err == 0, "pthread_create: %s", strerror(err));
+    return t;
+}
+
+static void join(pthread_t t)
+{
+    int err = pthread_join(t, NULL);
+    CHECK(err == 0, "pthread_join: %s", strerror(err));
+}
+
+static pthread_barrier_t barrier;
+
+static void barrier_init(unsigned n)
+{
+    int err = pthread_barrier_init(&barrier, NULL, n);
+    CHECK(err == 0, "pthread_barrier_init: %s", strerror(err));
+}
+
+/* ---- retirement at thread exit -------------------------------------------
+ */
+struct one {
+    wxjit_heap *heap;
+    int32_t v;
+    void *f;
+};
+
+static void *install_one(void *arg)
+{
+    struct one *o = arg;
+    o->f = install_int(o->heap, o->v);
+    return NULL;
+}
+
+static void *in_thread(wxjit_heap *h, int32_t v)
+{
+    struct one o = {h, v, NULL};
+    join(spawn(install_one, &o));
+    return o.f;
+}
+
+/* ---- two threads, two sets of pages --------------------------------------
+ */
+enum { PER_THREAD = 50 };
+
+struct installer {
+    wxjit_heap *heap;
+    int id;
+    void *f[PER_THREAD];
+};
+
+static int32_t value_of(int id, int i)
+{
+    return id * 1000 + i;
+}
+
+static void *install_many(void *arg)
+{
+    struct installer *in = arg;
+    /* One install each first, in turn (so the outcome does not depend on
+     * whether one thread's write is still under way when the other looks
+     * for space): both threads hold a tail before either refills. */
+    for (int turn = 1; turn <= 2; turn++) {
+        if (turn == in->id)
+            in->f[0] = install_int(in->heap, value_of(in->id, 0));
+        pthread_barrier_wait(&barrier);
+    }
+    for (int i = 1; i < PER_THREAD; i++)
+        in->f[i] = install_int(in->heap, value_of(in->id, i));
+    /* Stay alive until both are done: a tail retired early could be
+     * reused by the other thread, legitimately. */
+    pthread_barrier_wait(&barrier);
+    return NULL;
+}
+
+static size_t count_pages(void *const *f, size_t n)
+{
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < i && page_of(f[j]) != page_of(f[i]))
+            j++;
+        distinct += j == i;
+    }
+    return distinct;
+}
+
+/* Two threads install PER_THREAD functions each, concurrently; their pages
+ * must be disjoint. */
+static void two_threads_round(wxjit_heap *h, const char *what)
+{
+    struct installer in[2];
+    barrier_init(2);
+    for (int t = 0; t < 2; t++) {
+        in[t].heap = h;
+        in[t].id = t + 1;
+    }
+    pthread_t th[2] = {spawn(install_many, &in[0]),
+                       spawn(install_many, &in[1])};
+    join(th[0]);
+    join(th[1]);
+    pthread_barrier_destroy(&barrier);
+    for (int i = 0; i < PER_THREAD; i++)
+        for (int j = 0; j < PER_THREAD; j++)
+            CHECK(page_of(in[0].f[i]) != page_of(in[1].f[j]),
+                  "%s: page %#lx holds function %d of thread 1 (%p) and "
+                  "function %d of thread 2 (%p)",
+                  what, (unsigned long)page_of(in[0].f[i]), i, in[0].f[i], j,
+                  in[1].f[j]);
+    for (int t = 0; t < 2; t++)
+        for (int i = 0; i < PER_THREAD; i++)
+            expect_returns(in[t].f[i], value_of(in[t].id, i));
+    printf("  per-thread pools: %s: thread 1 on %zu page(s), thread 2 on %zu, "
+           "disjoint; all %d run from the main thread\n",
+           what, count_pages(in[0].f, PER_THREAD),
+           count_pages(in[1].f, PER_THREAD), 2 * PER_THREAD);
+}
+
+static void test_two_threads(void)
+{
+    wxjit_heap *h = heap_new();
+    two_threads_round(h, "fresh heap");
+    /* Free space split by live code: short-lived threads append 20
+     * functions after the used part of a page, the first 10 are freed, so
+     * that page has a 10-granule hole, live code, then free space. */
+    void *f[20];
+    for (int i = 0; i < 20; i++)
+        f[i] = in_thread(h, i);
+    for (int i = 0; i < 10; i++)
+        CHECK_OK(wxjit_free(h, f[i]));
+    two_threads_round(h, "heap with a hole before live code");
+    for (int i = 10; i < 20; i++)
+        expect_returns(f[i], i);
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+static void test_retirement(void)
+{
+    wxjit_heap *h = heap_new();
+    void *a = in_thread(h, 1);
+    void *b = in_thread(h, 2);
+    CHECK(page_of(a) == page_of(b),
+          "the first exited thread's tail page %#lx was not reused: the next "
+          "thread installed at %p",
+          (unsigned long)page_of(a), b);
+    expect_returns(a, 1);
+    expect_returns(b, 2);
+    printf("  retirement: the next thread's install (%p) landed on the exited "
+           "thread's page (%p)\n",
+           b, a);
+
+    enum { THREADS = 200, PAGE_BOUND = 8 };
+    void *f[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        f[i] = in_thread(h, 100 + i);
+    for (int i = 0; i < THREADS; i++)
+        expect_returns(f[i], 100 + i);
+    wxjit_stats s = stats_of(h);
+    CHECK(s.pages <= PAGE_BOUND,
+          "%d short-lived threads with one function each took %llu pages, "
+          "expected at most %d",
+          THREADS + 2, (unsigned long long)s.pages, PAGE_BOUND);
+    CHECK_EQ(s.bytes_live, (THREADS + 2) * 16);
+    printf("  retirement: %d short-lived threads, one function each: "
+           "stats.pages %llu (bound %d), %zu distinct pages, all run\n",
+           THREADS + 2, (unsigned long long)s.pages, PAGE_BOUND,
+           count_pages(f, THREADS));
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+/* ---- more heaps than cached pools ----------------------------------------
+ */
+enum { HEAPS = 20, ROUNDS = 5 };
+
+static void *many_heaps(void *unused)
+{
+    (void)unused;
+    wxjit_heap *h[HEAPS];
+    void *f[HEAPS][ROUNDS];
+    for (int k = 0; k < HEAPS; k++)
+        h[k] = heap_new();
+    for (int r = 0; r < ROUNDS; r++)
+        for (int k = 0; k < HEAPS; k++) {
+            f[k][r] = install_int(h[k], k * 100 + r);
+            for (int i = 0; i <= r; i++)
+                expect_returns(f[k][i], k * 100 + i);
+        }
+    uint64_t most = 0;
+    for (int k = 0; k < HEAPS; k++) {
+        wxjit_stats s = stats_of(h[k]);
+        CHECK_EQ(s.installs, ROUNDS);
+        /* An evicted pool's tail is free space again, not a lost page. */
+        CHECK(s.pages <= 2,
+              "heap %d: %d installs across evictions took %llu pages", k,
+              ROUNDS, (unsigned long long)s.pages);
+        most = s.pages > most ? s.pages : most;
+    }
+    for (int k = 0; k < HEAPS; k++)
+        CHECK_OK(wxjit_heap_destroy(h[k]));
+    printf("  many heaps: one thread used %d heaps round-robin %d times (8 "
+           "cached pools), all ran; at most %llu page(s) per heap; destroyed, "
+           "thread exited\n",
+           HEAPS, ROUNDS, (unsigned long long)most);
+    return NULL;
+}
+
+static void test_many_heaps(void)
+{
+    join(spawn(many_heaps, NULL));
+}
+
+/* ---- a thread outliving its heap -----------------------------------------
+ */
+struct outlive {
+    wxjit_heap *old, *recycled;
+    void *f, *g;
+};
+
+static void *outlive_thread(void *arg)
+{
+    struct outlive *o = arg;
+    o->f = install_int(o->old, 5);
+    pthread_barrier_wait(&barrier); /* main destroys the heap */
+    pthread_barrier_wait(&barrier); /* and creates another */
+    if (o->recycled)
+        o->g = install_int(o->recycled, 6);
+    return NULL; /* exits with a pool of the destroyed heap cached */
+}
+
+static void outlive_case(bool use_recycled)
+{
+    struct outlive o = {heap_new(), NULL, NULL, NULL};
+    barrier_init(2);
+    pthread_t t = spawn(outlive_thread, &o);
+    pthread_barrier_wait(&barrier);
+    expect_returns(o.f, 5);
+    CHECK_OK(wxjit_heap_destroy(o.old));
+    wxjit_heap *next = heap_new(); /* may reuse the old handle's memory */
+    if (use_recycled)
+        o.recycled = next;
+    pthread_barrier_wait(&barrier);
+    join(t);
+    pthread_barrier_destroy(&barrier);
+    /* Another thread first: the main thread's tail would take the page. */
+    void *other = in_thread(next, 8);
+    void *mine = install_int(next, 7);
+    expect_returns(mine, 7);
+    expect_returns(other, 8);
+    if (use_recycled) {
+        expect_returns(o.g, 6);
+        CHECK(page_of(other) == page_of(o.g),
+              "the exited thread's page in the new heap was not reused (%p vs "
+              "%p)",
+              o.g, other);
+    }
+    printf("  outliving: thread exited after its heap was destroyed%s; new "
+           "heap %s the old handle and works\n",
+           use_recycled ? " (having installed into the new heap)" : "",
+           next == o.old ? "reuses" : "does not reuse");
+    CHECK_OK(wxjit_heap_destroy(next));
+}
+
+static void outlive_child(void *unused)
+{
+    (void)unused;
+    outlive_case(false);
+    outlive_case(true);
+    fflush(stdout);
+}
+
+static void test_outlive(void)
+{
+    wxtest_expect_exit("thread exits after its heap is destroyed",
+                       wxtest_in_child(outlive_child, NULL), 0);
+}
+
+/* ---- free from another thread while a third calls neighbours --------------
+ */
+/* 128 + 64 granules of 16 bytes: one 4 KiB page. */
+enum { SHARED = 128, EXTRA = 64, MIN_CALL_ROUNDS = 200, REPEATS = 20 };
+
+struct cross {
+    wxjit_heap *heap;
+    void *f[SHARED], *extra[EXTRA];
+    atomic_bool frees_done;
+    long call_rounds;
+};
+
+static int32_t shared_value(int i)
+{
+    return 500 + i;
+}
+
+static void *cross_installer(void *arg)
+{
+    struct cross *c = arg;
+    for (int i = 0; i < SHARED; i++)
+        c->f[i] = install_int(c->heap, shared_value(i));
+    pthread_barrier_wait(&barrier); /* published */
+    pthread_barrier_wait(&barrier); /* freer and caller start */
+    /* Keeps appending to its tail, on the same page, meanwhile. */
+    for (int i = 0; i < EXTRA; i++) {
+        c->extra[i] = install_int(c->heap, 900 + i);
+        expect_returns(c->extra[i], 900 + i);
+    }
+    return NULL;
+}
+
+static void *cross_freer(void *arg)
+{
+    struct cross *c = arg;
+    pthread_barrier_wait(&barrier);
+    pthread_barrier_wait(&barrier);
+    for (int i = 0; i < SHARED; i += 2)
+        CHECK_OK(wxjit_free(c->heap, c->f[i]));
+    atomic_store(&c->frees_done, true);
+    return NULL;
+}
+
+static void *cross_caller(void *arg)
+{
+    struct cross *c = arg;
+    pthread_barrier_wait(&barrier);
+    pthread_barrier_wait(&barrier);
+    long rounds = 0;
+    /* A count, not a time: at least MIN_CALL_ROUNDS, and on until every
+     * free is done so the calls overlap all of them. */
+    while (rounds < MIN_CALL_ROUNDS || !atomic_load(&c->frees_done)) {
+        for (int i = 1; i < SHARED; i += 2)
+            expect_returns(c->f[i], shared_value(i));
+        rounds++;
+    }
+    c->call_rounds = rounds;
+    return NULL;
+}
+
+/* One round on a fresh heap; returns the faults retried in it. */
+static uint64_t cross_round(struct cross *c, long *call_rounds)
+{
+    c->heap = heap_new();
+    atomic_store(&c->frees_done, false);
+    barrier_init(3);
+    pthread_t a = spawn(cross_installer, c);
+    pthread_t b = spawn(cross_freer, c);
+    pthread_t d = spawn(cross_caller, c);
+    join(a);
+    join(b);
+    join(d);
+    pthread_barrier_destroy(&barrier);
+
+    /* The premise: freed code and called code share a page. */
+    size_t pages = count_pages(c->f, SHARED);
+    CHECK(pages == 1, "%d small functions of one thread on %zu pages", SHARED,
+          pages);
+    for (int i = 0; i < SHARED; i++) {
+        if (i % 2) {
+            expect_returns(c->f[i], shared_value(i));
+            continue;
+        }
+        const uint8_t *p = c->f[i];
+        for (int j = 0; j < 16; j++)
+            CHECK(p[j] == 0xcc,
+                  "function %d freed by another thread: byte %d is %#x, "
+                  "expected 0xcc",
+                  i, j, p[j]);
+        CHECK_RET(wxjit_free(c->heap, c->f[i]), EINVAL); /* already freed */
+    }
+    for (int i = 0; i < EXTRA; i++)
+        expect_returns(c->extra[i], 900 + i);
+    wxjit_stats s = stats_of(c->heap);
+    CHECK_EQ(s.frees, SHARED / 2);
+    CHECK_EQ(s.bytes_live, (SHARED / 2 + EXTRA) * 16);
+    CHECK_OK(wxjit_heap_destroy(c->heap));
+    *call_rounds += c->call_rounds;
+    return s.faults_retried;
+}
+
+static void test_cross_thread_free(void)
+{
+    static struct cross c;
+    uint64_t retried = 0;
+    long call_rounds = 0;
+    atomic_init(&c.frees_done, false);
+    for (int r = 0; r < REPEATS; r++)
+        retried += cross_round(&c, &call_rounds);
+    printf("  cross-thread free: %d times, thread B freed %d of thread A's "
+           "functions while A installed %d more on the same page and thread C "
+           "called the other %d (%ld rounds in all): all correct, freed bytes "
+           "0xcc, double free EINVAL (%llu faults retried)\n",
+           REPEATS, SHARED / 2, EXTRA, SHARED / 2, call_rounds,
+           (unsigned long long)retried);
+}
+
+/* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
+ * for the log. */
+static void print_backend(void)
+{
+    wxjit_heap *h;
+    wxjit_backend b;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    CHECK_OK(wxjit_heap_backend(h, &b));
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  backend: %s\n", b == WXJIT_BACKEND_TOGGLE    ? "toggle"
+                              : b == WXJIT_BACKEND_DUALMAP ? "dualmap"
+                                                           : "other");
+}
+
+int main(void)
+{
+    wxtest_enter_wx_policy();
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    /* Threads run code on pages other threads are writing. */
+    CHECK_OK(wxjit_fault_handler_install());
+    printf("test_pool:\n");
+    print_backend();
+    test_two_threads();
+    test_retirement();
+    test_many_heaps();
+    test_outlive();
+    test_cross_thread_free();
+    CHECK_OK(wxjit_fault_handler_uninstall());
+    CHECK_EQ(wxtest_wx_mappings(), 0);
+    printf("test_pool: ok\n");
+    return 0;
+}
