@@ -122,6 +122,60 @@ static int dualmap_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
                          window_bytes(heap, w));
 }
 
+/* fork(): the child must not keep writing into the parent's object. With
+ * every operation stopped, copy the pages in use into a new object now;
+ * the child maps it over both views, the parent drops it. The cost is one
+ * copy of the code in use per fork (posix_spawn and vfork run no fork
+ * handlers and pay nothing). */
+static void dualmap_fork_prepare(struct wxjit_heap *heap,
+                                 struct wxj_chunk *chunk)
+{
+    int fd;
+    chunk->fork_fd = -1;
+    if (wxj_os_shared_object(heap->object_first, chunk->size, &fd))
+        return;
+    if (wxj_os_copy_to(fd, chunk->base, chunk->fresh_next * heap->page_size))
+        wxj_os_close(fd);
+    else
+        chunk->fork_fd = fd;
+}
+
+static void dualmap_fork_parent(struct wxjit_heap *heap,
+                                struct wxj_chunk *chunk)
+{
+    (void)heap;
+    if (chunk->fork_fd >= 0)
+        wxj_os_close(chunk->fork_fd);
+    chunk->fork_fd = -1;
+}
+
+static void dualmap_fork_child(struct wxjit_heap *heap,
+                               struct wxj_chunk *chunk, int32_t parent_tid)
+{
+    (void)parent_tid;
+    int fd = chunk->fork_fd;
+    void *p;
+    chunk->fork_fd = -1;
+    /* Without a private copy the child would write into the parent's
+     * code: the child's heap refuses every call instead. */
+    if (fd < 0 ||
+        wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RX, chunk->base, true,
+                          &p) ||
+        (chunk->alias && wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RW,
+                                           chunk->alias, true, &p))) {
+        wxj_heap_disable(heap);
+        if (fd >= 0)
+            wxj_os_close(fd);
+        return;
+    }
+    if (chunk->alias) {
+        wxj_os_close(fd);
+    } else {
+        wxj_os_close(chunk->fd);
+        chunk->fd = fd;
+    }
+}
+
 const struct wxj_backend wxj_backend_dualmap = {
     .name = "dualmap",
     .id = WXJIT_BACKEND_DUALMAP,
@@ -131,4 +185,7 @@ const struct wxj_backend wxj_backend_dualmap = {
     .fill_fresh = dualmap_fill_fresh,
     .open = dualmap_open,
     .close = dualmap_close,
+    .fork_prepare = dualmap_fork_prepare,
+    .fork_parent = dualmap_fork_parent,
+    .fork_child = dualmap_fork_child,
 };

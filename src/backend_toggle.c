@@ -65,7 +65,9 @@ static void page_wait(struct wxj_page *pg, uint32_t seen)
             &pg->state, &seen, seen | WXJ_PAGE_WAITERS, memory_order_relaxed,
             memory_order_relaxed))
         return;
+    wxj_op_pause();
     wxj_os_futex_wait(&pg->state, seen | WXJ_PAGE_WAITERS);
+    wxj_op_resume();
 }
 
 /* Drops one hold on each page of [first, last]; the last hold releases. */
@@ -184,6 +186,36 @@ static void toggle_chunk_unmap(struct wxjit_heap *heap,
     wxj_os_unmap(chunk->base, chunk->size);
 }
 
+/* In a fork child only the forking thread lives on. Pages it held keep
+ * being its own under its new tid; pages held by the other threads (open
+ * in-place reservations) would stay writable and locked forever: they are
+ * made executable and released, and those reservations are abandoned. */
+static void toggle_fork_child(struct wxjit_heap *heap,
+                              struct wxj_chunk *chunk, int32_t parent_tid)
+{
+    int32_t self = wxj_os_tid();
+    for (size_t i = 0; i < chunk->fresh_next; i++) {
+        struct wxj_page *pg = &chunk->pages[i];
+        uint32_t s = atomic_load_explicit(&pg->state, memory_order_relaxed);
+        if (!(s & WXJ_PAGE_WRITING))
+            continue;
+        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) ==
+            parent_tid) {
+            atomic_store_explicit(&pg->writer, self, memory_order_relaxed);
+            continue;
+        }
+        wxj_count(&heap->count.mprotect_calls, 1);
+        wxj_os_protect_rx(chunk->base + i * heap->page_size, heap->page_size);
+        pg->fresh = false;
+        pg->depth = 0;
+        atomic_store_explicit(&pg->writer, 0, memory_order_relaxed);
+        atomic_store_explicit(
+            &pg->state,
+            (s & ~(WXJ_PAGE_WRITING | WXJ_PAGE_WAITERS)) + WXJ_PAGE_SEQ_ONE,
+            memory_order_relaxed);
+    }
+}
+
 const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
@@ -193,4 +225,5 @@ const struct wxj_backend wxj_backend_toggle = {
     .fill_fresh = toggle_fill_fresh,
     .open = toggle_open,
     .close = toggle_close,
+    .fork_child = toggle_fork_child,
 };

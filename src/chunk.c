@@ -252,6 +252,7 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
         return ENOMEM;
     chunk->heap = heap;
     chunk->fd = -1;
+    chunk->fork_fd = -1;
     chunk->size = size;
     chunk->npages = size / heap->page_size;
     chunk->ngranules = size / WXJ_GRANULE;

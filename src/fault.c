@@ -65,6 +65,16 @@ void wxj_region_unregister(struct wxj_chunk *chunk)
         wxj_os_yield();
 }
 
+void wxj_registry_lock(void)
+{
+    pthread_mutex_lock(&registry_lock);
+}
+
+void wxj_registry_unlock(void)
+{
+    pthread_mutex_unlock(&registry_lock);
+}
+
 static struct wxj_chunk *region_find(uintptr_t addr)
 {
     size_t high = atomic_load_explicit(&regions_high, memory_order_acquire);

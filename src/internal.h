@@ -65,12 +65,14 @@ struct wxj_chunk {
      * mapped per write window). */
     int fd;
     uint8_t *alias;
+    int fork_fd; /* dualmap: the child's copy while a fork is under way */
 };
 
 /* A thread's pool: its tail range, appended to without a lock. */
 struct wxj_pool {
     struct wxj_pool *next;    /* heap->pools (heap lock) */
     bool owned;               /* a live thread uses it (heap lock) */
+    _Atomic int busy;         /* the owner is inside an operation */
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
     size_t cursor;            /* next free granule (owner thread only) */
@@ -102,6 +104,13 @@ struct wxj_backend {
      * instruction cache over [flush, flush + flush_len). */
     int (*close)(struct wxjit_heap *heap, struct wxj_window *w,
                  const void *flush, size_t flush_len);
+    /* fork(), each optional (fork.c): before, with every operation
+     * stopped; after, in the parent; after, in the child, where only the
+     * thread that was parent_tid lives on. */
+    void (*fork_prepare)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
+    void (*fork_parent)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
+    void (*fork_child)(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                       int32_t parent_tid);
 };
 
 extern const struct wxj_backend wxj_backend_toggle;
@@ -123,13 +132,20 @@ struct wxjit_heap {
     uintptr_t cookie;             /* scrambles reservation internals */
     pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
     struct wxj_chunk *_Atomic chunks;
-    struct wxj_pool *pools;
+    struct wxj_pool *_Atomic pools;
     struct wxj_counters count;
     struct wxjit_heap *recycle_next; /* dead heap handles, see heap.c */
+    struct wxjit_heap *live_next;    /* live heaps, for fork.c */
 };
 
 #define WXJ_HEAP_ALIVE 0x77786a68u /* "wxjh" */
 #define WXJ_HEAP_DEAD 0x64656164u  /* "dead" */
+
+static inline bool wxj_heap_ok(const struct wxjit_heap *heap)
+{
+    return heap && atomic_load_explicit(&heap->magic, memory_order_acquire) ==
+                       WXJ_HEAP_ALIVE;
+}
 
 static inline void wxj_count(_Atomic uint64_t *counter, uint64_t n)
 {
@@ -139,7 +155,6 @@ static inline void wxj_count(_Atomic uint64_t *counter, uint64_t n)
 
 /* ---- os_linux.c: every system call lives there ------------------------ */
 
-void wxj_os_init(void); /* once per heap creation: fork hooks */
 size_t wxj_os_page_size(void);
 int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out);
 /* Maps fd at `at`: exactly there (fixed) or as a hint the kernel may
@@ -158,7 +173,8 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *fd);
 void wxj_os_close(int fd);
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
 void wxj_os_futex_wake_all(_Atomic uint32_t *word);
-int32_t wxj_os_tid(void); /* async-signal-safe; correct after fork */
+int32_t wxj_os_tid(void); /* async-signal-safe */
+void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
 
 /* ---- chunk.c: chunks and their granule bitmaps ------------------------ */
@@ -180,22 +196,45 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         const struct wxj_pool *pools, size_t *run_start,
                         size_t *run_len);
 
-/* ---- pool.c: per-thread pools ------------------------------------------ */
-int wxj_pool_alloc(struct wxjit_heap *heap, size_t ngranules,
-                   size_t align_granules, struct wxj_chunk **chunk,
-                   size_t *granule);
-void wxj_pool_give_back(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+/* ---- pool.c: per-thread pools and the operation gate ------------------ */
+int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **pool);
+void wxj_op_end(struct wxj_pool *pool);
+/* Around a sleep inside an operation (waiting for another writer's page):
+ * a fork may proceed meanwhile. */
+void wxj_op_pause(void);
+void wxj_op_resume(void);
+int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool,
+                   size_t ngranules, size_t align_granules,
+                   struct wxj_chunk **chunk, size_t *granule);
+void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n);
-void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                            size_t end_granule);
+void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
+                            struct wxj_chunk *chunk, size_t end_granule);
 void wxj_pools_forget_heap(struct wxjit_heap *heap);
+/* for fork.c: close the gate, wait for operations, clean up in the child */
+void wxj_ops_close(void);
+void wxj_ops_reopen(void);
+void wxj_ops_wait_idle(struct wxjit_heap *heap);
+void wxj_pools_after_fork(struct wxjit_heap *heap);
 
-/* ---- heap registry (heap.c), for pools retired at thread exit --------- */
+/* ---- heap registry (heap.c) ------------------------------------------- */
+/* For pools retired at thread exit: the heap, locked, if it still lives. */
 struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
                                           uint64_t id);
+/* For fork.c: hold the registry still and walk the live heaps. */
+struct wxjit_heap *wxj_heaps_lock_all(void);
+void wxj_heaps_unlock_all(void);
+/* Makes a heap refuse every call from now on (a fork child that could not
+ * get a private copy of it). */
+void wxj_heap_disable(struct wxjit_heap *heap);
+
+/* ---- fork.c ------------------------------------------------------------ */
+void wxj_fork_init(void); /* once per process, from heap creation */
 
 /* ---- fault.c: region registry ----------------------------------------- */
 int wxj_region_register(struct wxj_chunk *chunk);
 void wxj_region_unregister(struct wxj_chunk *chunk);
+void wxj_registry_lock(void);
+void wxj_registry_unlock(void);
 
 #endif /* WXJ_INTERNAL_H */

@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <linux/futex.h>
-#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -186,21 +185,10 @@ void wxj_os_futex_wake_all(_Atomic uint32_t *word)
     errno = saved;
 }
 
-/* The tid is cached because every write window records it; the cache is
- * cleared in a fork child, whose only thread has a new tid. initial-exec
+/* The tid is cached because every write window records it; fork.c clears
+ * the cache in a fork child, whose only thread has a new tid. initial-exec
  * TLS is a plain memory access, safe in a signal handler. */
 static __thread int32_t cached_tid __attribute__((tls_model("initial-exec")));
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
-static void forget_tid_in_child(void)
-{
-    cached_tid = 0;
-}
-
-static void register_atfork(void)
-{
-    pthread_atfork(NULL, NULL, forget_tid_in_child);
-}
 
 int32_t wxj_os_tid(void)
 {
@@ -212,11 +200,9 @@ int32_t wxj_os_tid(void)
     return cached_tid;
 }
 
-/* Not async-signal-safe (pthread_once): called once per heap creation so
- * that the fork hook exists before any tid is cached for a write. */
-void wxj_os_init(void)
+void wxj_os_forget_tid(void)
 {
-    pthread_once(&atfork_once, register_atfork);
+    cached_tid = 0;
 }
 
 void wxj_os_yield(void)

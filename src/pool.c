@@ -112,7 +112,8 @@ static int pool_get(struct wxjit_heap *heap, struct wxj_pool **out)
             return ENOMEM;
         }
         pool->next = heap->pools;
-        heap->pools = pool;
+        /* release: fork preparation walks the list without the lock. */
+        atomic_store_explicit(&heap->pools, pool, memory_order_release);
     }
     pool->owned = true;
     pthread_mutex_unlock(&heap->lock);
@@ -202,17 +203,13 @@ claim:
     return 0;
 }
 
-int wxj_pool_alloc(struct wxjit_heap *heap, size_t n, size_t align,
-                   struct wxj_chunk **chunk, size_t *granule)
+int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
+                   size_t align, struct wxj_chunk **chunk, size_t *granule)
 {
-    struct wxj_pool *pool;
-    int err = pool_get(heap, &pool);
-    if (err)
-        return err;
     size_t at = align_up(pool->cursor, align);
     if (!pool->chunk || at + n > pool->limit) {
         pthread_mutex_lock(&heap->lock);
-        err = refill(heap, pool, n, align);
+        int err = refill(heap, pool, n, align);
         pthread_mutex_unlock(&heap->lock);
         if (err)
             return err;
@@ -226,27 +223,19 @@ int wxj_pool_alloc(struct wxjit_heap *heap, size_t n, size_t align,
     return 0;
 }
 
-static struct wxj_pool *own_pool(const struct wxjit_heap *heap)
-{
-    struct tls_entry *e = entry_for(heap);
-    return e ? e->pool : NULL;
-}
-
-void wxj_pool_give_back(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n)
 {
-    struct wxj_pool *pool = own_pool(heap);
-    if (pool && pool->chunk == chunk && pool->cursor == g + n)
+    if (pool->chunk == chunk && pool->cursor == g + n)
         pool->cursor = g; /* the tail's last block: append over it again */
     else
         add_free(chunk, n);
 }
 
-void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                            size_t end)
+void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
+                            struct wxj_chunk *chunk, size_t end)
 {
-    struct wxj_pool *pool = own_pool(heap);
-    if (!pool || pool->chunk != chunk || pool->cursor != end)
+    if (pool->chunk != chunk || pool->cursor != end)
         return;
     size_t next = align_up(end, heap->page_size / WXJ_GRANULE);
     if (next > pool->limit)
@@ -255,13 +244,102 @@ void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_chunk *chunk,
     pool->cursor = next;
 }
 
+/* ---- the operation gate, closed while the process forks ----------------
+ * Every operation that changes a heap runs between wxj_op_begin and
+ * wxj_op_end with its pool's busy flag up. Fork preparation raises
+ * `forking` and waits for every busy flag to drop, so the child's copy of
+ * the metadata and code is never caught mid-operation. A seq_cst store and
+ * load on each side (Dekker): either the operation sees `forking`, or the
+ * fork sees `busy`. */
+static _Atomic uint32_t forking;
+static __thread struct wxj_pool *tls_busy; /* the pool of the current op */
+
+static void raise_busy(struct wxj_pool *pool)
+{
+    for (;;) {
+        atomic_store(&pool->busy, 1);
+        if (!atomic_load(&forking))
+            return;
+        atomic_store(&pool->busy, 0);
+        wxj_os_futex_wait(&forking, 1);
+    }
+}
+
+int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
+{
+    struct wxj_pool *pool;
+    int err = pool_get(heap, &pool);
+    if (err)
+        return err;
+    raise_busy(pool);
+    tls_busy = pool;
+    *out = pool;
+    return 0;
+}
+
+void wxj_op_end(struct wxj_pool *pool)
+{
+    tls_busy = NULL;
+    atomic_store_explicit(&pool->busy, 0, memory_order_release);
+}
+
+/* A thread sleeping on a page that another thread holds (an in-place
+ * reservation, committed by an operation that must pass the gate) would
+ * otherwise deadlock a fork that waits for it. */
+void wxj_op_pause(void)
+{
+    if (tls_busy)
+        atomic_store_explicit(&tls_busy->busy, 0, memory_order_release);
+}
+
+void wxj_op_resume(void)
+{
+    if (tls_busy)
+        raise_busy(tls_busy);
+}
+
+void wxj_ops_close(void)
+{
+    atomic_store(&forking, 1);
+}
+
+void wxj_ops_reopen(void)
+{
+    atomic_store(&forking, 0);
+    wxj_os_futex_wake_all(&forking);
+}
+
+void wxj_ops_wait_idle(struct wxjit_heap *heap)
+{
+    for (struct wxj_pool *p = atomic_load(&heap->pools); p; p = p->next)
+        while (atomic_load(&p->busy))
+            wxj_os_yield();
+}
+
+/* In a fork child, where only the forking thread lives: the other threads'
+ * pools are retired, their tails become free space. */
+void wxj_pools_after_fork(struct wxjit_heap *heap)
+{
+    for (struct wxj_pool *p = heap->pools; p; p = p->next) {
+        bool mine = false;
+        for (int i = 0; i < TLS_POOLS; i++)
+            mine |= tls_pools[i].pool == p && tls_pools[i].heap == heap;
+        if (!mine) {
+            tail_retire(p);
+            p->owned = false;
+        }
+    }
+}
+
 void wxj_pools_forget_heap(struct wxjit_heap *heap)
 {
     /* Other threads' TLS entries may still name these pools; they check
      * the heap id under the registry lock before touching them. */
-    while (heap->pools) {
-        struct wxj_pool *next = heap->pools->next;
-        free(heap->pools);
-        heap->pools = next;
+    struct wxj_pool *p = heap->pools;
+    while (p) {
+        struct wxj_pool *next = p->next;
+        free(p);
+        p = next;
     }
+    heap->pools = NULL;
 }

@@ -1,0 +1,428 @@
+/* Code operations: reserve, commit, abort, install, patch, free. Each
+ * public entry point checks all its arguments before it changes anything,
+ * so a failed call leaves the heap exactly as it was, and runs inside the
+ * operation gate (pool.c) so that fork() never copies a half-done one. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arch/arch.h"
+#include "internal.h"
+
+/* ---- writing through windows -------------------------------------------- */
+static size_t page_of(const struct wxjit_heap *heap,
+                      const struct wxj_chunk *chunk, const uint8_t *p)
+{
+    return (size_t)(p - chunk->base) / heap->page_size;
+}
+
+typedef void (*fill_fn)(uint8_t *dst, size_t len, const void *arg);
+
+static void fill_copy(uint8_t *dst, size_t len, const void *src)
+{
+    memcpy(dst, src, len);
+}
+
+static void fill_trap(uint8_t *dst, size_t len, const void *unused)
+{
+    (void)unused;
+    wxj_arch_trap_fill(dst, len);
+}
+
+/* The window over the pages of [exec, exec + len); view set by open. */
+static struct wxj_window window_over(const struct wxjit_heap *heap,
+                                     struct wxj_chunk *chunk,
+                                     const uint8_t *exec, size_t len)
+{
+    struct wxj_window w = {chunk, page_of(heap, chunk, exec),
+                           page_of(heap, chunk, exec + len - 1), NULL};
+    return w;
+}
+
+/* Where the byte that executes at exec is written through window w. */
+static uint8_t *window_at(const struct wxjit_heap *heap,
+                          const struct wxj_window *w, const uint8_t *exec)
+{
+    return w->view + (exec - (w->chunk->base + w->first * heap->page_size));
+}
+
+/* Writes [exec, exec + len) through a write window of the backend. */
+static int write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                      uint8_t *exec, size_t len, fill_fn fill,
+                      const void *arg)
+{
+    struct wxj_window w = window_over(heap, chunk, exec, len);
+    int err = heap->backend->open(heap, &w);
+    if (err)
+        return err;
+    fill(window_at(heap, &w, exec), len, arg);
+    return heap->backend->close(heap, &w, exec, len);
+}
+
+static size_t granules(size_t bytes)
+{
+    return (bytes + WXJ_GRANULE - 1) / WXJ_GRANULE;
+}
+
+/* Common argument checks of reserve and install; n and align in granules. */
+static int check_request(const struct wxjit_heap *heap, size_t size,
+                         size_t align, size_t *n, size_t *align_g)
+{
+    if (!wxj_heap_ok(heap) || size == 0 || size > heap->chunk_size ||
+        (align & (align - 1)) != 0 || align > heap->page_size)
+        return EINVAL;
+    *n = granules(size);
+    *align_g = align > WXJ_GRANULE ? align / WXJ_GRANULE : 1;
+    return 0;
+}
+
+static void account_live(struct wxjit_heap *heap, size_t n)
+{
+    wxj_count(&heap->count.granules_live, n);
+    wxj_count(&heap->count.installs, 1);
+}
+
+/* ---- install ------------------------------------------------------------- */
+static int install(struct wxjit_heap *heap, struct wxj_pool *pool,
+                   const void *code, size_t size, size_t n, size_t align_g,
+                   void **exec)
+{
+    struct wxj_chunk *chunk;
+    size_t g;
+    int err = wxj_pool_alloc(heap, pool, n, align_g, &chunk, &g);
+    if (err)
+        return err;
+    uint8_t *at = wxj_granule_addr(chunk, g);
+    if ((err = write_code(heap, chunk, at, size, fill_copy, code))) {
+        wxj_pool_give_back(pool, chunk, g, n);
+        return err;
+    }
+    wxj_block_mark(chunk, g, n, false);
+    account_live(heap, n);
+    *exec = at;
+    return 0;
+}
+
+int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
+                  size_t align, void **exec)
+{
+    size_t n, align_g;
+    struct wxj_pool *pool;
+    int err = check_request(heap, size, align, &n, &align_g);
+    if (err || !code || !exec)
+        return err ? err : EINVAL;
+    if ((err = wxj_op_begin(heap, &pool)))
+        return err;
+    err = install(heap, pool, code, size, n, align_g, exec);
+    wxj_op_end(pool);
+    return err;
+}
+
+/* ---- reservations -------------------------------------------------------
+ * internal[0]: the chunk, with bit 0 set for an in-place reservation;
+ * internal[1]: the write view. Both scrambled with the heap's cookie so a
+ * stale or hand-made reservation is refused rather than trusted. */
+static uintptr_t scramble(const struct wxjit_heap *heap, uintptr_t v)
+{
+    return v ^ heap->cookie;
+}
+
+static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
+                   size_t size, size_t n, size_t align_g, bool in_place,
+                   uint8_t *write, wxjit_reservation *out)
+{
+    struct wxj_chunk *chunk;
+    size_t g;
+    int err = wxj_pool_alloc(heap, pool, n, align_g, &chunk, &g);
+    if (err)
+        return err;
+    uint8_t *at = wxj_granule_addr(chunk, g);
+    if (in_place) {
+        /* The window stays open from now to commit or abort. */
+        struct wxj_window w = window_over(heap, chunk, at, size);
+        if ((err = heap->backend->open(heap, &w))) {
+            wxj_pool_give_back(pool, chunk, g, n);
+            return err;
+        }
+        write = window_at(heap, &w, at);
+        /* The thread's next code starts on another page: it must be
+         * executable when its install returns, and this page may not be. */
+        wxj_pool_end_tail_page(heap, pool, chunk, g + n);
+    }
+    wxj_block_mark(chunk, g, n, true);
+    out->exec = at;
+    out->write = write;
+    out->size = size;
+    out->internal[0] = scramble(heap, (uintptr_t)chunk | in_place);
+    out->internal[1] = scramble(heap, (uintptr_t)write);
+    return 0;
+}
+
+int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
+                  wxjit_reservation *out)
+{
+    size_t n, align_g;
+    struct wxj_pool *pool;
+    int err = check_request(heap, size, align, &n, &align_g);
+    if (err || !out || (flags & ~(unsigned)WXJIT_RESERVE_IN_PLACE))
+        return err ? err : EINVAL;
+    bool in_place = flags & WXJIT_RESERVE_IN_PLACE;
+    uint8_t *scratch = NULL;
+    if (!in_place && !(scratch = malloc(size)))
+        return ENOMEM;
+    if ((err = wxj_op_begin(heap, &pool)) == 0) {
+        err = reserve(heap, pool, size, n, align_g, in_place, scratch, out);
+        wxj_op_end(pool);
+    }
+    if (err)
+        free(scratch);
+    return err;
+}
+
+struct open_res {
+    struct wxj_chunk *chunk;
+    size_t g, n;
+    bool in_place;
+};
+
+/* Checks that res is an open reservation of heap and claims it (clears its
+ * open bit) so that a racing second commit or abort fails. */
+static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
+                             struct open_res *r)
+{
+    if (!res->exec)
+        return EINVAL;
+    uintptr_t tagged = scramble(heap, res->internal[0]);
+    r->in_place = tagged & 1;
+    r->chunk = wxj_chunk_find(heap, res->exec);
+    if (!r->chunk || (uintptr_t)r->chunk != (tagged & ~(uintptr_t)1) ||
+        ((uintptr_t)res->exec - (uintptr_t)r->chunk->base) % WXJ_GRANULE ||
+        (uintptr_t)res->write != scramble(heap, res->internal[1]))
+        return EINVAL;
+    r->g = wxj_granule_of(r->chunk, res->exec);
+    if (!wxj_bit_get(r->chunk->start, r->g) ||
+        !wxj_bit_get(r->chunk->open, r->g))
+        return EINVAL;
+    r->n = wxj_block_extent(r->chunk, r->g);
+    if (res->size == 0 || granules(res->size) != r->n)
+        return EINVAL;
+    if (r->in_place) {
+        /* A backend that holds pages for the window (toggle) holds them
+         * for the reserving thread only. */
+        struct wxj_page *pg =
+            &r->chunk->pages[page_of(heap, r->chunk, res->exec)];
+        int32_t writer =
+            atomic_load_explicit(&pg->writer, memory_order_relaxed);
+        if (writer != 0 && writer != wxj_os_tid())
+            return EPERM;
+    }
+    return wxj_bit_clear(r->chunk->open, r->g) ? 0 : EINVAL;
+}
+
+/* Closes an in-place reservation's window, opened by reserve. */
+static int close_in_place(struct wxjit_heap *heap, const struct open_res *r,
+                          const wxjit_reservation *res)
+{
+    struct wxj_window w = window_over(heap, r->chunk, res->exec, res->size);
+    w.view = (uint8_t *)res->write -
+             ((uint8_t *)res->exec -
+              (r->chunk->base + w.first * heap->page_size));
+    return heap->backend->close(heap, &w, res->exec, res->size);
+}
+
+static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
+                  wxjit_reservation *res, size_t used)
+{
+    struct open_res r;
+    int err = claim_reservation(heap, res, &r);
+    if (err)
+        return err;
+    size_t m = granules(used);
+    if (r.in_place) {
+        /* Whatever the JIT left past `used` must not stay executable. */
+        fill_trap((uint8_t *)res->write + used, r.n * WXJ_GRANULE - used,
+                  NULL);
+        err = close_in_place(heap, &r, res);
+    } else {
+        err = write_code(heap, r.chunk, res->exec, used, fill_copy,
+                         res->write);
+    }
+    if (err) {
+        wxj_bit_set(r.chunk->open, r.g); /* still open: retry or abort */
+        return err;
+    }
+    if (m < r.n) {
+        wxj_block_shrink(r.chunk, r.g, r.n, m);
+        wxj_pool_give_back(pool, r.chunk, r.g + m, r.n - m);
+    }
+    if (!r.in_place)
+        free(res->write);
+    account_live(heap, m);
+    memset(res, 0, sizeof(*res));
+    return 0;
+}
+
+int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !res || used == 0 || used > res->size)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    err = commit(heap, pool, res, used);
+    wxj_op_end(pool);
+    return err;
+}
+
+static int abort_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
+                             wxjit_reservation *res)
+{
+    struct open_res r;
+    int err = claim_reservation(heap, res, &r);
+    if (err)
+        return err;
+    if (r.in_place) {
+        fill_trap(res->write, r.n * WXJ_GRANULE, NULL);
+        close_in_place(heap, &r, res);
+    } else {
+        free(res->write);
+    }
+    wxj_block_unmark(r.chunk, r.g, r.n);
+    wxj_pool_give_back(pool, r.chunk, r.g, r.n);
+    memset(res, 0, sizeof(*res));
+    return 0;
+}
+
+int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !res)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    err = abort_reservation(heap, pool, res);
+    wxj_op_end(pool);
+    return err;
+}
+
+/* ---- live code: patch and free ------------------------------------------ */
+
+/* Finds the live block holding [addr, addr + size); fails if it is not
+ * entirely inside one committed block of this heap. */
+static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
+                      struct wxj_chunk **chunk)
+{
+    struct wxj_chunk *c = wxj_chunk_find(heap, addr);
+    size_t start;
+    if (!c || !wxj_block_find_start(c, wxj_granule_of(c, addr), &start) ||
+        wxj_bit_get(c->open, start))
+        return EINVAL;
+    const uint8_t *end =
+        wxj_granule_addr(c, start + wxj_block_extent(c, start));
+    if (size > (size_t)(end - (const uint8_t *)addr))
+        return EINVAL;
+    *chunk = c;
+    return 0;
+}
+
+/* Checks, then writes fill(arg) over live code at [addr, addr + size). */
+static int patch(struct wxjit_heap *heap, void *addr, size_t size,
+                 fill_fn fill, const void *arg)
+{
+    struct wxj_chunk *chunk;
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !addr || size == 0)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    if ((err = live_range(heap, addr, size, &chunk)) == 0)
+        err = write_code(heap, chunk, addr, size, fill, arg);
+    wxj_op_end(pool);
+    return err;
+}
+
+int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_t size)
+{
+    return bytes ? patch(heap, addr, size, fill_copy, bytes) : EINVAL;
+}
+
+struct atomic_store {
+    uint64_t value;
+    size_t width;
+};
+
+static void fill_atomic(uint8_t *dst, size_t len, const void *arg)
+{
+    const struct atomic_store *s = arg;
+    (void)len;
+    /* Relaxed: the window's close publishes it; atomicity is what counts,
+     * so an executor reading these bytes sees old or new, never a mix. */
+    switch (s->width) {
+    case 1:
+        __atomic_store_n(dst, (uint8_t)s->value, __ATOMIC_RELAXED);
+        break;
+    case 2:
+        __atomic_store_n((uint16_t *)dst, (uint16_t)s->value,
+                         __ATOMIC_RELAXED);
+        break;
+    case 4:
+        __atomic_store_n((uint32_t *)dst, (uint32_t)s->value,
+                         __ATOMIC_RELAXED);
+        break;
+    default:
+        __atomic_store_n((uint64_t *)dst, s->value, __ATOMIC_RELAXED);
+    }
+}
+
+int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
+                       size_t width)
+{
+    if ((width != 1 && width != 2 && width != 4 && width != 8) ||
+        (uintptr_t)addr % width)
+        return EINVAL;
+    struct atomic_store s = {value, width};
+    return patch(heap, addr, width, fill_atomic, &s);
+}
+
+static int free_code(struct wxjit_heap *heap, uint8_t *exec)
+{
+    struct wxj_chunk *chunk = wxj_chunk_find(heap, exec);
+    if (!chunk || (uintptr_t)(exec - chunk->base) % WXJ_GRANULE)
+        return EINVAL;
+    size_t g = wxj_granule_of(chunk, exec);
+    if (wxj_bit_get(chunk->open, g))
+        return EINVAL; /* a reservation: abort it instead */
+    /* Clearing the start bit is the claim: of two racing frees of the same
+     * block exactly one proceeds. */
+    if (!wxj_bit_clear(chunk->start, g))
+        return EINVAL;
+    size_t n = wxj_block_extent(chunk, g);
+    int err = write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap, NULL);
+    if (err) {
+        wxj_bit_set(chunk->start, g);
+        return err;
+    }
+    wxj_block_unmark(chunk, g, n);
+    atomic_fetch_add_explicit(&chunk->free_granules, n, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&heap->count.granules_live, n,
+                              memory_order_relaxed);
+    wxj_count(&heap->count.frees, 1);
+    return 0;
+}
+
+int wxjit_free(wxjit_heap *heap, void *exec)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !exec)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    err = free_code(heap, exec);
+    wxj_op_end(pool);
+    return err;
+}
