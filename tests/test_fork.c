@@ -1,0 +1,230 @@
+/* fork(): parent and child each own their heaps afterwards. Code from
+ * before the fork runs in both; each side's installs, frees and patches
+ * are invisible to the other (dualmap must not share its MAP_SHARED
+ * objects); forks taken while other threads install, or hold in-place
+ * reservations, leave a usable heap in the child. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "emit.h"
+#include "wxtest.h"
+
+#define FUNCS 100
+
+static wxjit_heap *heap;
+
+static void *install_int(int32_t v)
+{
+    uint8_t buf[16];
+    void *exec;
+    CHECK_OK(wxjit_install(heap, buf, emit_return_int(buf, v), 0, &exec));
+    return exec;
+}
+
+static void expect_values(void *const *fns, int from, int to, int base,
+                          const char *who)
+{
+    for (int i = from; i < to; i++) {
+        int got = as_fn(fns[i])();
+        CHECK(got == base + i, "%s: function %d returned %d, expected %d",
+              who, i, got, base + i);
+    }
+}
+
+static void send_byte(int fd)
+{
+    CHECK(write(fd, "x", 1) == 1, "pipe write: %s", strerror(errno));
+}
+
+static void recv_byte(int fd)
+{
+    char c;
+    CHECK(read(fd, &c, 1) == 1, "pipe read: %s", strerror(errno));
+}
+
+/* Both sides free half of the pre-fork code, install new code over the
+ * freed space, and check that the other side's view never changed. */
+static void test_independent(int round)
+{
+    void *pre[FUNCS], *mine[2 * FUNCS];
+    int to_child[2], to_parent[2];
+    for (int i = 0; i < FUNCS; i++)
+        pre[i] = install_int(1000 + i);
+    CHECK(pipe(to_child) == 0 && pipe(to_parent) == 0, "pipe");
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        alarm(20);
+        expect_values(pre, 0, FUNCS, 1000, "child, pre-fork code");
+        for (int i = 0; i < FUNCS / 2; i++)
+            CHECK_OK(wxjit_free(heap, pre[i]));
+        for (int i = 0; i < 2 * FUNCS; i++)
+            mine[i] = install_int(2000 + i);
+        expect_values(mine, 0, 2 * FUNCS, 2000, "child, own code");
+        send_byte(to_parent[1]);
+        recv_byte(to_child[0]); /* the parent has done the same now */
+        expect_values(pre, FUNCS / 2, FUNCS, 1000, "child after parent");
+        expect_values(mine, 0, 2 * FUNCS, 2000, "child after parent");
+        _exit(0);
+    }
+    recv_byte(to_parent[0]);
+    expect_values(pre, 0, FUNCS, 1000, "parent after child");
+    for (int i = FUNCS / 2; i < FUNCS; i++)
+        CHECK_OK(wxjit_free(heap, pre[i]));
+    for (int i = 0; i < 2 * FUNCS; i++)
+        mine[i] = install_int(3000 + i);
+    send_byte(to_child[1]);
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    char what[64];
+    snprintf(what, sizeof(what), "round %d: child", round);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "%s failed (status %#x)", what, status);
+    expect_values(pre, 0, FUNCS / 2, 1000, "parent after child exit");
+    expect_values(mine, 0, 2 * FUNCS, 3000, "parent, own code");
+    for (int i = 0; i < FUNCS / 2; i++)
+        CHECK_OK(wxjit_free(heap, pre[i]));
+    for (int i = 0; i < 2 * FUNCS; i++)
+        CHECK_OK(wxjit_free(heap, mine[i]));
+    for (int i = 0; i < 2; i++) {
+        close(to_child[i]);
+        close(to_parent[i]);
+    }
+}
+
+/* ---- forks while another thread installs -------------------------------- */
+static atomic_bool stop;
+static atomic_ulong churned;
+
+static void *churn_main(void *arg)
+{
+    (void)arg;
+    void *ring[32] = {0};
+    for (unsigned long i = 0; !atomic_load(&stop); i++) {
+        void **slot = &ring[i % 32];
+        if (*slot) {
+            CHECK_EQ(as_fn(*slot)(), (int)((i - 32) % 1000));
+            CHECK_OK(wxjit_free(heap, *slot));
+        }
+        *slot = install_int((int32_t)(i % 1000));
+        atomic_fetch_add(&churned, 1);
+    }
+    return NULL;
+}
+
+static void child_installs(void *arg)
+{
+    void **pre = arg;
+    alarm(20); /* a deadlock shows as SIGALRM, not a hung test */
+    expect_values(pre, 0, FUNCS, 5000, "child of a busy parent");
+    for (int i = 0; i < 200; i++) {
+        void *f = install_int(i);
+        CHECK_EQ(as_fn(f)(), i);
+        CHECK_OK(wxjit_free(heap, f));
+    }
+}
+
+static void test_fork_while_installing(void)
+{
+    void *pre[FUNCS];
+    for (int i = 0; i < FUNCS; i++)
+        pre[i] = install_int(5000 + i);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, churn_main, NULL) == 0, "thread");
+    for (int i = 0; i < 20; i++) {
+        unsigned long before = atomic_load(&churned);
+        while (atomic_load(&churned) < before + 50)
+            sched_yield();
+        wxtest_expect_exit("fork while another thread installs",
+                           wxtest_in_child(child_installs, pre), 0);
+    }
+    atomic_store(&stop, true);
+    pthread_join(t, NULL);
+    expect_values(pre, 0, FUNCS, 5000, "parent after 20 forks");
+    printf("  20 forks while a thread installed and freed (%lu operations):"
+           " every child installed and ran its own code\n",
+           atomic_load(&churned));
+}
+
+/* ---- in-place reservations across fork ------------------------------------ */
+static pthread_barrier_t reserved, forked;
+
+static void *hold_in_place(void *arg)
+{
+    void **f = arg;
+    wxjit_reservation r;
+    *f = install_int(77);
+    CHECK_OK(wxjit_reserve(heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    pthread_barrier_wait(&reserved);
+    pthread_barrier_wait(&forked);
+    CHECK_OK(wxjit_commit(heap, &r, emit_return_int(r.write, 78)));
+    return NULL;
+}
+
+static void call_held(void *arg)
+{
+    alarm(20);
+    CHECK_EQ(as_fn(arg)(), 77);
+    void *g = install_int(79);
+    CHECK_EQ(as_fn(g)(), 79);
+}
+
+static void commit_own(void *arg)
+{
+    wxjit_reservation *r = arg;
+    void *exec = r->exec;
+    alarm(20);
+    CHECK_OK(wxjit_commit(heap, r, emit_return_int(r->write, 7)));
+    CHECK_EQ(as_fn(exec)(), 7);
+}
+
+static void test_in_place_across_fork(void)
+{
+    /* Another thread's open reservation: abandoned in the child, whose
+     * code on that page still runs. */
+    void *f;
+    pthread_t t;
+    pthread_barrier_init(&reserved, NULL, 2);
+    pthread_barrier_init(&forked, NULL, 2);
+    CHECK(pthread_create(&t, NULL, hold_in_place, &f) == 0, "thread");
+    pthread_barrier_wait(&reserved);
+    wxtest_expect_exit("child calls code on a page another thread held",
+                       wxtest_in_child(call_held, f), 0);
+    pthread_barrier_wait(&forked);
+    pthread_join(t, NULL);
+    CHECK_EQ(as_fn(f)(), 77);
+
+    /* The forking thread's own open reservation: committed on both sides,
+     * with different code. */
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    wxjit_reservation copy = r;
+    wxtest_expect_exit("child commits the reservation it inherited",
+                       wxtest_in_child(commit_own, &copy), 0);
+    void *exec = r.exec;
+    CHECK_OK(wxjit_commit(heap, &r, emit_return_int(r.write, 8)));
+    CHECK_EQ(as_fn(exec)(), 8);
+}
+
+int main(void)
+{
+    wxtest_enter_wx_policy();
+    CHECK_OK(wxjit_fault_handler_install());
+    CHECK_OK(wxjit_heap_create(NULL, &heap));
+    wxjit_backend b;
+    const char *name;
+    CHECK_OK(wxjit_heap_backend(heap, &b));
+    CHECK_OK(wxjit_backend_name(b, &name));
+    printf("test_fork (%s):\n", name);
+    for (int round = 0; round < 20; round++)
+        test_independent(round);
+    printf("  20 rounds: parent and child each freed half the shared code "
+           "and installed over it; neither saw the other's changes\n");
+    test_fork_while_installing();
+    test_in_place_across_fork();
+    CHECK_EQ(wxtest_wx_mappings(), 0);
+    CHECK_OK(wxjit_heap_destroy(heap));
+    printf("test_fork: ok\n");
+    return 0;
+}
