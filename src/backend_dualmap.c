@@ -6,9 +6,22 @@
  * only for the length of each write window. */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
 #include <errno.h>
+#include <stdlib.h>
 
 #include "arch/arch.h"
 #include "internal.h"
+
+/* An RW window mapped on demand. They are listed so that a fork child can
+ * point the ones still open (in-place reservations) at its own copy. */
+struct window_rec {
+    struct window_rec *next;
+    uint8_t *view;
+    size_t offset, len;
+};
+/* Guards every chunk's window list. Not the heap lock: fresh pages are
+ * filled through a window while a refill holds that. Never held across a
+ * fork: windows open and close inside operations, which forks wait for. */
+static pthread_mutex_t windows_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static bool on_demand(const struct wxjit_heap *heap)
 {
@@ -69,6 +82,13 @@ static void dualmap_chunk_unmap(struct wxjit_heap *heap,
                                 struct wxj_chunk *chunk)
 {
     (void)heap;
+    /* Windows of reservations left open at destruction. */
+    while (chunk->windows) {
+        struct window_rec *rec = chunk->windows;
+        chunk->windows = rec->next;
+        wxj_os_unmap(rec->view, rec->len);
+        free(rec);
+    }
     if (chunk->alias)
         wxj_os_unmap(chunk->alias, chunk->size);
     if (chunk->fd >= 0)
@@ -84,19 +104,29 @@ static size_t window_bytes(const struct wxjit_heap *heap,
 
 static int dualmap_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
-    size_t offset = w->first * heap->page_size;
+    size_t offset = w->first * heap->page_size, len = window_bytes(heap, w);
     if (w->chunk->alias) {
         w->view = w->chunk->alias + offset;
         return 0;
     }
+    struct window_rec *rec = malloc(sizeof(*rec));
     void *view;
+    if (!rec)
+        return ENOMEM;
     wxj_count(&heap->count.map_calls, 1);
-    int err = wxj_os_map_shared(w->chunk->fd, offset, window_bytes(heap, w),
-                                WXJ_PROT_RW, wxj_os_random_hint(), false,
-                                &view);
-    if (err == 0)
-        w->view = view;
-    return err;
+    int err = wxj_os_map_shared(w->chunk->fd, offset, len, WXJ_PROT_RW,
+                                wxj_os_random_hint(), false, &view);
+    if (err) {
+        free(rec);
+        return err;
+    }
+    *rec = (struct window_rec){NULL, view, offset, len};
+    pthread_mutex_lock(&windows_lock);
+    rec->next = w->chunk->windows;
+    w->chunk->windows = rec;
+    pthread_mutex_unlock(&windows_lock);
+    w->view = view;
+    return 0;
 }
 
 /* The RX view shows the new bytes at once (same physical pages); only the
@@ -105,8 +135,16 @@ static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
 {
     if (!w->chunk->alias) {
+        pthread_mutex_lock(&windows_lock);
+        struct window_rec **p = (struct window_rec **)&w->chunk->windows;
+        while ((*p)->view != w->view)
+            p = &(*p)->next;
+        struct window_rec *rec = *p;
+        *p = rec->next;
+        pthread_mutex_unlock(&windows_lock);
         wxj_count(&heap->count.map_calls, 1);
-        wxj_os_unmap(w->view, window_bytes(heap, w));
+        wxj_os_unmap(rec->view, rec->len);
+        free(rec);
     }
     wxj_arch_flush_icache(flush, flush_len);
     return 0;
@@ -170,10 +208,16 @@ static void dualmap_fork_child(struct wxjit_heap *heap,
     }
     if (chunk->alias) {
         wxj_os_close(fd);
-    } else {
-        wxj_os_close(chunk->fd);
-        chunk->fd = fd;
+        return;
     }
+    /* Windows still open belong to in-place reservations; the forking
+     * thread may commit its own, and must then write to the child's copy. */
+    for (struct window_rec *rec = chunk->windows; rec; rec = rec->next)
+        if (wxj_os_map_shared(fd, rec->offset, rec->len, WXJ_PROT_RW,
+                              rec->view, true, &p))
+            wxj_heap_disable(heap);
+    wxj_os_close(chunk->fd);
+    chunk->fd = fd;
 }
 
 const struct wxj_backend wxj_backend_dualmap = {

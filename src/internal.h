@@ -66,6 +66,7 @@ struct wxj_chunk {
     int fd;
     uint8_t *alias;
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
+    void *windows; /* dualmap on demand: open RW windows */
 };
 
 /* A thread's pool: its tail range, appended to without a lock. */

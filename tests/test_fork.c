@@ -170,13 +170,36 @@ static void call_held(void *arg)
     CHECK_EQ(as_fn(g)(), 79);
 }
 
+struct inherited {
+    wxjit_heap *heap;
+    wxjit_reservation res;
+};
+
 static void commit_own(void *arg)
 {
-    wxjit_reservation *r = arg;
-    void *exec = r->exec;
+    struct inherited *in = arg;
+    void *exec = in->res.exec;
     alarm(20);
-    CHECK_OK(wxjit_commit(heap, r, emit_return_int(r->write, 7)));
+    CHECK_OK(wxjit_commit(in->heap, &in->res,
+                          emit_return_int(in->res.write, 7)));
     CHECK_EQ(as_fn(exec)(), 7);
+}
+
+/* The forking thread's own open reservation: committed on both sides,
+ * with different code, neither seeing the other's. */
+static void own_reservation_across_fork(wxjit_heap *h, const char *what)
+{
+    struct inherited in = {h, {0}};
+    CHECK_OK(wxjit_reserve(h, 64, 0, WXJIT_RESERVE_IN_PLACE, &in.res));
+    wxjit_reservation r = in.res;
+    wxtest_expect_exit(what, wxtest_in_child(commit_own, &in), 0);
+    /* The child's bytes landed in the child's memory only. */
+    CHECK(((uint8_t *)r.write)[0] == 0xcc,
+          "the child wrote into the parent's reservation (%#x)",
+          ((uint8_t *)r.write)[0]);
+    void *exec = r.exec;
+    CHECK_OK(wxjit_commit(h, &r, emit_return_int(r.write, 8)));
+    CHECK_EQ(as_fn(exec)(), 8);
 }
 
 static void test_in_place_across_fork(void)
@@ -195,16 +218,19 @@ static void test_in_place_across_fork(void)
     pthread_join(t, NULL);
     CHECK_EQ(as_fn(f)(), 77);
 
-    /* The forking thread's own open reservation: committed on both sides,
-     * with different code. */
-    wxjit_reservation r;
-    CHECK_OK(wxjit_reserve(heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
-    wxjit_reservation copy = r;
-    wxtest_expect_exit("child commits the reservation it inherited",
-                       wxtest_in_child(commit_own, &copy), 0);
-    void *exec = r.exec;
-    CHECK_OK(wxjit_commit(heap, &r, emit_return_int(r.write, 8)));
-    CHECK_EQ(as_fn(exec)(), 8);
+    own_reservation_across_fork(heap,
+                                "child commits the reservation it inherited");
+    wxjit_backend b;
+    CHECK_OK(wxjit_heap_backend(heap, &b));
+    if (b == WXJIT_BACKEND_DUALMAP) {
+        wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+        wxjit_heap *h;
+        o.backend = WXJIT_BACKEND_DUALMAP;
+        o.flags = WXJIT_HEAP_RW_ON_DEMAND;
+        CHECK_OK(wxjit_heap_create(&o, &h));
+        own_reservation_across_fork(h, "the same with the RW view on demand");
+        CHECK_OK(wxjit_heap_destroy(h));
+    }
 }
 
 int main(void)
