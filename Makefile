@@ -28,9 +28,11 @@ test: build
 demo: build
 	$(BUILD)/demo/wxjit-demo
 
-# The concurrency stress for minutes (STRESS_SECONDS, default 300).
+# The concurrency stress for minutes, per backend (STRESS_SECONDS each,
+# default 300).
 stress: build
-	$(BUILD)/tests/test_stress --seconds $(STRESS_SECONDS) --installers 2 --executors 2
+	WXJIT_BACKEND=toggle $(BUILD)/tests/test_stress --seconds $(STRESS_SECONDS) --installers 2 --executors 2
+	WXJIT_BACKEND=dualmap $(BUILD)/tests/test_stress --seconds $(STRESS_SECONDS) --installers 2 --executors 2
 
 install: build
 	cmake --install $(BUILD) --prefix $(PREFIX)

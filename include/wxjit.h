@@ -9,7 +9,10 @@
  *   back through out-parameters, which are left untouched on failure.
  * - A call that fails changes nothing (no memory, statistics or code).
  * - "Thread-safe" means the call may run concurrently with any other wxjit
- *   call on the same heap, except wxjit_heap_destroy. */
+ *   call on the same heap, except wxjit_heap_destroy.
+ * - fork() is safe at any time: operations in progress finish first, and
+ *   the child gets heaps of its own (a dual-mapped heap is copied); code
+ *   from before the fork runs in both processes. */
 #ifndef WXJIT_H
 #define WXJIT_H
 

@@ -8,7 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "arch/arch.h"
+#include "code_changed.h"
 #include "internal.h"
 
 /* An RW window mapped on demand. They are listed so that a fork child can
@@ -146,7 +146,7 @@ static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
         wxj_os_unmap(rec->view, rec->len);
         free(rec);
     }
-    wxj_arch_flush_icache(flush, flush_len);
+    wxj_code_changed(flush, flush_len);
     return 0;
 }
 

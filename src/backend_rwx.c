@@ -3,7 +3,7 @@
  * it unless the caller passes WXJIT_HEAP_ALLOW_RWX, and W^X policies (the
  * tests' seccomp filter, SELinux execmem, PaX) refuse the mapping itself. */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
-#include "arch/arch.h"
+#include "code_changed.h"
 #include "internal.h"
 
 static int rwx_probe(void)
@@ -44,7 +44,7 @@ static int rwx_close(struct wxjit_heap *heap, struct wxj_window *w,
 {
     (void)heap;
     (void)w;
-    wxj_arch_flush_icache(flush, flush_len);
+    wxj_code_changed(flush, flush_len);
     return 0;
 }
 

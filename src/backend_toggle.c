@@ -8,7 +8,7 @@
  * reservation open on it, then a free on the same page): the hold nests and
  * the page stays RW until the outermost release. */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
-#include "arch/arch.h"
+#include "code_changed.h"
 #include "internal.h"
 
 enum take_result { TAKEN, NESTED, BUSY };
@@ -143,7 +143,7 @@ static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
     struct wxj_chunk *chunk = w->chunk;
     int err = protect_runs(heap, chunk, w->first, w->last, false,
                            wxj_os_protect_rx, NULL);
-    wxj_arch_flush_icache(flush, flush_len);
+    wxj_code_changed(flush, flush_len);
     /* Even if RX failed: the page holds code now and needs the RW flip
      * before the next write; that window retries the RX flip. */
     for (size_t i = w->first; i <= w->last; i++)
