@@ -174,6 +174,22 @@ WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res);
 
+/* Commits count reservations at once: as count calls of wxjit_commit with
+ * used[i] for res[i], but each run of adjacent pages they touch is made
+ * writable and executable once for the whole batch (toggle: at most two
+ * mprotect calls per run instead of two per function). All reservations
+ * are checked before anything changes; a bad one fails the whole call.
+ * Errors: EINVAL heap NULL/destroyed, res or used NULL, count 0, a
+ *                used[i] of 0 or above res[i].size, a res[i] that is not an
+ *                open reservation of this heap, the same one twice;
+ *         EPERM  an in-place reservation of another thread;
+ *         other  errno of a failed mprotect: the reservations before the
+ *                failing page run (in address order) are committed and
+ *                cleared (res[i].exec == NULL), the others stay open.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
+                                 const size_t *used, size_t count);
+
 /* Installs a finished, position-independent blob in one call: reserve,
  * copy, commit. *exec receives its executable address.
  * Errors: as wxjit_reserve, plus EINVAL if code or exec is NULL.

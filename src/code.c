@@ -231,6 +231,32 @@ static int close_in_place(struct wxjit_heap *heap, const struct open_res *r,
     return heap->backend->close(heap, &w, res->exec, res->size);
 }
 
+/* The bytes are in place: return the unused tail, release the scratch
+ * buffer, count, and consume the reservation. */
+static void commit_finish(struct wxjit_heap *heap, struct wxj_pool *pool,
+                          wxjit_reservation *res, const struct open_res *r,
+                          size_t used)
+{
+    size_t m = granules(used);
+    if (m < r->n) {
+        wxj_block_shrink(r->chunk, r->g, r->n, m);
+        wxj_pool_give_back(pool, r->chunk, r->g + m, r->n - m);
+    }
+    if (!r->in_place)
+        free(res->write);
+    account_live(heap, m);
+    memset(res, 0, sizeof(*res));
+}
+
+/* An in-place reservation: the bytes are there already; whatever the JIT
+ * left past `used` must not stay executable. */
+static int commit_in_place(struct wxjit_heap *heap, wxjit_reservation *res,
+                           const struct open_res *r, size_t used)
+{
+    fill_trap((uint8_t *)res->write + used, r->n * WXJ_GRANULE - used, NULL);
+    return close_in_place(heap, r, res);
+}
+
 static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
                   wxjit_reservation *res, size_t used)
 {
@@ -238,28 +264,14 @@ static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
     int err = claim_reservation(heap, res, &r);
     if (err)
         return err;
-    size_t m = granules(used);
-    if (r.in_place) {
-        /* Whatever the JIT left past `used` must not stay executable. */
-        fill_trap((uint8_t *)res->write + used, r.n * WXJ_GRANULE - used,
-                  NULL);
-        err = close_in_place(heap, &r, res);
-    } else {
-        err = write_code(heap, r.chunk, res->exec, used, fill_copy,
-                         res->write);
-    }
+    err = r.in_place ? commit_in_place(heap, res, &r, used)
+                     : write_code(heap, r.chunk, res->exec, used, fill_copy,
+                                  res->write);
     if (err) {
         wxj_bit_set(r.chunk->open, r.g); /* still open: retry or abort */
         return err;
     }
-    if (m < r.n) {
-        wxj_block_shrink(r.chunk, r.g, r.n, m);
-        wxj_pool_give_back(pool, r.chunk, r.g + m, r.n - m);
-    }
-    if (!r.in_place)
-        free(res->write);
-    account_live(heap, m);
-    memset(res, 0, sizeof(*res));
+    commit_finish(heap, pool, res, &r, used);
     return 0;
 }
 
@@ -305,6 +317,126 @@ int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res)
         return err;
     err = abort_reservation(heap, pool, res);
     wxj_op_end(pool);
+    return err;
+}
+
+/* ---- batches --------------------------------------------------------------
+ * Scratch reservations are sorted by address and written through one
+ * window per run of adjacent pages; in-place ones are already in place and
+ * are closed one by one. */
+struct batch_item {
+    wxjit_reservation *res;
+    size_t used;
+    struct open_res r;
+};
+
+/* In-place reservations first, then scratch ones by address. */
+static int by_kind_and_address(const void *a, const void *b)
+{
+    const struct batch_item *x = a, *y = b;
+    if (x->r.in_place != y->r.in_place)
+        return x->r.in_place ? -1 : 1;
+    uintptr_t p = (uintptr_t)x->res->exec, q = (uintptr_t)y->res->exec;
+    return p < q ? -1 : p > q;
+}
+
+/* Items [i, end) with the same chunk whose pages touch or overlap item i's
+ * run; returns end and widens *last to the run's last page. */
+static size_t run_end(const struct wxjit_heap *heap,
+                      const struct batch_item *items, size_t i, size_t count,
+                      size_t *last)
+{
+    const struct wxj_chunk *c = items[i].r.chunk;
+    size_t end = i;
+    while (end < count && items[end].r.chunk == c) {
+        const uint8_t *exec = items[end].res->exec;
+        if (page_of(heap, c, exec) > *last + 1)
+            break;
+        size_t l = page_of(heap, c, exec + items[end].used - 1);
+        *last = l > *last ? l : *last;
+        end++;
+    }
+    return end;
+}
+
+static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
+                      struct batch_item *items, size_t count)
+{
+    size_t i = 0;
+    while (i < count) {
+        struct wxj_chunk *c = items[i].r.chunk;
+        size_t first = page_of(heap, c, items[i].res->exec), last = first;
+        size_t end = run_end(heap, items, i, count, &last);
+        struct wxj_window w = {c, first, last, NULL};
+        uint8_t *flush = c->base + first * heap->page_size;
+        int err = heap->backend->open(heap, &w);
+        if (err)
+            return err;
+        for (size_t k = i; k < end; k++)
+            memcpy(window_at(heap, &w, items[k].res->exec),
+                   items[k].res->write, items[k].used);
+        if ((err = heap->backend->close(heap, &w, flush,
+                                        (last - first + 1) * heap->page_size)))
+            return err;
+        for (; i < end; i++)
+            commit_finish(heap, pool, items[i].res, &items[i].r,
+                          items[i].used);
+    }
+    return 0;
+}
+
+/* Claimed items not consumed yet (res->exec still set) become open again. */
+static void reopen_unconsumed(const struct batch_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].res->exec)
+            wxj_bit_set(items[i].r.chunk->open, items[i].r.g);
+}
+
+static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
+                        struct batch_item *items, size_t count)
+{
+    size_t claimed = 0, in_place = 0;
+    int err = 0;
+    while (claimed < count && !err)
+        if (!(err = claim_reservation(heap, items[claimed].res,
+                                      &items[claimed].r)))
+            claimed++;
+    qsort(items, claimed, sizeof(*items), by_kind_and_address);
+    for (; !err && in_place < claimed && items[in_place].r.in_place;
+         in_place++) {
+        struct batch_item *it = &items[in_place];
+        if (!(err = commit_in_place(heap, it->res, &it->r, it->used)))
+            commit_finish(heap, pool, it->res, &it->r, it->used);
+    }
+    if (!err)
+        err = write_runs(heap, pool, items + in_place, claimed - in_place);
+    if (err)
+        reopen_unconsumed(items, claimed);
+    return err;
+}
+
+int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
+                       const size_t *used, size_t count)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !res || !used || count == 0 ||
+        count > SIZE_MAX / sizeof(struct batch_item))
+        return EINVAL;
+    for (size_t i = 0; i < count; i++)
+        if (used[i] == 0 || used[i] > res[i].size)
+            return EINVAL;
+    struct batch_item *items = malloc(count * sizeof(*items));
+    if (!items)
+        return ENOMEM;
+    for (size_t i = 0; i < count; i++)
+        items[i] = (struct batch_item){&res[i], used[i], {0}};
+    int err = wxj_op_begin(heap, &pool);
+    if (err == 0) {
+        err = commit_batch(heap, pool, items, count);
+        wxj_op_end(pool);
+    }
+    free(items);
     return err;
 }
 
