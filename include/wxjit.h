@@ -239,6 +239,9 @@ typedef struct wxjit_stats {
     uint64_t mprotect_calls;   /* permission changes made (toggle) */
     uint64_t map_calls;        /* mmap/munmap calls for chunks and RW
                                   windows (dualmap, rwx) */
+    uint64_t syscalls;         /* every system call made inside this
+                                  heap's operations (mprotect, mmap,
+                                  munmap, futex, memfd_create, ...) */
     uint64_t faults_retried;   /* fetch faults on this heap's pages that
                                   were retried by the fault handler */
     uint64_t faults_forwarded; /* faults on this heap's pages that were not

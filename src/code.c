@@ -115,7 +115,7 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     if ((err = wxj_op_begin(heap, &pool)))
         return err;
     err = install(heap, pool, code, size, n, align_g, exec);
-    wxj_op_end(pool);
+    wxj_op_end(heap, pool);
     return err;
 }
 
@@ -173,7 +173,7 @@ int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
         return ENOMEM;
     if ((err = wxj_op_begin(heap, &pool)) == 0) {
         err = reserve(heap, pool, size, n, align_g, in_place, scratch, out);
-        wxj_op_end(pool);
+        wxj_op_end(heap, pool);
     }
     if (err)
         free(scratch);
@@ -284,7 +284,7 @@ int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
     if (err)
         return err;
     err = commit(heap, pool, res, used);
-    wxj_op_end(pool);
+    wxj_op_end(heap, pool);
     return err;
 }
 
@@ -316,7 +316,7 @@ int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res)
     if (err)
         return err;
     err = abort_reservation(heap, pool, res);
-    wxj_op_end(pool);
+    wxj_op_end(heap, pool);
     return err;
 }
 
@@ -434,7 +434,7 @@ int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
     int err = wxj_op_begin(heap, &pool);
     if (err == 0) {
         err = commit_batch(heap, pool, items, count);
-        wxj_op_end(pool);
+        wxj_op_end(heap, pool);
     }
     free(items);
     return err;
@@ -473,7 +473,7 @@ static int patch(struct wxjit_heap *heap, void *addr, size_t size,
         return err;
     if ((err = live_range(heap, addr, size, &chunk)) == 0)
         err = write_code(heap, chunk, addr, size, fill, arg);
-    wxj_op_end(pool);
+    wxj_op_end(heap, pool);
     return err;
 }
 
@@ -555,6 +555,6 @@ int wxjit_free(wxjit_heap *heap, void *exec)
     if (err)
         return err;
     err = free_code(heap, exec);
-    wxj_op_end(pool);
+    wxj_op_end(heap, pool);
     return err;
 }

@@ -236,6 +236,7 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
     out->chunks = READ(chunks);
     out->mprotect_calls = READ(mprotect_calls);
     out->map_calls = READ(map_calls);
+    out->syscalls = READ(syscalls);
     out->faults_retried = READ(faults_retried);
     out->faults_forwarded = READ(faults_forwarded);
 #undef READ

@@ -74,6 +74,7 @@ struct wxj_pool {
     struct wxj_pool *next;    /* heap->pools (heap lock) */
     bool owned;               /* a live thread uses it (heap lock) */
     _Atomic int busy;         /* the owner is inside an operation */
+    uint64_t calls_at_begin;  /* wxj_os_calls() when it began */
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
     size_t cursor;            /* next free granule (owner thread only) */
@@ -120,7 +121,8 @@ extern const struct wxj_backend wxj_backend_rwx;
 
 struct wxj_counters {
     _Atomic uint64_t installs, frees, granules_live, bytes_mapped, pages,
-        chunks, mprotect_calls, map_calls, faults_retried, faults_forwarded;
+        chunks, mprotect_calls, map_calls, syscalls, faults_retried,
+        faults_forwarded;
 };
 
 struct wxjit_heap {
@@ -175,6 +177,7 @@ void wxj_os_close(int fd);
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
 void wxj_os_futex_wake_all(_Atomic uint32_t *word);
 int32_t wxj_os_tid(void); /* async-signal-safe */
+uint64_t wxj_os_calls(void); /* system calls made by this thread so far */
 void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
 
@@ -199,7 +202,7 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 
 /* ---- pool.c: per-thread pools and the operation gate ------------------ */
 int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **pool);
-void wxj_op_end(struct wxj_pool *pool);
+void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool);
 /* Around a sleep inside an operation (waiting for another writer's page):
  * a fork may proceed meanwhile. */
 void wxj_op_pause(void);

@@ -16,12 +16,30 @@
 
 #include "internal.h"
 
+/* System calls made by this thread, so that operations can report what
+ * they cost (pool.c adds each operation's share to its heap's stats). */
+static __thread uint64_t calls __attribute__((tls_model("initial-exec")));
+
+uint64_t wxj_os_calls(void)
+{
+    return calls;
+}
+
+/* Addresses and names need to be unguessable, not cryptographic: one
+ * getrandom per thread seeds a xorshift generator. */
 static unsigned long random_bits(void)
 {
-    unsigned long v = 0;
-    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) != sizeof(v))
-        v = (unsigned long)(uintptr_t)&v ^ (unsigned long)clock();
-    return v;
+    static __thread uint64_t state;
+    if (state == 0) {
+        calls++;
+        if (getrandom(&state, sizeof(state), GRND_NONBLOCK) != sizeof(state))
+            state = (uint64_t)(uintptr_t)&state ^ (uint64_t)clock();
+        state |= 1;
+    }
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (unsigned long)state;
 }
 
 size_t wxj_os_page_size(void)
@@ -44,6 +62,7 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
 {
     /* NORESERVE: a chunk is address space first; pages cost memory only
      * once a pool writes them. */
+    calls++;
     void *p = mmap(NULL, size, prot_bits(prot),
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
@@ -55,6 +74,7 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
 int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
                       void *at, bool fixed, void **out)
 {
+    calls++;
     void *p = mmap(at, size, prot_bits(prot),
                    MAP_SHARED | (fixed ? MAP_FIXED : 0), fd, (off_t)offset);
     if (p == MAP_FAILED)
@@ -65,22 +85,26 @@ int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
 
 void wxj_os_unmap(void *addr, size_t size)
 {
+    calls++;
     munmap(addr, size);
 }
 
 int wxj_os_protect_rw(void *addr, size_t size)
 {
+    calls++;
     return mprotect(addr, size, PROT_READ | PROT_WRITE) ? errno : 0;
 }
 
 int wxj_os_protect_rx(void *addr, size_t size)
 {
+    calls++;
     return mprotect(addr, size, PROT_READ | PROT_EXEC) ? errno : 0;
 }
 
 /* ---- shared memory objects for the dual mapping ----------------------- */
 static int object_memfd(void)
 {
+    calls++;
     return memfd_create("wxjit", MFD_CLOEXEC);
 }
 
@@ -93,8 +117,10 @@ static int object_shm(void)
     for (int attempt = 0; attempt < 8; attempt++) {
         snprintf(name, sizeof(name), "/wxjit-%d-%u-%lx", (int)getpid(),
                  atomic_fetch_add(&serial, 1), (unsigned long)random_bits());
+        calls++;
         int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
+            calls++;
             shm_unlink(name);
             return fd;
         }
@@ -111,6 +137,7 @@ static int object_tmpfile(void)
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         if (!dirs[i] || !*dirs[i])
             continue;
+        calls++;
         int fd = open(dirs[i], O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0)
             return fd;
@@ -131,9 +158,10 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
             err = errno;
             continue;
         }
+        calls++;
         if (ftruncate(fd, (off_t)size) != 0) {
             err = errno;
-            close(fd);
+            wxj_os_close(fd);
             continue;
         }
         *out = fd;
@@ -144,6 +172,7 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
 
 void wxj_os_close(int fd)
 {
+    calls++;
     close(fd);
 }
 
@@ -151,6 +180,7 @@ int wxj_os_copy_to(int fd, const void *src, size_t len)
 {
     const uint8_t *p = src;
     for (size_t done = 0; done < len;) {
+        calls++;
         ssize_t n = pwrite(fd, p + done, len - done, (off_t)done);
         if (n < 0 && errno != EINTR)
             return errno;
@@ -174,6 +204,7 @@ void *wxj_os_random_hint(void)
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected)
 {
     int saved = errno;
+    calls++;
     syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
     errno = saved;
 }
@@ -181,6 +212,7 @@ void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected)
 void wxj_os_futex_wake_all(_Atomic uint32_t *word)
 {
     int saved = errno;
+    calls++;
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     errno = saved;
 }

@@ -273,12 +273,14 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
         return err;
     raise_busy(pool);
     tls_busy = pool;
+    pool->calls_at_begin = wxj_os_calls();
     *out = pool;
     return 0;
 }
 
-void wxj_op_end(struct wxj_pool *pool)
+void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool)
 {
+    wxj_count(&heap->count.syscalls, wxj_os_calls() - pool->calls_at_begin);
     tls_busy = NULL;
     atomic_store_explicit(&pool->busy, 0, memory_order_release);
 }
