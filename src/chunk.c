@@ -191,33 +191,37 @@ static size_t held_page(const struct wxj_chunk *chunk, size_t first,
     return SIZE_MAX;
 }
 
-/* First-fit search, under the heap lock, for a free run of at least n
- * granules starting at a multiple of align, among pages already handed out
- * and outside every pool's tail. Returns the whole free run from there so
- * the caller's pool can keep appending to it. */
-bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
-                        const struct wxj_pool *pools, size_t *run_start,
-                        size_t *run_len)
+/* A free run of at least n granules starting at a multiple of align in
+ * [from, to), among pages already handed out, outside other threads' tail
+ * pages and held pages. The run returned is the whole free run from its
+ * start, so the caller's pool can keep appending to it. *longest gets the
+ * longest free run seen starting in [from, to), exclusions ignored. */
+static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
+                      size_t n, size_t align, const struct wxj_pool *pools,
+                      size_t *run_start, size_t *run_len, size_t *longest)
 {
     size_t per_page = chunk->heap->page_size / WXJ_GRANULE;
     size_t limit = chunk->fresh_next * per_page;
-    size_t g = 0;
-    while (g < limit) {
-        size_t a = align_up(bits_next(chunk->used, g, limit, false), align);
-        if (a >= limit)
+    size_t g = from;
+    *longest = 0;
+    while (g < to) {
+        size_t free_at = bits_next(chunk->used, g, limit, false);
+        if (free_at >= to)
             break;
-        size_t b = bits_next(chunk->used, a, limit, true);
-        if (b - a < n) {
+        size_t b = bits_next(chunk->used, free_at, limit, true);
+        *longest = b - free_at > *longest ? b - free_at : *longest;
+        size_t a = align_up(free_at, align);
+        if (a >= b || b - a < n) {
             g = b;
             continue;
         }
-        size_t from = 0, to = 0;
-        if (tail_pages_overlap(chunk, pools, a, b, &from, &to)) {
-            if (from <= a || from - a < n) {
-                g = to;
+        size_t from_g = 0, to_g = 0;
+        if (tail_pages_overlap(chunk, pools, a, b, &from_g, &to_g)) {
+            if (from_g <= a || from_g - a < n) {
+                g = to_g;
                 continue;
             }
-            b = from; /* the run stops short of another thread's pages */
+            b = from_g; /* the run stops short of another thread's pages */
         }
         size_t held = held_page(chunk, a / per_page, (b - 1) / per_page);
         if (held != SIZE_MAX) {
@@ -234,6 +238,64 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
     return false;
 }
 
+/* ---- segment bounds --------------------------------------------------------
+ * Each segment of WXJ_SEGMENT granules keeps an upper bound on the longest
+ * free run that starts in it. Frees raise it (lock-free, fetch-max); a
+ * search that scans a segment in vain lowers it to what it saw. Searches
+ * skip segments whose bound is too small, so a failing search costs a
+ * walk over the bounds, not over the bitmaps. */
+#define WXJ_SEGMENT 4096u /* 64 KiB of code: 64 bitmap words */
+
+static void bound_raise(_Atomic uint32_t *bound, size_t len)
+{
+    uint32_t v = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
+    uint32_t old = atomic_load_explicit(bound, memory_order_relaxed);
+    while (old < v && !atomic_compare_exchange_weak_explicit(
+                          bound, &old, v, memory_order_relaxed,
+                          memory_order_relaxed))
+        ;
+}
+
+void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
+{
+    if (n == 0)
+        return;
+    /* The whole free run around [g, g + n): beyond the pages handed out
+     * everything reads free, which only makes the bound larger (safe). */
+    size_t used_before = g ? bits_prev_set(chunk->used, g - 1) : SIZE_MAX;
+    size_t a = used_before == SIZE_MAX ? 0 : used_before + 1;
+    size_t b = bits_next(chunk->used, g + n, chunk->ngranules, true);
+    bound_raise(&chunk->seg_bound[a / WXJ_SEGMENT], b - a);
+}
+
+/* Next fit over the segments, under the heap lock: the search resumes in
+ * the segment where the last one succeeded and wraps around. */
+bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
+                        const struct wxj_pool *pools, size_t *run_start,
+                        size_t *run_len)
+{
+    size_t limit = chunk->fresh_next * (chunk->heap->page_size / WXJ_GRANULE);
+    size_t nseg = (limit + WXJ_SEGMENT - 1) / WXJ_SEGMENT;
+    for (size_t k = 0; k < nseg; k++) {
+        size_t seg = (chunk->search_seg + k) % nseg, longest;
+        _Atomic uint32_t *bound = &chunk->seg_bound[seg];
+        uint32_t seen = atomic_load_explicit(bound, memory_order_relaxed);
+        if (seen < n)
+            continue;
+        size_t to = (seg + 1) * WXJ_SEGMENT;
+        if (scan_runs(chunk, seg * WXJ_SEGMENT, to < limit ? to : limit, n,
+                      align, pools, run_start, run_len, &longest)) {
+            chunk->search_seg = seg;
+            return true;
+        }
+        /* Lower it to what the scan saw, unless a free raised it since. */
+        atomic_compare_exchange_strong_explicit(
+            bound, &seen, (uint32_t)longest, memory_order_relaxed,
+            memory_order_relaxed);
+    }
+    return false;
+}
+
 static void free_chunk_memory(struct wxj_chunk *chunk)
 {
     free(chunk->pages);
@@ -241,6 +303,7 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->start);
     free((void *)chunk->end);
     free((void *)chunk->open);
+    free((void *)chunk->seg_bound);
     free(chunk);
 }
 
@@ -262,9 +325,11 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     chunk->start = calloc(words, sizeof(uint64_t));
     chunk->end = calloc(words, sizeof(uint64_t));
     chunk->open = calloc(words, sizeof(uint64_t));
+    chunk->seg_bound = calloc(
+        (chunk->ngranules + WXJ_SEGMENT - 1) / WXJ_SEGMENT, sizeof(uint32_t));
     int err = ENOMEM;
     if (chunk->pages && chunk->used && chunk->start && chunk->end &&
-        chunk->open) {
+        chunk->open && chunk->seg_bound) {
         for (size_t i = 0; i < chunk->npages; i++)
             chunk->pages[i].fresh = true;
         err = heap->backend->chunk_map(heap, chunk);

@@ -77,10 +77,15 @@ static int check_request(const struct wxjit_heap *heap, size_t size,
     return 0;
 }
 
-static void account_live(struct wxjit_heap *heap, size_t n)
+static void account_live(struct wxj_pool *pool, int64_t granules,
+                         bool install)
 {
-    wxj_count(&heap->count.granules_live, n);
-    wxj_count(&heap->count.installs, 1);
+    atomic_store_explicit(
+        &pool->granules_live,
+        atomic_load_explicit(&pool->granules_live, memory_order_relaxed) +
+            granules,
+        memory_order_relaxed);
+    wxj_count_own(install ? &pool->installs : &pool->frees, 1);
 }
 
 /* ---- install ------------------------------------------------------------- */
@@ -99,7 +104,7 @@ static int install(struct wxjit_heap *heap, struct wxj_pool *pool,
         return err;
     }
     wxj_block_mark(chunk, g, n, false);
-    account_live(heap, n);
+    account_live(pool, (int64_t)n, true);
     *exec = at;
     return 0;
 }
@@ -233,9 +238,8 @@ static int close_in_place(struct wxjit_heap *heap, const struct open_res *r,
 
 /* The bytes are in place: return the unused tail, release the scratch
  * buffer, count, and consume the reservation. */
-static void commit_finish(struct wxjit_heap *heap, struct wxj_pool *pool,
-                          wxjit_reservation *res, const struct open_res *r,
-                          size_t used)
+static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
+                          const struct open_res *r, size_t used)
 {
     size_t m = granules(used);
     if (m < r->n) {
@@ -244,7 +248,7 @@ static void commit_finish(struct wxjit_heap *heap, struct wxj_pool *pool,
     }
     if (!r->in_place)
         free(res->write);
-    account_live(heap, m);
+    account_live(pool, (int64_t)m, true);
     memset(res, 0, sizeof(*res));
 }
 
@@ -271,7 +275,7 @@ static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
         wxj_bit_set(r.chunk->open, r.g); /* still open: retry or abort */
         return err;
     }
-    commit_finish(heap, pool, res, &r, used);
+    commit_finish(pool, res, &r, used);
     return 0;
 }
 
@@ -379,7 +383,7 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
                                         (last - first + 1) * heap->page_size)))
             return err;
         for (; i < end; i++)
-            commit_finish(heap, pool, items[i].res, &items[i].r,
+            commit_finish(pool, items[i].res, &items[i].r,
                           items[i].used);
     }
     return 0;
@@ -407,7 +411,7 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
          in_place++) {
         struct batch_item *it = &items[in_place];
         if (!(err = commit_in_place(heap, it->res, &it->r, it->used)))
-            commit_finish(heap, pool, it->res, &it->r, it->used);
+            commit_finish(pool, it->res, &it->r, it->used);
     }
     if (!err)
         err = write_runs(heap, pool, items + in_place, claimed - in_place);
@@ -520,7 +524,8 @@ int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
     return patch(heap, addr, width, fill_atomic, &s);
 }
 
-static int free_code(struct wxjit_heap *heap, uint8_t *exec)
+static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
+                     uint8_t *exec)
 {
     struct wxj_chunk *chunk = wxj_chunk_find(heap, exec);
     if (!chunk || (uintptr_t)(exec - chunk->base) % WXJ_GRANULE)
@@ -539,10 +544,8 @@ static int free_code(struct wxjit_heap *heap, uint8_t *exec)
         return err;
     }
     wxj_block_unmark(chunk, g, n);
-    atomic_fetch_add_explicit(&chunk->free_granules, n, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&heap->count.granules_live, n,
-                              memory_order_relaxed);
-    wxj_count(&heap->count.frees, 1);
+    wxj_chunk_note_free(chunk, g, n);
+    account_live(pool, -(int64_t)n, false);
     return 0;
 }
 
@@ -554,7 +557,7 @@ int wxjit_free(wxjit_heap *heap, void *exec)
     int err = wxj_op_begin(heap, &pool);
     if (err)
         return err;
-    err = free_code(heap, exec);
+    err = free_code(heap, pool, exec);
     wxj_op_end(heap, pool);
     return err;
 }

@@ -227,18 +227,23 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
     if (!wxj_heap_ok(heap) || !out)
         return EINVAL;
     const struct wxj_counters *c = &heap->count;
-#define READ(field) atomic_load_explicit(&c->field, memory_order_relaxed)
-    out->installs = READ(installs);
-    out->frees = READ(frees);
-    out->bytes_live = READ(granules_live) * WXJ_GRANULE;
-    out->bytes_mapped = READ(bytes_mapped);
-    out->pages = READ(pages);
-    out->chunks = READ(chunks);
-    out->mprotect_calls = READ(mprotect_calls);
-    out->map_calls = READ(map_calls);
-    out->syscalls = READ(syscalls);
-    out->faults_retried = READ(faults_retried);
-    out->faults_forwarded = READ(faults_forwarded);
+#define READ(counter) atomic_load_explicit(&(counter), memory_order_relaxed)
+    memset(out, 0, sizeof(*out));
+    int64_t granules = 0;
+    for (struct wxj_pool *p = READ(heap->pools); p; p = p->next) {
+        out->installs += READ(p->installs);
+        out->frees += READ(p->frees);
+        out->syscalls += READ(p->syscalls);
+        granules += READ(p->granules_live);
+    }
+    out->bytes_live = granules > 0 ? (uint64_t)granules * WXJ_GRANULE : 0;
+    out->bytes_mapped = READ(c->bytes_mapped);
+    out->pages = READ(c->pages);
+    out->chunks = READ(c->chunks);
+    out->mprotect_calls = READ(c->mprotect_calls);
+    out->map_calls = READ(c->map_calls);
+    out->faults_retried = READ(c->faults_retried);
+    out->faults_forwarded = READ(c->faults_forwarded);
 #undef READ
     return 0;
 }

@@ -51,7 +51,8 @@ struct wxj_chunk {
     size_t npages;
     size_t ngranules;
     size_t fresh_next;     /* first page never handed to a pool (heap lock) */
-    _Atomic size_t free_granules; /* handed out, unused, not in a tail */
+    size_t search_seg;     /* where the next free-run search starts (lock) */
+    _Atomic uint32_t *seg_bound; /* longest free run per segment, at most */
     struct wxj_page *pages;
     /* Granule bitmaps. A block [g, g + n) has used bits on all its
      * granules, a start bit on g and an end bit on g + n - 1. */
@@ -75,6 +76,10 @@ struct wxj_pool {
     bool owned;               /* a live thread uses it (heap lock) */
     _Atomic int busy;         /* the owner is inside an operation */
     uint64_t calls_at_begin;  /* wxj_os_calls() when it began */
+    /* Statistics of the operations run through this pool: written by its
+     * owner alone (no read-modify-write needed), summed by stats_get. */
+    _Atomic uint64_t installs, frees, syscalls;
+    _Atomic int64_t granules_live;
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
     size_t cursor;            /* next free granule (owner thread only) */
@@ -119,10 +124,10 @@ extern const struct wxj_backend wxj_backend_toggle;
 extern const struct wxj_backend wxj_backend_dualmap;
 extern const struct wxj_backend wxj_backend_rwx;
 
+/* Heap-wide counters; the per-operation ones live in the pools. */
 struct wxj_counters {
-    _Atomic uint64_t installs, frees, granules_live, bytes_mapped, pages,
-        chunks, mprotect_calls, map_calls, syscalls, faults_retried,
-        faults_forwarded;
+    _Atomic uint64_t bytes_mapped, pages, chunks, mprotect_calls, map_calls,
+        faults_retried, faults_forwarded;
 };
 
 struct wxjit_heap {
@@ -143,6 +148,14 @@ struct wxjit_heap {
 
 #define WXJ_HEAP_ALIVE 0x77786a68u /* "wxjh" */
 #define WXJ_HEAP_DEAD 0x64656164u  /* "dead" */
+
+/* Adds to a counter that only the calling thread writes. */
+static inline void wxj_count_own(_Atomic uint64_t *counter, uint64_t n)
+{
+    atomic_store_explicit(
+        counter, atomic_load_explicit(counter, memory_order_relaxed) + n,
+        memory_order_relaxed);
+}
 
 static inline bool wxj_heap_ok(const struct wxjit_heap *heap)
 {
@@ -196,6 +209,8 @@ bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start);
 bool wxj_bit_get(_Atomic uint64_t *map, size_t g);
 bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
 void wxj_bit_set(_Atomic uint64_t *map, size_t g);
+/* Granules [g, g + n) became free (unmarked, or left by a tail). */
+void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         const struct wxj_pool *pools, size_t *run_start,
                         size_t *run_len);

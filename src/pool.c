@@ -26,17 +26,13 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-static void add_free(struct wxj_chunk *chunk, size_t n)
-{
-    /* A hint that lets refills skip chunks; no ordering needed. */
-    atomic_fetch_add_explicit(&chunk->free_granules, n, memory_order_relaxed);
-}
 
 /* Heap lock held. The unused rest of the tail becomes free space. */
 static void tail_retire(struct wxj_pool *pool)
 {
     if (pool->chunk)
-        add_free(pool->chunk, pool->limit - pool->cursor);
+        wxj_chunk_note_free(pool->chunk, pool->cursor,
+                            pool->limit - pool->cursor);
     pool->chunk = NULL;
     pool->tail_start = pool->cursor = pool->limit = 0;
 }
@@ -166,15 +162,9 @@ static int refill(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
     tail_retire(pool);
     struct wxj_chunk *c;
     size_t start, len;
-    for (c = heap->chunks; c; c = c->next) {
-        if (atomic_load_explicit(&c->free_granules, memory_order_relaxed) >=
-                n &&
-            wxj_chunk_find_run(c, n, align, heap->pools, &start, &len)) {
-            atomic_fetch_sub_explicit(&c->free_granules, len,
-                                      memory_order_relaxed);
+    for (c = heap->chunks; c; c = c->next)
+        if (wxj_chunk_find_run(c, n, align, heap->pools, &start, &len))
             goto claim;
-        }
-    }
     size_t per_page = heap->page_size / WXJ_GRANULE;
     size_t pages = (n + per_page - 1) / per_page;
     for (c = heap->chunks; c; c = c->next)
@@ -215,8 +205,7 @@ int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
             return err;
         at = align_up(pool->cursor, align);
     }
-    if (at > pool->cursor)
-        add_free(pool->chunk, at - pool->cursor);
+    wxj_chunk_note_free(pool->chunk, pool->cursor, at - pool->cursor);
     pool->cursor = at + n;
     *chunk = pool->chunk;
     *granule = at;
@@ -229,7 +218,7 @@ void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
     if (pool->chunk == chunk && pool->cursor == g + n)
         pool->cursor = g; /* the tail's last block: append over it again */
     else
-        add_free(chunk, n);
+        wxj_chunk_note_free(chunk, g, n);
 }
 
 void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
@@ -240,7 +229,7 @@ void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
     size_t next = align_up(end, heap->page_size / WXJ_GRANULE);
     if (next > pool->limit)
         next = pool->limit;
-    add_free(chunk, next - end);
+    wxj_chunk_note_free(chunk, end, next - end);
     pool->cursor = next;
 }
 
@@ -280,7 +269,8 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
 
 void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool)
 {
-    wxj_count(&heap->count.syscalls, wxj_os_calls() - pool->calls_at_begin);
+    (void)heap;
+    wxj_count_own(&pool->syscalls, wxj_os_calls() - pool->calls_at_begin);
     tls_busy = NULL;
     atomic_store_explicit(&pool->busy, 0, memory_order_release);
 }

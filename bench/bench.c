@@ -1,0 +1,376 @@
+/* wxjit-bench: every workload on every strategy, side by side in one run.
+ *
+ *   wxjit-bench [--csv] [--quick] [--reps N]
+ *
+ * Prints a table with ratios to the rwx baseline, or CSV with the columns
+ * strategy,workload,size,threads,ops,ns_per_op,syscalls_per_op,
+ * density_pct,faults_retried. ns_per_op is the median of N runs (default
+ * 5); syscalls are counted (wxjit's stats, the baselines' own counts);
+ * density is live code bytes / code bytes mapped (pages touched). It runs
+ * outside any W^X policy because the rwx baseline needs RWX memory. */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "emit.h"
+#include "strategy.h"
+#include "wxjit.h"
+
+typedef int (*int_fn)(void);
+
+static int_fn as_fn(void *code)
+{
+    int_fn fn;
+    memcpy(&fn, &code, sizeof(fn));
+    return fn;
+}
+
+struct result {
+    const char *strategy, *workload;
+    size_t size;
+    int threads;
+    uint64_t ops;
+    double ns_per_op, syscalls_per_op, density_pct;
+    uint64_t faults;
+};
+
+static int reps = 5;
+static uint64_t scale = 1; /* --quick divides operation counts by 10 */
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static uint32_t next_random(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+/* A callable function of exactly size bytes (>= 6) returning v. */
+static void make_code(uint8_t *buf, size_t size, int32_t v)
+{
+    emit_nops(buf, size - 6);
+    emit_return_int(buf + size - 6, v);
+}
+
+/* Sizes of real regex JIT code (PCRE2): p10 662 B, median 1293 B, p90
+ * 2195 B, p99 3923 B, max 21 KiB; linear between those quantiles. */
+static size_t pcre2_size(uint32_t *rng)
+{
+    static const double q[] = {0, 0.10, 0.50, 0.90, 0.99, 1.0};
+    static const double v[] = {200, 662, 1293, 2195, 3923, 21504};
+    double u = (next_random(rng) % 1000000) / 1e6;
+    int i = 0;
+    while (u > q[i + 1])
+        i++;
+    return (size_t)(v[i] + (u - q[i]) / (q[i + 1] - q[i]) * (v[i + 1] - v[i]));
+}
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), by_value);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uint8_t code_buf[32768];
+
+/* ---- install workloads: fixed sizes, or PCRE2's distribution (size 0) -- */
+static struct result run_install(const struct strategy *st, size_t size,
+                                 const char *workload)
+{
+    uint64_t ops = 20000 / scale;
+    void **execs = malloc(ops * sizeof(*execs));
+    size_t *sizes = malloc(ops * sizeof(*sizes));
+    uint32_t rng = 12345;
+    uint64_t live = 0;
+    for (uint64_t i = 0; i < ops; i++) {
+        sizes[i] = size ? size : pcre2_size(&rng);
+        live += sizes[i];
+    }
+    emit_nops(code_buf, sizeof(code_buf));
+    double ns[64];
+    struct result r = {st->name, workload, size, 1, ops, 0, 0, 0, 0};
+    for (int rep = 0; rep < reps; rep++) {
+        void *s = st->create();
+        struct counts c0 = st->counts(s);
+        double t0 = now_ns();
+        /* The code is generated once: the JIT's work is not measured. */
+        for (uint64_t i = 0; i < ops; i++)
+            execs[i] = st->install(s, code_buf, sizes[i]);
+        if (st->flush)
+            st->flush(s);
+        ns[rep] = (now_ns() - t0) / (double)ops;
+        struct counts c1 = st->counts(s);
+        r.syscalls_per_op = (double)(c1.syscalls - c0.syscalls) / (double)ops;
+        r.density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
+        for (uint64_t i = 0; i < ops; i++)
+            st->release(s, execs[i], sizes[i]);
+        st->destroy(s);
+    }
+    r.ns_per_op = median(ns, reps);
+    free(execs);
+    free(sizes);
+    return r;
+}
+
+/* ---- install-free churn: 10,000 live functions, replace one at random -- */
+static struct result run_churn(const struct strategy *st)
+{
+    enum { LIVE = 10000 };
+    uint64_t ops = 40000 / scale;
+    static void *execs[LIVE];
+    static size_t sizes[LIVE];
+    double ns[64];
+    struct result r = {st->name, "install-free", 0, 1, ops, 0, 0, 0, 0};
+    for (int rep = 0; rep < reps; rep++) {
+        uint32_t rng = 777;
+        void *s = st->create();
+        uint64_t live = 0;
+        emit_nops(code_buf, sizeof(code_buf));
+        for (int i = 0; i < LIVE; i++) {
+            sizes[i] = pcre2_size(&rng);
+            execs[i] = st->install(s, code_buf, sizes[i]);
+            live += sizes[i];
+        }
+        struct counts c0 = st->counts(s);
+        double t0 = now_ns();
+        for (uint64_t i = 0; i < ops; i++) {
+            uint32_t k = next_random(&rng) % LIVE;
+            st->release(s, execs[k], sizes[k]);
+            live -= sizes[k];
+            sizes[k] = pcre2_size(&rng);
+            live += sizes[k];
+            execs[k] = st->install(s, code_buf, sizes[k]);
+        }
+        ns[rep] = (now_ns() - t0) / (double)ops;
+        struct counts c1 = st->counts(s);
+        r.syscalls_per_op = (double)(c1.syscalls - c0.syscalls) / (double)ops;
+        r.density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
+        for (int i = 0; i < LIVE; i++)
+            st->release(s, execs[i], sizes[i]);
+        st->destroy(s);
+    }
+    r.ns_per_op = median(ns, reps);
+    return r;
+}
+
+/* ---- concurrent: one thread installs, another calls the newest code ---- */
+#define RING 64
+struct shared {
+    const struct strategy *st;
+    void *s;
+    _Atomic(int_fn) ring[RING];
+    atomic_bool stop;
+    void **installed; /* everything the installer made, released after */
+    uint64_t installs;
+};
+
+static void *installer_main(void *arg)
+{
+    struct shared *sh = arg;
+    uint8_t code[64];
+    make_code(code, sizeof(code), 1);
+    /* Bounded so page-per-block stays under vm.max_map_count. */
+    uint64_t max = 20000 / scale;
+    for (uint64_t i = 0; !atomic_load(&sh->stop) && i < max; i++) {
+        sh->installed[i] = sh->st->install(sh->s, code, sizeof(code));
+        atomic_store(&sh->ring[i % RING], as_fn(sh->installed[i]));
+        sh->installs++;
+    }
+    return NULL;
+}
+
+/* Calls per nanosecond... as ns per call over a fixed number of calls. */
+static double caller_ns_per_call(struct shared *sh, uint64_t calls)
+{
+    uint32_t rng = 99;
+    double t0 = now_ns();
+    for (uint64_t i = 0; i < calls; i++)
+        atomic_load_explicit(&sh->ring[next_random(&rng) % RING],
+                             memory_order_relaxed)();
+    return (now_ns() - t0) / (double)calls;
+}
+
+static void run_concurrent(const struct strategy *st, struct result *alone,
+                           struct result *with)
+{
+    uint64_t calls = 2000000 / scale;
+    double ns_alone[64], ns_with[64];
+    uint64_t faults = 0;
+    uint8_t code[64];
+    void **installed = malloc(20000 * sizeof(void *));
+    make_code(code, sizeof(code), 1);
+    for (int rep = 0; rep < reps; rep++) {
+        struct shared sh = {.st = st, .s = st->create(),
+                            .installed = installed};
+        void *prefill[RING];
+        for (int i = 0; i < RING; i++) {
+            prefill[i] = st->install(sh.s, code, sizeof(code));
+            atomic_store(&sh.ring[i], as_fn(prefill[i]));
+        }
+        ns_alone[rep] = caller_ns_per_call(&sh, calls);
+        struct counts c0 = st->counts(sh.s);
+        pthread_t t;
+        pthread_create(&t, NULL, installer_main, &sh);
+        ns_with[rep] = caller_ns_per_call(&sh, calls);
+        atomic_store(&sh.stop, true);
+        pthread_join(t, NULL);
+        faults = st->counts(sh.s).faults_retried - c0.faults_retried;
+        for (int i = 0; i < RING; i++)
+            st->release(sh.s, prefill[i], sizeof(code));
+        for (uint64_t i = 0; i < sh.installs; i++)
+            st->release(sh.s, installed[i], sizeof(code));
+        st->destroy(sh.s);
+    }
+    free(installed);
+    *alone = (struct result){st->name, "concurrent-alone", 64, 1, calls,
+                             median(ns_alone, reps), 0, 0, 0};
+    *with = (struct result){st->name, "concurrent", 64, 2, calls,
+                            median(ns_with, reps), 0, 0, faults};
+}
+
+/* ---- call: steady-state cost of calling installed code ----------------- */
+static struct result run_call(const struct strategy *st)
+{
+    uint64_t calls = 20000000 / scale;
+    double ns[64];
+    for (int rep = 0; rep < reps; rep++) {
+        void *s = st->create();
+        uint8_t code[16];
+        make_code(code, sizeof(code), 42);
+        void *exec = st->install(s, code, sizeof(code));
+        if (st->flush)
+            st->flush(s);
+        int_fn volatile fn = as_fn(exec);
+        int sum = 0;
+        double t0 = now_ns();
+        for (uint64_t i = 0; i < calls; i++)
+            sum += fn();
+        ns[rep] = (now_ns() - t0) / (double)calls;
+        if (sum != (int)(42 * calls))
+            fprintf(stderr, "wxjit-bench: %s: wrong results\n", st->name);
+        st->release(s, exec, sizeof(code));
+        st->destroy(s);
+    }
+    return (struct result){st->name, "call", 16, 1, calls, median(ns, reps),
+                           0, 0, 0};
+}
+
+/* ---- output -------------------------------------------------------------- */
+static void print_csv(const struct result *r, size_t n)
+{
+    printf("strategy,workload,size,threads,ops,ns_per_op,syscalls_per_op,"
+           "density_pct,faults_retried\n");
+    for (size_t i = 0; i < n; i++)
+        printf("%s,%s,%zu,%d,%llu,%.2f,%.3f,%.1f,%llu\n", r[i].strategy,
+               r[i].workload, r[i].size, r[i].threads,
+               (unsigned long long)r[i].ops, r[i].ns_per_op,
+               r[i].syscalls_per_op, r[i].density_pct,
+               (unsigned long long)r[i].faults);
+}
+
+static bool same_case(const struct result *a, const struct result *b)
+{
+    return !strcmp(a->workload, b->workload) && a->size == b->size;
+}
+
+static void print_table(const struct result *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || !same_case(&r[i], &r[i - 1])) {
+            const char *size = r[i].size ? "" : " (PCRE2 sizes)";
+            printf("\n%s%s", r[i].workload, size);
+            if (r[i].size)
+                printf(", %zu B", r[i].size);
+            printf(", %llu ops, median of %d runs\n",
+                   (unsigned long long)r[i].ops, reps);
+            printf("  %-18s %12s %9s %12s %9s %8s\n", "strategy", "ns/op",
+                   "x rwx", "syscalls/op", "density", "faults");
+        }
+        double base = 0;
+        for (size_t j = 0; j < n; j++)
+            if (same_case(&r[j], &r[i]) && !strcmp(r[j].strategy, "rwx"))
+                base = r[j].ns_per_op;
+        printf("  %-18s %12.1f %8.2fx %12.3f %8.1f%% %8llu\n", r[i].strategy,
+               r[i].ns_per_op, base > 0 ? r[i].ns_per_op / base : 0,
+               r[i].syscalls_per_op, r[i].density_pct,
+               (unsigned long long)r[i].faults);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bool csv = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--csv"))
+            csv = true;
+        else if (!strcmp(argv[i], "--quick"))
+            scale = 10, reps = 3;
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: wxjit-bench [--csv] [--quick] "
+                            "[--reps N]\n");
+            return 2;
+        }
+    }
+    if (reps < 1 || reps > 64)
+        reps = 5;
+    int err = wxjit_fault_handler_install();
+    if (err) {
+        fprintf(stderr, "wxjit-bench: fault handler: %s\n", strerror(err));
+        return 1;
+    }
+    static const size_t sizes[] = {64, 256, 1024, 4096};
+    struct result *res = calloc(256, sizeof(*res));
+    size_t n = 0;
+    for (size_t w = 0; w < 4; w++)
+        for (size_t i = 0; i < strategy_count; i++)
+            res[n++] = run_install(strategies[i], sizes[w], "install");
+    for (size_t i = 0; i < strategy_count; i++)
+        res[n++] = run_install(strategies[i], 0, "install-pcre2");
+    for (size_t i = 0; i < strategy_count; i++)
+        if (!strategies[i]->deferred)
+            res[n++] = run_churn(strategies[i]);
+    struct result alone[16], with[16];
+    size_t nc = 0;
+    for (size_t i = 0; i < strategy_count; i++)
+        if (strategies[i]->concurrent && !strategies[i]->deferred)
+            run_concurrent(strategies[i], &alone[nc], &with[nc]), nc++;
+    for (size_t i = 0; i < nc; i++)
+        res[n++] = alone[i];
+    for (size_t i = 0; i < nc; i++)
+        res[n++] = with[i];
+    for (size_t i = 0; i < strategy_count; i++)
+        if (!strategies[i]->deferred)
+            res[n++] = run_call(strategies[i]);
+    if (csv) {
+        print_csv(res, n);
+    } else {
+        printf("wxjit-bench: %zu strategies side by side; ratios are to the "
+               "rwx baseline\n", strategy_count);
+        print_table(res, n);
+        printf("\nconcurrent: the caller's ns per call while another thread "
+               "installs on the same pages; concurrent-alone: the same "
+               "caller with no installer.\nwhole-area-toggle is absent "
+               "there: its callers would crash while the area is RW.\n");
+    }
+    free(res);
+    return 0;
+}
