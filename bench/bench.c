@@ -133,7 +133,7 @@ static struct result run_install(const struct strategy *st, size_t size,
 static struct result run_churn(const struct strategy *st)
 {
     enum { LIVE = 10000 };
-    uint64_t ops = 40000 / scale;
+    uint64_t ops = 10000 / scale;
     static void *execs[LIVE];
     static size_t sizes[LIVE];
     double ns[64];

@@ -1,160 +1,221 @@
-/* wxjit demo: several threads JIT-compile small native functions
- * f(x) = a*x + b while other threads call them, all under a
- * kernel-enforced W^X policy (seccomp). Run it with `make demo`. */
+/* wxjit demo (`make demo`): a small expression JIT under a kernel-enforced
+ * W^X policy. Four threads compile thousands of random expressions to
+ * native code while two threads call them and check every result against
+ * an interpreter, once per backend, then a summary table. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "expr.h"
 #include "wx_policy.h"
 #include "wxjit.h"
 
 #define COMPILERS 4
 #define CALLERS 2
-#define PER_COMPILER 2000
+#define PER_COMPILER 2500
 #define FUNCTIONS (COMPILERS * PER_COMPILER)
-
-typedef int32_t (*linear_fn)(int32_t x);
+#define MIN_CALLS 2000000 /* per caller, after compiling is done */
 
 struct compiled {
-    _Atomic(linear_fn) fn;
-    int32_t a, b;
+    _Atomic(expr_fn) fn;
+    struct expr e;
+    int root;
 };
 
-static wxjit_heap *heap;
-static struct compiled table[FUNCTIONS];
-static atomic_int compilers_done;
-static atomic_ulong calls, wrong;
+struct run {
+    wxjit_backend backend;
+    wxjit_heap *heap;
+    struct compiled *table;
+    atomic_int compilers_done;
+    atomic_ulong calls, wrong;
+    double seconds;
+    wxjit_stats stats;
+    int wx_mappings;
+};
 
-/* Native code for f(x) = a*x + b, for the CPU this runs on. */
-static size_t compile_linear(uint8_t *p, int32_t a, int32_t b)
+static void fail(const char *what, int err)
 {
-#if defined(__x86_64__)
-    p[0] = 0x69, p[1] = 0xc7; /* imul eax, edi, imm32 */
-    memcpy(p + 2, &a, 4);
-    p[6] = 0x05; /* add eax, imm32 */
-    memcpy(p + 7, &b, 4);
-    p[11] = 0xc3; /* ret */
-    return 12;
-#elif defined(__aarch64__)
-    uint32_t ua = (uint32_t)a, ub = (uint32_t)b, insn[] = {
-        0x52800001u | (ua & 0xffff) << 5, /* movz w1, #lo(a) */
-        0x72a00001u | (ua >> 16) << 5,    /* movk w1, #hi(a), lsl 16 */
-        0x1b017c00u,                      /* mul w0, w0, w1 */
-        0x52800001u | (ub & 0xffff) << 5, /* movz w1, #lo(b) */
-        0x72a00001u | (ub >> 16) << 5,    /* movk w1, #hi(b), lsl 16 */
-        0x0b010000u,                      /* add w0, w0, w1 */
-        0xd65f03c0u,                      /* ret */
-    };
-    memcpy(p, insn, sizeof(insn));
-    return sizeof(insn);
-#else
-#error "demo: no code generator for this CPU"
-#endif
+    fprintf(stderr, "demo: %s: %s\n", what, strerror(err));
+    exit(1);
 }
 
-static int32_t expected(const struct compiled *c, int32_t x)
-{
-    return (int32_t)((uint32_t)c->a * (uint32_t)x + (uint32_t)c->b);
-}
+struct worker {
+    struct run *run;
+    int index;
+};
 
 static void *compiler_main(void *arg)
 {
-    int first = (int)(intptr_t)arg * PER_COMPILER;
-    uint8_t code[64];
-    for (int i = first; i < first + PER_COMPILER; i++) {
-        struct compiled *c = &table[i];
-        c->a = rand_r(&(unsigned){(unsigned)i}) % 1000 - 500;
-        c->b = i;
+    struct worker *w = arg;
+    struct run *run = w->run;
+    unsigned seed = 1000u + (unsigned)w->index;
+    uint8_t code[EXPR_MAX_CODE];
+    for (int i = w->index * PER_COMPILER; i < (w->index + 1) * PER_COMPILER;
+         i++) {
+        struct compiled *c = &run->table[i];
+        c->root = expr_random(&c->e, &seed);
         void *exec;
-        int err = wxjit_install(heap, code, compile_linear(code, c->a, c->b),
-                                0, &exec);
-        if (err) {
-            fprintf(stderr, "install failed: %s\n", strerror(err));
-            exit(1);
-        }
-        linear_fn fn;
+        int err = wxjit_install(run->heap, code,
+                                expr_compile(&c->e, c->root, code), 0, &exec);
+        if (err)
+            fail("wxjit_install", err);
+        expr_fn fn;
         memcpy(&fn, &exec, sizeof(fn));
+        /* release: a caller that sees fn sees c->e too. */
         atomic_store_explicit(&c->fn, fn, memory_order_release);
     }
-    atomic_fetch_add(&compilers_done, 1);
+    atomic_fetch_add(&run->compilers_done, 1);
     return NULL;
 }
 
+/* Calls the newest functions while they are being compiled (their pages
+ * are the ones being written), then random ones. */
 static void *caller_main(void *arg)
 {
-    unsigned seed = (unsigned)(uintptr_t)arg + 1;
-    unsigned long n = 0, bad = 0;
-    /* Keep calling while compilers write to the very pages being called. */
-    while (atomic_load(&compilers_done) < COMPILERS || n < 1000000) {
-        struct compiled *c = &table[rand_r(&seed) % FUNCTIONS];
-        linear_fn fn = atomic_load_explicit(&c->fn, memory_order_acquire);
+    struct worker *w = arg;
+    struct run *run = w->run;
+    unsigned seed = 77u + (unsigned)w->index;
+    unsigned long n = 0, bad = 0, after = 0;
+    while (after < MIN_CALLS) {
+        bool done = atomic_load(&run->compilers_done) == COMPILERS;
+        int i = rand_r(&seed) % FUNCTIONS;
+        struct compiled *c = &run->table[i];
+        expr_fn fn = atomic_load_explicit(&c->fn, memory_order_acquire);
         if (!fn)
             continue;
-        int32_t x = (int32_t)(rand_r(&seed) % 10000);
-        bad += fn(x) != expected(c, x);
+        int32_t x = rand_r(&seed) % 2001 - 1000;
+        bad += fn(x) != expr_eval(&c->e, c->root, x);
         n++;
+        after += done;
     }
-    atomic_fetch_add(&calls, n);
-    atomic_fetch_add(&wrong, bad);
+    atomic_fetch_add(&run->calls, n);
+    atomic_fetch_add(&run->wrong, bad);
     return NULL;
+}
+
+static void run_backend(struct run *run)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = run->backend;
+    int err = wxjit_heap_create(&o, &run->heap);
+    if (err)
+        fail("wxjit_heap_create", err);
+    run->table = calloc(FUNCTIONS, sizeof(*run->table));
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    pthread_t t[COMPILERS + CALLERS];
+    struct worker w[COMPILERS + CALLERS];
+    for (int i = 0; i < COMPILERS + CALLERS; i++) {
+        w[i] = (struct worker){run, i < COMPILERS ? i : i - COMPILERS};
+        pthread_create(&t[i], NULL, i < COMPILERS ? compiler_main : caller_main,
+                       &w[i]);
+    }
+    for (int i = 0; i < COMPILERS + CALLERS; i++)
+        pthread_join(t[i], NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    run->seconds = (double)(t1.tv_sec - t0.tv_sec) +
+                   (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    wxjit_stats_get(run->heap, &run->stats);
+    run->wx_mappings = wx_policy_wx_mappings();
+
+    char text[256];
+    expr_format(&run->table[0].e, run->table[0].root, text, sizeof(text));
+    printf("  e.g. f(x) = %s; f(7) = %d\n", text,
+           (int)run->table[0].fn(7));
+    wxjit_heap_destroy(run->heap);
+    free(run->table);
+}
+
+static void print_row(const char *label, const struct run *runs, int n,
+                      unsigned long long (*value)(const struct run *))
+{
+    printf("  %-26s", label);
+    for (int i = 0; i < n; i++)
+        printf(" %14llu", value(&runs[i]));
+    printf("\n");
+}
+
+static unsigned long long functions(const struct run *r)
+{
+    return r->stats.installs;
+}
+static unsigned long long calls(const struct run *r) { return r->calls; }
+static unsigned long long wrong(const struct run *r) { return r->wrong; }
+static unsigned long long faults(const struct run *r)
+{
+    return r->stats.faults_retried;
+}
+static unsigned long long syscalls(const struct run *r)
+{
+    return r->stats.syscalls;
+}
+static unsigned long long code_kib(const struct run *r)
+{
+    return r->stats.bytes_live / 1024;
+}
+static unsigned long long pages(const struct run *r)
+{
+    return r->stats.pages;
+}
+static unsigned long long wx(const struct run *r)
+{
+    return (unsigned long long)r->wx_mappings;
+}
+static unsigned long long millis(const struct run *r)
+{
+    return (unsigned long long)(r->seconds * 1000);
 }
 
 int main(void)
 {
     int err = wx_policy_enter();
-    if (err) {
-        fprintf(stderr, "cannot enter the W^X policy: %s\n", strerror(err));
-        return 1;
-    }
+    if (err)
+        fail("entering the W^X policy (seccomp)", err);
     void *rwx = mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    printf("W^X policy active: an RWX mapping, as a plain JIT would ask for, "
-           "is %s\n", rwx == MAP_FAILED ? "refused by the kernel" : "ALLOWED");
-    if (rwx != MAP_FAILED)
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.backend = WXJIT_BACKEND_RWX;
+    o.flags = WXJIT_HEAP_ALLOW_RWX;
+    int rwx_heap = wxjit_heap_create(&o, &h);
+    printf("Kernel-enforced W^X policy (seccomp) is active:\n"
+           "  a plain JIT's RWX mapping: %s\n"
+           "  wxjit's insecure rwx baseline: %s\n",
+           rwx == MAP_FAILED ? "refused (EACCES)" : "ALLOWED",
+           rwx_heap == EACCES ? "refused (EACCES)" : "ALLOWED");
+    if (rwx != MAP_FAILED || rwx_heap != EACCES)
         return 1;
+    if ((err = wxjit_fault_handler_install()))
+        fail("wxjit_fault_handler_install", err);
 
-    wxjit_backend backend;
-    if ((err = wxjit_fault_handler_install()) ||
-        (err = wxjit_heap_create(NULL, &heap)) ||
-        (err = wxjit_heap_backend(heap, &backend))) {
-        fprintf(stderr, "wxjit: %s\n", strerror(err));
-        return 1;
+    struct run runs[] = {{.backend = WXJIT_BACKEND_TOGGLE},
+                         {.backend = WXJIT_BACKEND_DUALMAP}};
+    int n = sizeof(runs) / sizeof(runs[0]);
+    for (int i = 0; i < n; i++) {
+        const char *name;
+        wxjit_backend_name(runs[i].backend, &name);
+        printf("\n%s: %d threads compile %d expressions while %d threads "
+               "call them\n", name, COMPILERS, FUNCTIONS, CALLERS);
+        run_backend(&runs[i]);
     }
-    printf("wxjit heap backend: %s; %d compiler threads x %d functions, "
-           "%d caller threads\n",
-           backend == WXJIT_BACKEND_TOGGLE ? "toggle" : "other", COMPILERS,
-           PER_COMPILER, CALLERS);
 
-    pthread_t t[COMPILERS + CALLERS];
-    for (int i = 0; i < COMPILERS; i++)
-        pthread_create(&t[i], NULL, compiler_main, (void *)(intptr_t)i);
-    for (int i = 0; i < CALLERS; i++)
-        pthread_create(&t[COMPILERS + i], NULL, caller_main,
-                       (void *)(intptr_t)i);
-    for (int i = 0; i < COMPILERS + CALLERS; i++)
-        pthread_join(t[i], NULL);
-
-    wxjit_stats s;
-    wxjit_stats_get(heap, &s);
-    int wx = wx_policy_wx_mappings();
-    printf("\n  %-28s %12d\n", "functions compiled", FUNCTIONS);
-    printf("  %-28s %12lu\n", "calls", atomic_load(&calls));
-    printf("  %-28s %12lu\n", "wrong results", atomic_load(&wrong));
-    printf("  %-28s %12llu\n", "faults retried",
-           (unsigned long long)s.faults_retried);
-    printf("  %-28s %12llu\n", "mprotect calls",
-           (unsigned long long)s.mprotect_calls);
-    printf("  %-28s %12llu\n", "code bytes live",
-           (unsigned long long)s.bytes_live);
-    printf("  %-28s %12llu\n", "code pages used",
-           (unsigned long long)s.pages);
-    printf("  %-28s %12d\n", "W+X mappings seen", wx);
-    wxjit_heap_destroy(heap);
-    bool ok = atomic_load(&wrong) == 0 && wx == 0;
+    printf("\n  %-26s %14s %14s\n", "", "toggle", "dualmap");
+    print_row("functions compiled", runs, n, functions);
+    print_row("calls checked", runs, n, calls);
+    print_row("wrong results", runs, n, wrong);
+    print_row("faults retried", runs, n, faults);
+    print_row("system calls", runs, n, syscalls);
+    print_row("code live (KiB)", runs, n, code_kib);
+    print_row("code pages used", runs, n, pages);
+    print_row("W+X mappings seen", runs, n, wx);
+    print_row("wall time (ms)", runs, n, millis);
+    bool ok = true;
+    for (int i = 0; i < n; i++)
+        ok &= runs[i].wrong == 0 && runs[i].wx_mappings == 0;
     printf("\n%s\n", ok ? "demo: ok" : "demo: FAILED");
     return ok ? 0 : 1;
 }
