@@ -8,7 +8,7 @@ STRESS_SECONDS ?= 300
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo stress install clean check-tools
+.PHONY: all build test demo bench stress install clean check-tools
 
 all: build
 
@@ -27,6 +27,10 @@ test: build
 
 demo: build
 	$(BUILD)/demo/wxjit-demo
+
+# Every workload on every strategy, side by side (BENCH_ARGS=--csv for CSV).
+bench: build
+	$(BUILD)/bench/wxjit-bench $(BENCH_ARGS)
 
 # The concurrency stress for minutes, per backend (STRESS_SECONDS each,
 # default 300).
