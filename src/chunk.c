@@ -266,6 +266,7 @@ void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
     size_t a = used_before == SIZE_MAX ? 0 : used_before + 1;
     size_t b = bits_next(chunk->used, g + n, chunk->ngranules, true);
     bound_raise(&chunk->seg_bound[a / WXJ_SEGMENT], b - a);
+    bound_raise(&chunk->chunk_bound, b - a);
 }
 
 /* Next fit over the segments, under the heap lock: the search resumes in
@@ -276,12 +277,19 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 {
     size_t limit = chunk->fresh_next * (chunk->heap->page_size / WXJ_GRANULE);
     size_t nseg = (limit + WXJ_SEGMENT - 1) / WXJ_SEGMENT;
+    uint32_t chunk_seen =
+        atomic_load_explicit(&chunk->chunk_bound, memory_order_relaxed);
+    if (chunk_seen < n)
+        return false;
+    uint32_t largest = 0;
     for (size_t k = 0; k < nseg; k++) {
         size_t seg = (chunk->search_seg + k) % nseg, longest;
         _Atomic uint32_t *bound = &chunk->seg_bound[seg];
         uint32_t seen = atomic_load_explicit(bound, memory_order_relaxed);
-        if (seen < n)
+        if (seen < n) {
+            largest = seen > largest ? seen : largest;
             continue;
+        }
         size_t to = (seg + 1) * WXJ_SEGMENT;
         if (scan_runs(chunk, seg * WXJ_SEGMENT, to < limit ? to : limit, n,
                       align, pools, run_start, run_len, &longest)) {
@@ -289,10 +297,16 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
             return true;
         }
         /* Lower it to what the scan saw, unless a free raised it since. */
-        atomic_compare_exchange_strong_explicit(
-            bound, &seen, (uint32_t)longest, memory_order_relaxed,
-            memory_order_relaxed);
+        if (atomic_compare_exchange_strong_explicit(
+                bound, &seen, (uint32_t)longest, memory_order_relaxed,
+                memory_order_relaxed))
+            seen = (uint32_t)longest;
+        largest = seen > largest ? seen : largest;
     }
+    /* The chunk's bound is the largest of its segments' (same rule). */
+    atomic_compare_exchange_strong_explicit(&chunk->chunk_bound, &chunk_seen,
+                                            largest, memory_order_relaxed,
+                                            memory_order_relaxed);
     return false;
 }
 

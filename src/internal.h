@@ -53,6 +53,7 @@ struct wxj_chunk {
     size_t fresh_next;     /* first page never handed to a pool (heap lock) */
     size_t search_seg;     /* where the next free-run search starts (lock) */
     _Atomic uint32_t *seg_bound; /* longest free run per segment, at most */
+    _Atomic uint32_t chunk_bound; /* the same for the whole chunk */
     struct wxj_page *pages;
     /* Granule bitmaps. A block [g, g + n) has used bits on all its
      * granules, a start bit on g and an end bit on g + n - 1. */

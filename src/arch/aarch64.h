@@ -1,5 +1,6 @@
 /* aarch64: instruction fetch is not coherent with data stores; new code
- * needs dc cvau / ic ivau / isb, which __builtin___clear_cache emits. */
+ * needs dc cvau / ic ivau / isb (Arm ARM B2.4.4), which
+ * __builtin___clear_cache emits through libgcc's cache-line loop. */
 #ifndef WXJ_ARCH_AARCH64_H
 #define WXJ_ARCH_AARCH64_H
 
@@ -14,11 +15,17 @@ static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
     return (uintptr_t)uc->uc_mcontext.pc;
 }
 
+/* brk #0: SIGTRAP (TRAP_BRKPT) wherever an aligned fetch lands. Each byte
+ * gets the byte of that encoding its address selects, so a range that
+ * starts or ends inside a word (the tail after `used` bytes of an in-place
+ * reservation) still leaves every whole word in it a brk. Byte stores
+ * also keep the fill free of misaligned word accesses. */
 static inline void wxj_arch_trap_fill(void *dst, size_t n)
 {
-    uint32_t *w = (uint32_t *)dst;
-    for (size_t i = 0; i < n / 4; i++)
-        w[i] = 0xd4200000u; /* brk #0 */
+    static const uint8_t brk[4] = {0x00, 0x00, 0x20, 0xd4}; /* LE d4200000 */
+    uint8_t *p = dst;
+    for (size_t i = 0; i < n; i++)
+        p[i] = brk[((uintptr_t)p + i) & 3];
 }
 
 static inline void wxj_arch_flush_icache(const void *p, size_t n)

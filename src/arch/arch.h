@@ -3,8 +3,9 @@
  *   WXJ_ARCH_MAX_INSN        longest instruction in bytes: a fetch fault
  *                            lands in [pc, pc + WXJ_ARCH_MAX_INSN)
  *   wxj_arch_pc(uc)          the faulting PC from a signal's ucontext
- *   wxj_arch_trap_fill(p, n) fill n bytes (a multiple of WXJ_GRANULE at a
- *                            granule boundary) with trapping instructions
+ *   wxj_arch_trap_fill(p, n) fill n bytes with trapping instructions; p and
+ *                            n may be unaligned (the tail of a commit), and
+ *                            every instruction slot wholly inside traps
  *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch */
 #ifndef WXJ_ARCH_H
 #define WXJ_ARCH_H

@@ -1,5 +1,7 @@
 /* riscv64: fence.i only orders the local hart; Linux's riscv_flush_icache
- * syscall, reached through __builtin___clear_cache, covers every hart. */
+ * syscall (flags 0: every hart of the process), reached through
+ * __builtin___clear_cache and glibc's __riscv_flush_icache, covers them
+ * all. */
 #ifndef WXJ_ARCH_RISCV64_H
 #define WXJ_ARCH_RISCV64_H
 
@@ -7,18 +9,27 @@
 #include <ucontext.h>
 
 #define WXJ_ARCH_NAME "riscv64"
-#define WXJ_ARCH_MAX_INSN 4 /* base ISA; compressed ones are shorter */
+/* Longest standard instruction. With the C extension (every Linux riscv64
+ * ABI, RV64GC) instructions are 2-byte aligned, so a 4-byte one can
+ * straddle a page boundary and fault on the second page, 2 bytes past
+ * the PC. */
+#define WXJ_ARCH_MAX_INSN 4
 
 static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
 {
     return (uintptr_t)uc->uc_mcontext.__gregs[0]; /* REG_PC */
 }
 
+/* c.ebreak (0x9002): SIGTRAP (TRAP_BRKPT) at every 2-byte boundary, where
+ * a C-extension fetch may land; a 4-byte ebreak entered at its middle
+ * decodes as something else. A hart without C takes SIGILL instead, still
+ * at once. Bytes are chosen by address as in aarch64.h. */
 static inline void wxj_arch_trap_fill(void *dst, size_t n)
 {
-    uint32_t *w = (uint32_t *)dst;
-    for (size_t i = 0; i < n / 4; i++)
-        w[i] = 0x00100073u; /* ebreak */
+    static const uint8_t c_ebreak[2] = {0x02, 0x90}; /* LE 9002 */
+    uint8_t *p = dst;
+    for (size_t i = 0; i < n; i++)
+        p[i] = c_ebreak[((uintptr_t)p + i) & 1];
 }
 
 static inline void wxj_arch_flush_icache(const void *p, size_t n)
