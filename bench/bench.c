@@ -1,8 +1,9 @@
 /* wxjit-bench: every workload on every strategy, side by side in one run.
  *
- *   wxjit-bench [--csv] [--quick] [--reps N]
+ *   wxjit-bench [--csv | --csv-file FILE] [--quick] [--reps N]
  *
- * Prints a table with ratios to the rwx baseline, or CSV with the columns
+ * Prints a table with ratios to the rwx baseline, or CSV (to stdout, or to
+ * FILE next to the table) with the columns
  * strategy,workload,size,threads,ops,ns_per_op,syscalls_per_op,
  * density_pct,faults_retried. ns_per_op is the median of N runs (default
  * 5); syscalls are counted (wxjit's stats, the baselines' own counts);
@@ -94,7 +95,7 @@ static uint8_t code_buf[32768];
 static struct result run_install(const struct strategy *st, size_t size,
                                  const char *workload)
 {
-    uint64_t ops = 20000 / scale;
+    uint64_t ops = 20000 / scale / (st->slow ? 10 : 1);
     void **execs = malloc(ops * sizeof(*execs));
     size_t *sizes = malloc(ops * sizeof(*sizes));
     uint32_t rng = 12345;
@@ -133,7 +134,7 @@ static struct result run_install(const struct strategy *st, size_t size,
 static struct result run_churn(const struct strategy *st)
 {
     enum { LIVE = 10000 };
-    uint64_t ops = 10000 / scale;
+    uint64_t ops = 10000 / scale / (st->slow ? 10 : 1);
     static void *execs[LIVE];
     static size_t sizes[LIVE];
     double ns[64];
@@ -273,12 +274,12 @@ static struct result run_call(const struct strategy *st)
 }
 
 /* ---- output -------------------------------------------------------------- */
-static void print_csv(const struct result *r, size_t n)
+static void print_csv(FILE *out, const struct result *r, size_t n)
 {
-    printf("strategy,workload,size,threads,ops,ns_per_op,syscalls_per_op,"
-           "density_pct,faults_retried\n");
+    fprintf(out, "strategy,workload,size,threads,ops,ns_per_op,"
+                 "syscalls_per_op,density_pct,faults_retried\n");
     for (size_t i = 0; i < n; i++)
-        printf("%s,%s,%zu,%d,%llu,%.2f,%.3f,%.1f,%llu\n", r[i].strategy,
+        fprintf(out, "%s,%s,%zu,%d,%llu,%.2f,%.3f,%.1f,%llu\n", r[i].strategy,
                r[i].workload, r[i].size, r[i].threads,
                (unsigned long long)r[i].ops, r[i].ns_per_op,
                r[i].syscalls_per_op, r[i].density_pct,
@@ -298,17 +299,17 @@ static void print_table(const struct result *r, size_t n)
             printf("\n%s%s", r[i].workload, size);
             if (r[i].size)
                 printf(", %zu B", r[i].size);
-            printf(", %llu ops, median of %d runs\n",
-                   (unsigned long long)r[i].ops, reps);
-            printf("  %-18s %12s %9s %12s %9s %8s\n", "strategy", "ns/op",
-                   "x rwx", "syscalls/op", "density", "faults");
+            printf(", median of %d runs\n", reps);
+            printf("  %-18s %9s %12s %9s %12s %9s %8s\n", "strategy", "ops",
+                   "ns/op", "x rwx", "syscalls/op", "density", "faults");
         }
         double base = 0;
         for (size_t j = 0; j < n; j++)
             if (same_case(&r[j], &r[i]) && !strcmp(r[j].strategy, "rwx"))
                 base = r[j].ns_per_op;
-        printf("  %-18s %12.1f %8.2fx %12.3f %8.1f%% %8llu\n", r[i].strategy,
-               r[i].ns_per_op, base > 0 ? r[i].ns_per_op / base : 0,
+        printf("  %-18s %9llu %12.1f %8.2fx %12.3f %8.1f%% %8llu\n",
+               r[i].strategy, (unsigned long long)r[i].ops, r[i].ns_per_op,
+               base > 0 ? r[i].ns_per_op / base : 0,
                r[i].syscalls_per_op, r[i].density_pct,
                (unsigned long long)r[i].faults);
     }
@@ -317,16 +318,19 @@ static void print_table(const struct result *r, size_t n)
 int main(int argc, char **argv)
 {
     bool csv = false;
+    const char *csv_file = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--csv"))
             csv = true;
+        else if (!strcmp(argv[i], "--csv-file") && i + 1 < argc)
+            csv_file = argv[++i];
         else if (!strcmp(argv[i], "--quick"))
             scale = 10, reps = 3;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: wxjit-bench [--csv] [--quick] "
-                            "[--reps N]\n");
+            fprintf(stderr, "usage: wxjit-bench [--csv | --csv-file FILE] "
+                            "[--quick] [--reps N]\n");
             return 2;
         }
     }
@@ -360,8 +364,17 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < strategy_count; i++)
         if (!strategies[i]->deferred)
             res[n++] = run_call(strategies[i]);
+    if (csv_file) {
+        FILE *f = fopen(csv_file, "w");
+        if (!f) {
+            perror(csv_file);
+            return 1;
+        }
+        print_csv(f, res, n);
+        fclose(f);
+    }
     if (csv) {
-        print_csv(res, n);
+        print_csv(stdout, res, n);
     } else {
         printf("wxjit-bench: %zu strategies side by side; ratios are to the "
                "rwx baseline\n", strategy_count);

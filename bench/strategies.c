@@ -120,13 +120,13 @@ static struct counts wx_counts(void *s)
 }
 
 static const struct strategy toggle = {
-    "toggle", true, false, toggle_create, wx_destroy, wx_install,
+    "toggle", true, false, false, toggle_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
 static const struct strategy toggle_batch = {
-    "toggle-batch16", true, true, toggle_create, wx_destroy,
+    "toggle-batch16", true, true, false, toggle_create, wx_destroy,
     wx_install_batched, wx_release, wx_flush, wx_counts};
 static const struct strategy dualmap = {
-    "dualmap", true, false, dualmap_create, wx_destroy, wx_install,
+    "dualmap", true, false, false, dualmap_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
 
 /* ---- bump areas: rwx and whole-area-toggle -------------------------------
@@ -195,10 +195,10 @@ static struct counts area_counts(void *s)
 }
 
 static const struct strategy rwx = {
-    "rwx", true, false, rwx_create, area_destroy, area_install,
+    "rwx", true, false, false, rwx_create, area_destroy, area_install,
     area_release, NULL, area_counts};
 static const struct strategy whole_area = {
-    "whole-area-toggle", false, false, whole_create, area_destroy,
+    "whole-area-toggle", false, false, true, whole_create, area_destroy,
     area_install, area_release, NULL, area_counts};
 
 /* ---- page-per-block -------------------------------------------------------- */
@@ -248,7 +248,7 @@ static struct counts blocks_counts(void *s)
 }
 
 static const struct strategy page_per_block = {
-    "page-per-block", true, false, blocks_create, blocks_destroy,
+    "page-per-block", true, false, false, blocks_create, blocks_destroy,
     blocks_install, blocks_release, NULL, blocks_counts};
 
 const struct strategy *const strategies[] = {

@@ -21,6 +21,8 @@ struct strategy {
     /* Functions become callable only at flush (batched commits); such a
      * strategy runs the pure install workloads only. */
     bool deferred;
+    /* Runs a tenth of the operations when each costs milliseconds. */
+    bool slow;
     void *(*create)(void);
     void (*destroy)(void *s);
     void *(*install)(void *s, const void *code, size_t size);
