@@ -43,3 +43,47 @@ install: build
 
 clean:
 	rm -rf $(BUILD)
+
+# ---- fuzzing (fuzz/README.md) ------------------------------------------------
+# The libFuzzer harness (clang, ASan, UBSan) in FUZZ_BUILD: replays
+# fuzz/regressions/, then fuzzes FUZZ_SECONDS per backend from the seed
+# corpus fuzz/corpus/ and prints executions and coverage; fails on any
+# crash. Installs clang and libclang-rt-14-dev with apt-get when missing.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+.PHONY: fuzz
+fuzz:
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+# ---- PCRE2's JIT on wxjit (integrations/sljit, tools/check-pcre2.sh) -----
+# Fetches Debian's pcre2 source package, builds it against wxjit and runs
+# PCRE2's own tests under the W^X policy once per backend, plus a negative
+# control, a multi-threaded check and the figures of BENCHMARKS.md. A few
+# minutes; PCRE2 is built outside the repository (PCRE2_WORK, default
+# /tmp/wxjit-pcre2).
+.PHONY: check-pcre2
+check-pcre2: build
+	bash tools/check-pcre2.sh $(BUILD)
+
+# ---- cross builds under qemu-user (tools/check-cross.sh) -------------------
+# aarch64 and riscv64: cross-built with Debian's gcc-<arch>-linux-gnu, the
+# whole ctest suite under qemu-user once per backend, in
+# $(CROSS_BUILD)-<arch>. Installs the cross compilers and qemu-user with
+# apt-get when missing (as root). A couple of minutes.
+CROSS_BUILD ?= build-cross
+
+.PHONY: check-cross
+check-cross:
+	CROSS_BUILD=$(CROSS_BUILD) bash tools/check-cross.sh
+
+# ---- sanitizers and Valgrind (tools/check-sanitizers.sh) ------------------
+# The whole ctest suite, every heap test once per backend, built with
+# clang's ASan+UBSan (build-asan) or TSan (build-tsan), or run under
+# Valgrind memcheck (build-valgrind). Any report, memcheck error or leak
+# fails; what a tool makes impossible is printed SKIPPED with its reason
+# and listed at the end. Installs clang and libclang-rt-14-dev, or
+# valgrind, with apt-get when missing (as root).
+.PHONY: check-asan check-tsan check-valgrind
+check-asan check-tsan check-valgrind:
+	bash tools/check-sanitizers.sh $(@:check-%=%)

@@ -149,7 +149,10 @@ typedef struct wxjit_reservation {
  *                heap's chunk size, align not a power of two or above the
  *                page size, unknown flags;
  *         ENOMEM the heap's max_bytes would be exceeded, or the system is
- *                out of memory or mappings.
+ *                out of memory or mappings (vm.max_map_count);
+ *         EMFILE, ENFILE  dualmap: no file descriptor for the shared
+ *                memory object of a new chunk (RLIMIT_NOFILE); space in
+ *                existing chunks is still handed out.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
                   wxjit_reservation *out);

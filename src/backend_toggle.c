@@ -8,6 +8,8 @@
  * reservation open on it, then a free on the same page): the hold nests and
  * the page stays RW until the outermost release. */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
+#include <errno.h>
+
 #include "code_changed.h"
 #include "internal.h"
 
@@ -137,12 +139,65 @@ retry:
     return 0;
 }
 
+/* Takes pg if it is fresh and nobody holds it (the caller not either). */
+static bool take_fresh(struct wxj_page *pg, int32_t self)
+{
+    uint32_t seen;
+    enum take_result t = page_take(pg, self, &seen);
+    if (t == TAKEN && pg->fresh)
+        return true;
+    if (t != BUSY && --pg->depth == 0)
+        page_release(pg);
+    return false;
+}
+
+/* At vm.max_map_count the RX flip can fail (ENOMEM): the RW flip merged
+ * the window with RW neighbours (fresh pages, pages other windows hold)
+ * into one mapping, and cutting it out again takes mappings the kernel
+ * refuses. Code must not stay unexecutable, so the flip is retried over
+ * the window widened to the fresh pages beside it that nobody holds:
+ * taken first so that nobody writes them meanwhile, trap-filled (they
+ * hold traps or were never handed out) and flipped with the window, which
+ * spares the split on that side. They stop being fresh: their next write
+ * flips them like any page, and fill_fresh leaves them alone. It can
+ * still fail where both sides border pages that other windows hold. */
+static int protect_rx_widened(struct wxjit_heap *heap,
+                              struct wxj_chunk *chunk, size_t first,
+                              size_t last)
+{
+    size_t ps = heap->page_size, lo = first, hi = last;
+    int32_t self = wxj_os_tid();
+    for (size_t i = first; i <= last; i++)
+        if (chunk->pages[i].depth != 1)
+            return ENOMEM; /* a nested page stays RW: not one range */
+    while (lo > 0 && take_fresh(&chunk->pages[lo - 1], self))
+        lo--;
+    while (hi + 1 < chunk->npages && take_fresh(&chunk->pages[hi + 1], self))
+        hi++;
+    if (lo < first)
+        wxj_arch_trap_fill(chunk->base + lo * ps, (first - lo) * ps);
+    if (hi > last)
+        wxj_arch_trap_fill(chunk->base + (last + 1) * ps, (hi - last) * ps);
+    wxj_count(&heap->count.mprotect_calls, 1);
+    int err = wxj_os_protect_rx(chunk->base + lo * ps, (hi - lo + 1) * ps);
+    for (size_t i = lo; i <= hi; i++)
+        if (err == 0 && (i < first || i > last))
+            chunk->pages[i].fresh = false;
+    if (lo < first)
+        pages_drop(chunk, lo, first - 1);
+    if (hi > last)
+        pages_drop(chunk, last + 1, hi);
+    return err;
+}
+
 static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
                         const void *flush, size_t flush_len)
 {
     struct wxj_chunk *chunk = w->chunk;
     int err = protect_runs(heap, chunk, w->first, w->last, false,
                            wxj_os_protect_rx, NULL);
+    if (err == ENOMEM)
+        err = protect_rx_widened(heap, chunk, w->first, w->last);
     wxj_code_changed(flush, flush_len);
     /* Even if RX failed: the page holds code now and needs the RW flip
      * before the next write; that window retries the RX flip. */
@@ -154,11 +209,22 @@ static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
 }
 
 /* Fresh pages are still RW from the chunk mapping and nobody can execute
- * them yet: fill them directly, no mprotect. */
+ * them yet: fill them directly, no mprotect. Each is taken meanwhile: a
+ * widened RX flip (protect_rx_widened) may be filling and flipping it,
+ * and then leaves it trap-filled and not fresh any more. */
 static int toggle_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
 {
-    wxj_arch_trap_fill(w->chunk->base + w->first * heap->page_size,
-                       (w->last - w->first + 1) * heap->page_size);
+    int32_t self = wxj_os_tid();
+    uint32_t seen;
+    for (size_t i = w->first; i <= w->last; i++) {
+        struct wxj_page *pg = &w->chunk->pages[i];
+        while (page_take(pg, self, &seen) == BUSY)
+            page_wait(pg, seen);
+        if (pg->fresh)
+            wxj_arch_trap_fill(w->chunk->base + i * heap->page_size,
+                               heap->page_size);
+        pages_drop(w->chunk, i, i);
+    }
     return 0;
 }
 

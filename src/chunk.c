@@ -191,6 +191,25 @@ static size_t held_page(const struct wxj_chunk *chunk, size_t first,
     return SIZE_MAX;
 }
 
+/* Moves a scan from b (the end of the run it just measured) on to skip,
+ * over pages it may not hand out now (held, or another thread's tail),
+ * still counting the free runs that start there before `to` into *longest:
+ * they become usable once those pages are let go, and a bound lowered
+ * without them would hide them from every later search. */
+static size_t skip_measured(struct wxj_chunk *chunk, size_t b, size_t skip,
+                            size_t to, size_t limit, size_t *longest)
+{
+    size_t end = skip < to ? skip : to;
+    for (size_t g = b; g < end;) {
+        size_t free_at = bits_next(chunk->used, g, limit, false);
+        if (free_at >= end)
+            break;
+        g = bits_next(chunk->used, free_at, limit, true);
+        *longest = g - free_at > *longest ? g - free_at : *longest;
+    }
+    return skip;
+}
+
 /* A free run of at least n granules starting at a multiple of align in
  * [from, to), among pages already handed out, outside other threads' tail
  * pages and held pages. The run returned is the whole free run from its
@@ -218,7 +237,7 @@ static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
         size_t from_g = 0, to_g = 0;
         if (tail_pages_overlap(chunk, pools, a, b, &from_g, &to_g)) {
             if (from_g <= a || from_g - a < n) {
-                g = to_g;
+                g = skip_measured(chunk, b, to_g, to, limit, longest);
                 continue;
             }
             b = from_g; /* the run stops short of another thread's pages */
@@ -226,7 +245,8 @@ static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
         size_t held = held_page(chunk, a / per_page, (b - 1) / per_page);
         if (held != SIZE_MAX) {
             if (held * per_page < a + n) {
-                g = (held + 1) * per_page;
+                g = skip_measured(chunk, b, (held + 1) * per_page, to, limit,
+                                  longest);
                 continue;
             }
             b = held * per_page; /* the run stops short of it */
@@ -267,6 +287,10 @@ void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
     size_t b = bits_next(chunk->used, g + n, chunk->ngranules, true);
     bound_raise(&chunk->seg_bound[a / WXJ_SEGMENT], b - a);
     bound_raise(&chunk->chunk_bound, b - a);
+    /* The granules before g may be a block its caller has not marked yet
+     * (the tail after an in-place reservation, wxj_pool_end_tail_page):
+     * the run then starts at g, in g's own segment. */
+    bound_raise(&chunk->seg_bound[g / WXJ_SEGMENT], b - g);
 }
 
 /* Next fit over the segments, under the heap lock: the search resumes in

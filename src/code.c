@@ -125,19 +125,15 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
 }
 
 /* ---- reservations -------------------------------------------------------
- * internal[0]: the chunk, with bit 0 set for an in-place reservation;
- * internal[1]: the write view. Both scrambled with the heap's cookie so a
- * stale or hand-made reservation is refused rather than trusted. */
-static uintptr_t scramble(const struct wxjit_heap *heap, uintptr_t v)
-{
-    return v ^ heap->cookie;
-}
-
+ * wxjit records each open reservation (reservations.c); internal[] holds
+ * its serial, so commit and abort accept only the reservation as handed
+ * out, once. */
 static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
                    size_t size, size_t n, size_t align_g, bool in_place,
                    uint8_t *write, wxjit_reservation *out)
 {
     struct wxj_chunk *chunk;
+    struct wxj_window w;
     size_t g;
     int err = wxj_pool_alloc(heap, pool, n, align_g, &chunk, &g);
     if (err)
@@ -145,22 +141,30 @@ static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
     uint8_t *at = wxj_granule_addr(chunk, g);
     if (in_place) {
         /* The window stays open from now to commit or abort. */
-        struct wxj_window w = window_over(heap, chunk, at, size);
+        w = window_over(heap, chunk, at, size);
         if ((err = heap->backend->open(heap, &w))) {
             wxj_pool_give_back(pool, chunk, g, n);
             return err;
         }
         write = window_at(heap, &w, at);
-        /* The thread's next code starts on another page: it must be
-         * executable when its install returns, and this page may not be. */
-        wxj_pool_end_tail_page(heap, pool, chunk, g + n);
+    }
+    struct wxj_open_rec rec = {(uintptr_t)at, write, size, 0, in_place};
+    if ((err = wxj_open_add(&heap->open, &rec))) {
+        if (in_place)
+            heap->backend->close(heap, &w, at, size);
+        wxj_pool_give_back(pool, chunk, g, n);
+        return err;
     }
     wxj_block_mark(chunk, g, n, true);
+    /* The thread's next code starts on another page: it must be executable
+     * when its install returns, and this page may not be. */
+    if (in_place)
+        wxj_pool_end_tail_page(heap, pool, chunk, g + n);
     out->exec = at;
     out->write = write;
     out->size = size;
-    out->internal[0] = scramble(heap, (uintptr_t)chunk | in_place);
-    out->internal[1] = scramble(heap, (uintptr_t)write);
+    out->internal[0] = rec.serial;
+    out->internal[1] = ~rec.serial; /* both words must come back as given */
     return 0;
 }
 
@@ -186,32 +190,23 @@ int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
 }
 
 struct open_res {
+    struct wxj_open_rec rec;
     struct wxj_chunk *chunk;
     size_t g, n;
     bool in_place;
 };
 
-/* Checks that res is an open reservation of heap and claims it (clears its
- * open bit) so that a racing second commit or abort fails. */
+/* Takes res out of the open reservations, or fails if it is not one as
+ * handed out; the claim makes a racing second commit or abort fail. */
 static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
                              struct open_res *r)
 {
-    if (!res->exec)
+    if (!res->exec || wxj_open_take(&heap->open, res, &r->rec))
         return EINVAL;
-    uintptr_t tagged = scramble(heap, res->internal[0]);
-    r->in_place = tagged & 1;
+    r->in_place = r->rec.in_place;
     r->chunk = wxj_chunk_find(heap, res->exec);
-    if (!r->chunk || (uintptr_t)r->chunk != (tagged & ~(uintptr_t)1) ||
-        ((uintptr_t)res->exec - (uintptr_t)r->chunk->base) % WXJ_GRANULE ||
-        (uintptr_t)res->write != scramble(heap, res->internal[1]))
-        return EINVAL;
     r->g = wxj_granule_of(r->chunk, res->exec);
-    if (!wxj_bit_get(r->chunk->start, r->g) ||
-        !wxj_bit_get(r->chunk->open, r->g))
-        return EINVAL;
     r->n = wxj_block_extent(r->chunk, r->g);
-    if (res->size == 0 || granules(res->size) != r->n)
-        return EINVAL;
     if (r->in_place) {
         /* A backend that holds pages for the window (toggle) holds them
          * for the reserving thread only. */
@@ -219,10 +214,20 @@ static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
             &r->chunk->pages[page_of(heap, r->chunk, res->exec)];
         int32_t writer =
             atomic_load_explicit(&pg->writer, memory_order_relaxed);
-        if (writer != 0 && writer != wxj_os_tid())
+        if (writer != 0 && writer != wxj_os_tid()) {
+            wxj_open_put_back(&heap->open, &r->rec);
             return EPERM;
+        }
     }
-    return wxj_bit_clear(r->chunk->open, r->g) ? 0 : EINVAL;
+    wxj_bit_clear(r->chunk->open, r->g);
+    return 0;
+}
+
+/* Undoes a claim: the reservation is open again, for a retry or abort. */
+static void unclaim(struct wxjit_heap *heap, const struct open_res *r)
+{
+    wxj_bit_set(r->chunk->open, r->g);
+    wxj_open_put_back(&heap->open, &r->rec);
 }
 
 /* Closes an in-place reservation's window, opened by reserve. */
@@ -272,7 +277,7 @@ static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
                      : write_code(heap, r.chunk, res->exec, used, fill_copy,
                                   res->write);
     if (err) {
-        wxj_bit_set(r.chunk->open, r.g); /* still open: retry or abort */
+        unclaim(heap, &r); /* still open: retry or abort */
         return err;
     }
     commit_finish(pool, res, &r, used);
@@ -390,11 +395,12 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
 }
 
 /* Claimed items not consumed yet (res->exec still set) become open again. */
-static void reopen_unconsumed(const struct batch_item *items, size_t n)
+static void reopen_unconsumed(struct wxjit_heap *heap,
+                              const struct batch_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (items[i].res->exec)
-            wxj_bit_set(items[i].r.chunk->open, items[i].r.g);
+            unclaim(heap, &items[i].r);
 }
 
 static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
@@ -416,7 +422,7 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (!err)
         err = write_runs(heap, pool, items + in_place, claimed - in_place);
     if (err)
-        reopen_unconsumed(items, claimed);
+        reopen_unconsumed(heap, items, claimed);
     return err;
 }
 
@@ -434,7 +440,7 @@ int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
     if (!items)
         return ENOMEM;
     for (size_t i = 0; i < count; i++)
-        items[i] = (struct batch_item){&res[i], used[i], {0}};
+        items[i] = (struct batch_item){.res = &res[i], .used = used[i]};
     int err = wxj_op_begin(heap, &pool);
     if (err == 0) {
         err = commit_batch(heap, pool, items, count);

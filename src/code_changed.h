@@ -1,14 +1,34 @@
 /* One place that hears about every change to executable bytes, so that
  * whoever caches instructions forgets the old ones: the CPU (instruction
- * cache, src/arch/) and a binary translator running the process. */
+ * cache, src/arch/) and a binary translator running the process.
+ *
+ * Valgrind translates code once and runs the translation until told the
+ * bytes changed. It notices some changes itself (munmap, an mprotect that
+ * removes PROT_EXEC, and, with its default --smc-check=all-non-file, a
+ * check of code in anonymous mappings), but not bytes written through
+ * dualmap's RW view of a shared object, which it counts as file-backed:
+ * without the client request below, a function installed where freed code
+ * was would run the old code under Valgrind. The request is a few
+ * instructions that do nothing natively; it is compiled in when
+ * <valgrind/valgrind.h> exists (WXJIT_HAVE_VALGRIND_H, from CMake), and
+ * adds no runtime dependency. */
 #ifndef WXJ_CODE_CHANGED_H
 #define WXJ_CODE_CHANGED_H
 
 #include "arch/arch.h"
 
+#ifdef WXJIT_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
+
+/* Called on every close of a write window, before the window's pages are
+ * released to executors waiting in the fault handler. */
 static inline void wxj_code_changed(const void *exec, size_t len)
 {
     wxj_arch_flush_icache(exec, len);
+#ifdef WXJIT_HAVE_VALGRIND_H
+    VALGRIND_DISCARD_TRANSLATIONS(exec, len);
+#endif
 }
 
 #endif

@@ -29,7 +29,13 @@
 
 static struct wxj_chunk *_Atomic regions[MAX_REGIONS];
 static _Atomic size_t regions_high; /* slots [0, high) may be in use */
+/* Handlers looking a fault up in the table, and, per slot, handlers that
+ * found that slot's chunk and use it (possibly asleep, waiting for one of
+ * its pages). Two counts so that a handler asleep on one heap's page does
+ * not hold up the destruction of another heap, which may be what the
+ * page's writer is doing before it commits. */
 static _Atomic uint32_t handlers_inside;
+static _Atomic uint32_t handlers_using[MAX_REGIONS];
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int wxj_region_register(struct wxj_chunk *chunk)
@@ -60,8 +66,12 @@ void wxj_region_unregister(struct wxj_chunk *chunk)
     pthread_mutex_unlock(&registry_lock);
     /* The chunk's metadata is freed next: wait until no handler can still
      * be reading it. A handler enters (seq_cst) before loading any slot, so
-     * one that entered after the store above cannot find this chunk. */
+     * one that entered after the store above cannot find this chunk; one
+     * that found it counted itself as its user before leaving the lookup
+     * (seq_cst too), so it is seen below once the lookups have drained. */
     while (atomic_load(&handlers_inside) != 0)
+        wxj_os_yield();
+    while (atomic_load(&handlers_using[chunk->region_slot]) != 0)
         wxj_os_yield();
 }
 
@@ -151,12 +161,17 @@ int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
 
     atomic_fetch_add(&handlers_inside, 1); /* seq_cst: see unregister */
     struct wxj_chunk *chunk = region_find(addr);
-    bool retry = fetch && chunk && retry_fault(chunk, addr);
+    int slot = chunk ? chunk->region_slot : -1;
     if (chunk)
+        atomic_fetch_add(&handlers_using[slot], 1);
+    atomic_fetch_sub(&handlers_inside, 1);
+    bool retry = fetch && chunk && retry_fault(chunk, addr);
+    if (chunk) {
         wxj_count(retry ? &chunk->heap->count.faults_retried
                         : &chunk->heap->count.faults_forwarded,
                   1);
-    atomic_fetch_sub(&handlers_inside, 1);
+        atomic_fetch_sub(&handlers_using[slot], 1);
+    }
 
     wxj_count(retry ? &total_retried : &total_declined, 1);
     return retry;

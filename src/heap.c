@@ -172,7 +172,7 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     heap->chunk_size = (chunk + heap->page_size - 1) / heap->page_size *
                        heap->page_size;
     heap->max_bytes = o.max_bytes;
-    heap->cookie = (uintptr_t)heap * 0x9e3779b97f4a7c15u ^ id;
+    wxj_open_init(&heap->open);
     pthread_mutex_init(&heap->lock, NULL);
     pthread_mutex_lock(&heaps_lock);
     heap->live_next = live;
@@ -205,6 +205,7 @@ int wxjit_heap_destroy(wxjit_heap *heap)
     }
     heap->chunks = NULL;
     wxj_pools_forget_heap(heap);
+    wxj_open_forget(&heap->open);
     pthread_mutex_destroy(&heap->lock);
 
     pthread_mutex_lock(&heaps_lock);

@@ -125,6 +125,22 @@ extern const struct wxj_backend wxj_backend_toggle;
 extern const struct wxj_backend wxj_backend_dualmap;
 extern const struct wxj_backend wxj_backend_rwx;
 
+/* An open reservation as wxjit recorded it (reservations.c). */
+struct wxj_open_rec {
+    uintptr_t exec; /* 0: an empty slot */
+    uint8_t *write;
+    size_t size;
+    uint64_t serial; /* handed to the caller in internal[0] */
+    bool in_place;
+};
+
+struct wxj_open_table {
+    pthread_mutex_t lock;
+    struct wxj_open_rec *slots;
+    size_t cap, count;
+    uint64_t serial;
+};
+
 /* Heap-wide counters; the per-operation ones live in the pools. */
 struct wxj_counters {
     _Atomic uint64_t bytes_mapped, pages, chunks, mprotect_calls, map_calls,
@@ -138,7 +154,7 @@ struct wxjit_heap {
     size_t page_size, chunk_size, max_bytes;
     unsigned flags;               /* WXJIT_HEAP_* */
     enum wxj_object object_first; /* dualmap: first way to get an object */
-    uintptr_t cookie;             /* scrambles reservation internals */
+    struct wxj_open_table open;   /* open reservations */
     pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
     struct wxj_chunk *_Atomic chunks;
     struct wxj_pool *_Atomic pools;
@@ -250,6 +266,18 @@ void wxj_heap_disable(struct wxjit_heap *heap);
 
 /* ---- fork.c ------------------------------------------------------------ */
 void wxj_fork_init(void); /* once per process, from heap creation */
+
+/* ---- reservations.c --------------------------------------------------- */
+void wxj_open_init(struct wxj_open_table *t);
+void wxj_open_forget(struct wxj_open_table *t);
+/* Records rec and sets rec->serial. ENOMEM if the table cannot grow. */
+int wxj_open_add(struct wxj_open_table *t, struct wxj_open_rec *rec);
+/* Takes out the record matching res exactly (exec, write, size and the
+ * serial in both internal words); EINVAL if there is none. */
+int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
+                  struct wxj_open_rec *out);
+void wxj_open_put_back(struct wxj_open_table *t,
+                       const struct wxj_open_rec *rec);
 
 /* ---- fault.c: region registry ----------------------------------------- */
 int wxj_region_register(struct wxj_chunk *chunk);

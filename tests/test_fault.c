@@ -55,14 +55,24 @@ struct executor {
 static void *executor_main(void *arg)
 {
     struct executor *e = arg;
+    stack_t ss = {.ss_sp = NULL}, old;
     if (e->altstack) {
-        stack_t ss = {.ss_sp = malloc(SIGSTKSZ * 4), .ss_size = SIGSTKSZ * 4};
-        CHECK(sigaltstack(&ss, NULL) == 0, "sigaltstack: %s", strerror(errno));
+        ss.ss_sp = malloc(SIGSTKSZ * 4);
+        ss.ss_size = SIGSTKSZ * 4;
+        CHECK(ss.ss_sp, "malloc");
+        CHECK(sigaltstack(&ss, &old) == 0, "sigaltstack: %s", strerror(errno));
     }
     while (!atomic_load(&e->stop)) {
         if (e->fn() != e->expect)
             atomic_fetch_add(&e->wrong, 1);
         atomic_fetch_add(&e->calls, 1);
+    }
+    if (ss.ss_sp) {
+        /* Whatever stack the thread had before (ASan gives each thread
+         * one, and unmaps the current one at thread exit) and no leak. */
+        CHECK(sigaltstack(&old, NULL) == 0, "sigaltstack: %s",
+              strerror(errno));
+        free(ss.ss_sp);
     }
     return NULL;
 }
@@ -140,13 +150,31 @@ static void test_retry_same_page(void)
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
-/* mov eax, imm32 starts 3 bytes before a page boundary and ends on the
- * next page, which is the one held writable: the fault address is on the
- * second page, the PC on the first. */
+/* The first instruction of a return (x86_64: mov eax, imm32; riscv64:
+ * lui) starts EMIT_STRADDLE_AT bytes before a page boundary and ends on
+ * the next page, which is the one held writable: the fault address is on
+ * the second page, the PC on the first. */
 static void test_retry_straddling(bool altstack)
 {
+    if (EMIT_STRADDLE_AT == 0) {
+        printf("  SKIPPED: instruction straddling into a held page: on %s "
+               "every instruction is 4 bytes and 4-byte aligned, none can "
+               "straddle a page boundary\n", EMIT_ARCH);
+        return;
+    }
+    if (wxtest_valgrind()) {
+        /* Seen with Valgrind 3.19: the executor kept running, with every
+         * result right, while the second page was RW. */
+        wxtest_skip(altstack ? "instruction straddling into a held page "
+                               "(alternate signal stack)"
+                             : "instruction straddling into a held page",
+                    "Valgrind checks execute permission where a translated "
+                    "block starts, not on the page an instruction reaches "
+                    "into: nothing faults, so nothing stalls");
+        return;
+    }
     wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
-    size_t size = page + 64, at = page - 3;
+    size_t size = page + 64, at = page - EMIT_STRADDLE_AT;
     uint8_t *code = malloc(size);
     emit_nops(code, at);
     size_t n = at + emit_return_int(code + at, 8);
@@ -224,7 +252,9 @@ static void *expected_addr;
 
 static void call_code(const uint8_t *code, size_t n)
 {
-    as_fn(install_bytes(child_heap, code, n))();
+    int_fn fn = as_fn(install_bytes(child_heap, code, n));
+    wxtest_invalid_access_follows(); /* the call faults on purpose */
+    fn();
 }
 
 static void null_deref_child(void *arg)
@@ -333,18 +363,80 @@ static int scenario_status(void (*body)(void *), enum prev_kind prev,
     return wxtest_in_child(run_scenario, &s);
 }
 
+/* Seen with Valgrind 3.19 (a 10-line program does the same): a fault
+ * whose siginfo the thread queues to itself again (rt_tgsigqueueinfo)
+ * with SIG_DFL in place, as wxjit does to die exactly as without it,
+ * stops Valgrind with "Valgrind received a signal 11 (SIGSEGV)": it takes
+ * a signal whose si_code says "fault" for a fault in its own code. */
+#define VALGRIND_REQUEUED_FAULT                                               \
+    "Valgrind stops with an internal error when a thread re-queues a "        \
+    "fault's siginfo to itself (rt_tgsigqueueinfo), which is how wxjit "      \
+    "forwards a fault to the default action"
+
+/* qemu-user does the same (7.2: "assertion failed: (cpu == current_cpu)",
+ * exit 127): the queued signal reaches its host handler with a fault's
+ * si_code, outside translated code. Under emulation a child does exactly
+ * what wxjit does, to see whether this emulator is affected. */
+static void requeue_handler(int sig, siginfo_t *info, void *uc)
+{
+    (void)uc;
+    signal(sig, SIG_DFL);
+    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), sig,
+            info);
+}
+
+static void requeue_child(void *arg)
+{
+    (void)arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = requeue_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, NULL);
+    int *volatile nowhere = NULL;
+    *nowhere = 1;
+}
+
+/* Why a fault forwarded to the default action cannot be watched here, or
+ * NULL where it can. */
+static const char *requeued_fault_unobservable(void)
+{
+    static const char *why;
+    static bool known;
+    if (known)
+        return why;
+    known = true;
+    if (wxtest_valgrind()) {
+        why = VALGRIND_REQUEUED_FAULT;
+    } else if (wxtest_emulator()) {
+        int status = wxtest_in_child(requeue_child, NULL);
+        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV)
+            why = "the emulator does not survive a thread re-queueing a "
+                  "fault's siginfo to itself (rt_tgsigqueueinfo, how wxjit "
+                  "forwards a fault to the default action): a 10-line "
+                  "child doing only that did not die by SIGSEGV";
+    }
+    return why;
+}
+
 static void test_forwarding(const char *what, void (*body)(void *),
                             int expected_signal)
 {
     char buf[96], line[160];
     int base = scenario_status(body, PREV_NONE, false);
-    int with = scenario_status(body, PREV_NONE, true);
     snprintf(line, sizeof(line), "%s without wxjit", what);
     wxtest_expect_signal(line, base, expected_signal);
-    CHECK(with == base, "%s: with wxjit the child %s, without it %s", what,
-          wxtest_describe(with, buf, sizeof(buf)),
-          wxtest_describe(base, line, sizeof(line)));
-    printf("  %s with wxjit: same death (status %#x)\n", what, with);
+    bool kernel_fault = expected_signal == SIGSEGV && body != raise_child;
+    if (kernel_fault && requeued_fault_unobservable()) {
+        snprintf(line, sizeof(line), "%s with wxjit, default action", what);
+        wxtest_skip(line, requeued_fault_unobservable());
+    } else {
+        int with = scenario_status(body, PREV_NONE, true);
+        CHECK(with == base, "%s: with wxjit the child %s, without it %s", what,
+              wxtest_describe(with, buf, sizeof(buf)),
+              wxtest_describe(base, line, sizeof(line)));
+        printf("  %s with wxjit: same death (status %#x)\n", what, with);
+    }
     if (expected_signal != SIGSEGV)
         return;
     snprintf(line, sizeof(line), "%s -> previous SA_SIGINFO handler", what);
@@ -358,6 +450,11 @@ static void test_ignored(void)
     /* SIG_IGN: a kill(2)-style SIGSEGV stays ignored, a real fault kills. */
     wxtest_expect_exit("raise(SIGSEGV) while ignored, with wxjit",
                        scenario_status(raise_child, PREV_IGNORE, true), 0);
+    if (requeued_fault_unobservable()) {
+        wxtest_skip("NULL deref while ignored, with wxjit",
+                    requeued_fault_unobservable());
+        return;
+    }
     wxtest_expect_signal("NULL deref while ignored, with wxjit",
                          scenario_status(null_deref_child, PREV_IGNORE, true),
                          SIGSEGV);
@@ -384,7 +481,8 @@ int main(void)
     test_forwarding("raise(SIGSEGV)", raise_child, SIGSEGV);
     test_forwarding("own page held writable by the caller",
                     self_writer_child, SIGSEGV);
-    /* Freed code is int3-filled: a stale call traps (SIGTRAP) at once. */
+    /* Freed code is trap-filled (int3, brk, c.ebreak): a stale call traps
+     * (SIGTRAP) at once. */
     test_forwarding("call into freed code", call_freed_child, SIGTRAP);
     test_ignored();
 

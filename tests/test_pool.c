@@ -408,10 +408,10 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
         }
         const uint8_t *p = c->f[i];
         for (int j = 0; j < 16; j++)
-            CHECK(p[j] == 0xcc,
+            CHECK(p[j] == emit_trap_byte(p + j),
                   "function %d freed by another thread: byte %d is %#x, "
-                  "expected 0xcc",
-                  i, j, p[j]);
+                  "expected %#x (%s)",
+                  i, j, p[j], emit_trap_byte(p + j), EMIT_TRAP_NAME);
         CHECK_RET(wxjit_free(c->heap, c->f[i]), EINVAL); /* already freed */
     }
     for (int i = 0; i < EXTRA; i++)
@@ -435,7 +435,7 @@ static void test_cross_thread_free(void)
     printf("  cross-thread free: %d times, thread B freed %d of thread A's "
            "functions while A installed %d more on the same page and thread C "
            "called the other %d (%ld rounds in all): all correct, freed bytes "
-           "0xcc, double free EINVAL (%llu faults retried)\n",
+           "traps, double free EINVAL (%llu faults retried)\n",
            REPEATS, SHARED / 2, EXTRA, SHARED / 2, call_rounds,
            (unsigned long long)retried);
 }

@@ -80,8 +80,10 @@ static void *installer_main(void *arg)
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
         struct record *r = malloc(sizeof(*r));
         CHECK(r, "malloc");
-        /* Sizes from 6 to ~200 bytes: several functions per page. */
+        /* Sizes from one return to ~200 bytes: several functions per
+         * page. Padding in whole instructions. */
         size_t pad = xorshift(&rng) % 192;
+        pad -= pad % EMIT_INSN_ALIGN;
         r->expect = (int)xorshift(&rng);
         size_t len = emit_nops(code, pad);
         len += emit_return_int(code + len, r->expect);
@@ -119,6 +121,7 @@ int main(int argc, char **argv)
               executors <= MAX_THREADS && seconds > 0,
           "bad arguments");
     wxtest_enter_wx_policy();
+    wxtest_require_alias_writes_run("test_stress");
     CHECK_OK(wxjit_fault_handler_install());
     CHECK_OK(wxjit_heap_create(NULL, &heap));
 

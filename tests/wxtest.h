@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "emit.h"
 #include "wx_policy.h"
 #include "wxjit.h"
 
@@ -57,27 +58,197 @@ static inline int_fn as_fn(void *code)
     return fn;
 }
 
-/* The W^X policy (tools/wx_policy.h) or a loud failure. */
+/* ---- checking tools -------------------------------------------------------
+ * The same tests run natively and under ASan+UBSan, TSan and Valgrind
+ * memcheck (make check-asan, check-tsan, check-valgrind). A check that a
+ * tool makes impossible is skipped with its reason printed (wxtest_skip),
+ * a whole test with exit status WXTEST_SKIPPED, which ctest reports as
+ * "Skipped": never a silent pass. */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WXTEST_ASAN 1
+#endif
+#if __has_feature(thread_sanitizer)
+#define WXTEST_TSAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(WXTEST_ASAN)
+#define WXTEST_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__) && !defined(WXTEST_TSAN)
+#define WXTEST_TSAN 1
+#endif
+#ifdef WXJIT_HAVE_VALGRIND_H
+#include <valgrind/memcheck.h>
+#endif
+
+#define WXTEST_SKIPPED 77 /* SKIP_RETURN_CODE in tests/CMakeLists.txt */
+
+static inline bool wxtest_valgrind(void)
+{
+#ifdef WXJIT_HAVE_VALGRIND_H
+    return RUNNING_ON_VALGRIND;
+#else
+    return false; /* the build has no client requests: see CMakeLists */
+#endif
+}
+
+/* Under a user-mode emulator (qemu-user running a cross build, see
+ * tools/wx_policy.h): what runs on what, for messages; NULL natively. */
+static inline const char *wxtest_emulator(void)
+{
+    static char what[96];
+    char kernel[32];
+    if (!what[0] && wx_policy_emulated(kernel, sizeof(kernel)))
+        snprintf(what, sizeof(what), "user-mode emulation (%s program, %s "
+                 "kernel)", WX_POLICY_ARCH_NAME, kernel);
+    return what[0] ? what : NULL;
+}
+
+/* The tool the test runs under, for messages; NULL natively. */
+static inline const char *wxtest_tool(void)
+{
+#if defined(WXTEST_ASAN)
+    return "ASan";
+#elif defined(WXTEST_TSAN)
+    return "TSan";
+#else
+    return wxtest_valgrind() ? "Valgrind" : wxtest_emulator();
+#endif
+}
+
+static inline void wxtest_skip(const char *what, const char *why)
+{
+    printf("  SKIPPED under %s: %s: %s\n", wxtest_tool(), what, why);
+}
+
+static inline void wxtest_skip_all(const char *test, const char *why)
+{
+    printf("%s: SKIPPED under %s: %s\n", test, wxtest_tool(), why);
+    exit(WXTEST_SKIPPED);
+}
+
+/* What the calling thread does next is an invalid access on purpose (a
+ * death test's NULL dereference or jump to unmapped memory): memcheck is
+ * told not to count it, or --error-exitcode would replace the exit status
+ * the test checks. Only for the rest of the thread's life: call it just
+ * before the access, in the child that is to die of it. */
+static inline void wxtest_invalid_access_follows(void)
+{
+#ifdef WXJIT_HAVE_VALGRIND_H
+    VALGRIND_DISABLE_ERROR_REPORTING;
+#endif
+}
+
+/* ---- the W^X policy and /proc/self/maps ---------------------------------- */
+
+/* Whether wxtest_enter_wx_policy puts the kernel-enforced policy in
+ * place: everywhere but under Valgrind and user-mode emulation. */
+static inline bool wxtest_policy_enforced(void)
+{
+    return !wxtest_valgrind() && !wxtest_emulator();
+}
+
+/* The W^X policy (tools/wx_policy.h) or a loud failure. Not under
+ * Valgrind, which (3.19) does not implement seccomp(2) and, were it to,
+ * would be stopped by the filter: its own translation cache and heap are
+ * RWX mappings that it adds as the program runs. There the W+X checks
+ * (wxtest_wx_mappings) still read /proc/self/maps. */
 static inline void wxtest_enter_wx_policy(void)
 {
+    if (wxtest_valgrind()) {
+        printf("  W^X seccomp policy NOT entered under Valgrind (no "
+               "seccomp(2); Valgrind maps its own code cache RWX): W+X "
+               "checks count the program's own mappings only\n");
+        return;
+    }
     int err = wx_policy_enter();
+    if (err == WX_POLICY_EMULATED) {
+        printf("  W^X seccomp policy NOT entered under %s: qemu-user "
+               "refuses seccomp, and a filter for this ABI would judge the "
+               "emulator's own system calls; W+X checks read the emulated "
+               "/proc/self/maps\n", wxtest_emulator());
+        return;
+    }
     CHECK(err == 0, "entering the W^X policy: %s", strerror(err));
 }
 
+/* Under Valgrind: whether memcheck lets the program touch the byte at
+ * addr. Every mapping the program gets from mmap (wxjit's chunks and
+ * views among them) is addressable from its first byte; Valgrind's own
+ * mappings (code cache, its heap, the arena it serves malloc from, whose
+ * first bytes are block headers) are not. */
+static inline bool wxtest_client_addressable(uintptr_t addr)
+{
+#ifdef WXJIT_HAVE_VALGRIND_H
+    unsigned char vbits;
+    /* 3: not addressable (no error is reported); 1: addressable; 0: not
+     * memcheck, which cannot tell: counted as the program's. */
+    return VALGRIND_GET_VBITS((void *)addr, &vbits, 1) != 3;
+#else
+    (void)addr;
+    return true;
+#endif
+}
+
+/* W+X mappings in /proc/self/maps: all of them natively; under Valgrind
+ * the program's own (Valgrind's are W+X by design, see above). */
 static inline int wxtest_wx_mappings(void)
 {
-    int n = wx_policy_wx_mappings();
-    CHECK(n >= 0, "cannot read /proc/self/maps");
+    if (!wxtest_valgrind()) {
+        int n = wx_policy_wx_mappings();
+        CHECK(n >= 0, "cannot read /proc/self/maps");
+        return n;
+    }
+    FILE *f = fopen("/proc/self/maps", "r");
+    CHECK(f, "open maps: %s", strerror(errno));
+    char line[512], perms[8];
+    unsigned long start;
+    int n = 0, valgrinds = 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "%lx-%*x %7s", &start, perms) != 2 ||
+            perms[1] != 'w' || perms[2] != 'x')
+            continue;
+        if (!wxtest_client_addressable(start)) {
+            valgrinds++;
+            continue;
+        }
+        fprintf(stderr, "W+X mapping of the program: %s", line);
+        n++;
+    }
+    fclose(f);
+    printf("  (W+X mappings: %d of the program, %d of Valgrind's own "
+           "ignored)\n", n, valgrinds);
     return n;
 }
 
+/* Lines of /proc/self/maps, for bounds on how many mappings wxjit makes.
+ * Natively all of them. Under a checking tool, whose own allocator maps
+ * memory in steps as the program allocates (which says nothing about
+ * wxjit), only the lines that can be wxjit's: under ASan and TSan the
+ * executable or shared ones (every code mapping of wxjit is one, and a
+ * split one shows as more of them), under Valgrind the program's own
+ * (wxtest_client_addressable). */
 static inline int wxtest_mapping_count(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
     CHECK(f, "open maps: %s", strerror(errno));
-    int n = 0, c;
-    while ((c = fgetc(f)) != EOF)
-        n += c == '\n';
+    char line[512], perms[8];
+    unsigned long start;
+    int n = 0;
+    bool valgrind = wxtest_valgrind();
+    while (fgets(line, sizeof(line), f)) {
+        if (!strchr(line, '\n') ||
+            sscanf(line, "%lx-%*x %7s", &start, perms) != 2)
+            continue;
+#if defined(WXTEST_ASAN) || defined(WXTEST_TSAN)
+        if (perms[2] != 'x' && perms[3] != 's')
+            continue;
+#endif
+        if (valgrind && !wxtest_client_addressable(start))
+            continue;
+        n++;
+    }
     fclose(f);
     return n;
 }
@@ -127,6 +298,62 @@ static inline void wxtest_expect_exit(const char *what, int status, int code)
           "%s: child %s, expected exit %d", what,
           wxtest_describe(status, buf, sizeof(buf)), code);
     printf("  %s: exited %d, as expected\n", what, code);
+}
+
+/* ---- user-mode emulation: code written through a second mapping --------
+ * qemu-user caches translations of guest code and drops them when it sees
+ * the code change: a write through the same mapping, an mprotect or munmap
+ * of it, and (aarch64, qemu 8.1 and later) an ic ivau. A write through a
+ * second mapping of the same memory, which is how the dualmap backend
+ * writes, is none of these: qemu 7.2 (Debian 12) goes on running the old
+ * code, for aarch64 and riscv64 alike (no qemu acts on riscv64's fence.i or
+ * riscv_flush_icache). Checked here, not assumed: one shared page mapped
+ * RW and RX, code run, rewritten through the RW view, flushed as wxjit
+ * flushes, run again. */
+static inline bool wxtest_alias_writes_run(void)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    int fd = memfd_create("wxtest-alias-probe", MFD_CLOEXEC);
+    CHECK(fd >= 0 && ftruncate(fd, (off_t)page) == 0, "memfd: %s",
+          strerror(errno));
+    uint8_t *rw = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    uint8_t *rx = mmap(NULL, page, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+    CHECK(rw != MAP_FAILED && rx != MAP_FAILED, "mmap: %s", strerror(errno));
+    close(fd);
+    int got[2];
+    for (int i = 0; i < 2; i++) {
+        size_t n = emit_return_int(rw, i + 1);
+        __builtin___clear_cache((char *)rx, (char *)rx + n);
+        got[i] = as_fn(rx)();
+    }
+    munmap(rw, page);
+    munmap(rx, page);
+    CHECK(got[0] == 1, "dual-mapped probe returned %d, expected 1", got[0]);
+    return got[1] == 2;
+}
+
+/* Under emulation, when the heaps this test creates by default are
+ * dual-mapped and the emulator keeps running code that was replaced
+ * through the RW view, every check of rewritten code (reuse after free,
+ * patches, fork children installing over freed space) would fail for the
+ * emulator's sake: the test exits WXTEST_SKIPPED saying so. Natively this
+ * never skips. */
+static inline void wxtest_require_alias_writes_run(const char *test)
+{
+    wxjit_heap *h;
+    wxjit_backend b;
+    if (!wxtest_emulator())
+        return;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    CHECK_OK(wxjit_heap_backend(h, &b));
+    CHECK_OK(wxjit_heap_destroy(h));
+    if (b == WXJIT_BACKEND_DUALMAP && !wxtest_alias_writes_run())
+        wxtest_skip_all(test, "dualmap writes code through a second (RW) "
+                        "mapping, and this emulator kept running the old "
+                        "code after such a write and an icache flush (probe: "
+                        "one page mapped RW and RX, rewritten, returned the "
+                        "old value); qemu-user only sees writes through the "
+                        "executable mapping");
 }
 
 #endif /* WXTEST_H */

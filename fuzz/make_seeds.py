@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of fuzz/fuzz_api.c into fuzz/corpus/: short
+sequences that reach each operation with valid arguments, so the fuzzer
+starts from inputs that do something. Run from anywhere; the files are
+small and deterministic, and kept in the repository."""
+import os
+import struct
+
+OPS = ['create', 'destroy', 'reserve', 'commit', 'abort', 'install', 'patch',
+       'patch_atomic', 'free', 'stats', 'handle_fault', 'handler', 'backend']
+OP = {name: i for i, name in enumerate(OPS)}
+HEAP0 = 0  # heap selector: the first live heap
+
+
+def code(k=0, value=42, seed=7):
+    """make_code(): nops, imm32 value, padding seed."""
+    return bytes([k]) + struct.pack('<i', value) + bytes([seed])
+
+
+def small(n):
+    """pick_size(): class 6+, 1 + n % 96 bytes."""
+    return bytes([6, (n - 1) % 96])
+
+
+def create(backend=0, chunk_pages=None, cap_pages=None, flags=0):
+    c = 0 if chunk_pages is None else 1 + 4 * (chunk_pages - 1)
+    m = 0 if cap_pages is None else 1 + 2 * cap_pages
+    return bytes([OP['create'], backend, c, m, flags])
+
+
+def install(n=32, value=42, k=0, align=0):
+    return bytes([OP['install'], HEAP0]) + small(n) + bytes([align, 0]) + \
+        code(k, value)
+
+
+def reserve(n=48, in_place=False, value=7, k=0):
+    return bytes([OP['reserve'], HEAP0]) + small(n) + \
+        bytes([0, 5 if in_place else 0, 0]) + code(k, value)
+
+
+def commit(sel=0, used_class=2):
+    return bytes([OP['commit'], HEAP0, sel, used_class])
+
+
+def abort(sel=0):
+    return bytes([OP['abort'], HEAP0, sel])
+
+
+def free(sel=0):
+    return bytes([OP['free'], HEAP0, sel])
+
+
+def patch(sel=0, off=1, length=4, data=b'\x11\x22\x33\x44'):
+    return bytes([OP['patch'], HEAP0, sel]) + struct.pack('<HH', off, length - 1) + \
+        bytes([0]) + data
+
+
+def patch_atomic(width_sel=2, sel=0, off=4, data=b'\x55\x66\x77\x88'):
+    return bytes([OP['patch_atomic'], HEAP0, width_sel, sel]) + \
+        struct.pack('<H', off) + bytes([0]) + data
+
+
+SEEDS = {
+    'install-call-free': install(value=1) + install(value=2, k=3) +
+    install(value=3, align=1) + free(0) + free(8) + bytes([OP['stats'], 0, 0]),
+    'reserve-commit': reserve(64) + commit(0, 2) + reserve(200, value=9) +
+    commit(0, 3),
+    'in-place': install(value=5) + reserve(40, in_place=True) + commit(0, 2) +
+    reserve(40, in_place=True, value=6) + abort(0),
+    'patch': install(value=10, k=3) + patch(0, 4, 4) + patch_atomic(2, 0, 4),
+    'small-chunks-cap': create(4, 2, 4) + create(5, 1, 3) +
+    b''.join(install(value=i, n=90) for i in range(40)),
+    'garbage': install() + free(10) + free(12) + free(13) + free(8) +
+    commit(14, 0) + abort(12) + bytes([OP['destroy'], 6]),
+    'faults': install(value=3) + reserve(32, in_place=True) +
+    bytes([OP['handle_fault'], 0, 0, 0, 0, 0]) +
+    bytes([OP['handle_fault'], 0, 0, 0, 0, 0]) +
+    bytes([OP['handle_fault'], 0, 3, 5, 2, 0]) + bytes([OP['handler']]),
+    'heaps': create(4) + create(5, 8, None, 1) + create(6, None, None, 2) +
+    create(7) + bytes([OP['destroy'], 0, OP['backend'], 6, 0]) + install(),
+    'churn': b''.join(install(value=i, n=16 + 8 * (i % 9)) + free(i % 3 * 16)
+                      for i in range(24)),
+}
+
+
+def main():
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus')
+    os.makedirs(out, exist_ok=True)
+    for name, data in SEEDS.items():
+        with open(os.path.join(out, 'seed-' + name), 'wb') as f:
+            f.write(data)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,178 @@
+/* sljit's executable allocator on one process-wide wxjit heap: the four
+ * SLJIT_*_EXEC / SLJIT_UPDATE_WX_FLAGS hooks of sljitConfigPre.h. Each
+ * block sljit asks for is an in-place reservation that the calling thread
+ * keeps in a small thread-local table from malloc to seal (or to free,
+ * for PCRE2's probe block), because sljit names it first by its write
+ * address and then by its executable address, never by a handle. */
+#include "wxjit_sljit.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <wxjit.h>
+
+static pthread_once_t heap_once = PTHREAD_ONCE_INIT;
+static wxjit_heap *heap;
+static int heap_err;
+
+/* The calling thread's unsealed blocks; a free slot has exec == NULL
+ * (wxjit clears a reservation when it is committed or aborted). */
+static _Thread_local wxjit_reservation open_blocks[WXJIT_SLJIT_OPEN_MAX];
+
+static _Atomic(wxjit_sljit_seal_hook *) seal_hook;
+
+/* sljit's hooks cannot return an error: a seal or free that wxjit refuses
+ * means the host passed a block that is not (or no longer) its own, which
+ * is a crash waiting to happen. Stop here, loudly, like free() does. */
+static _Noreturn void die(const char *what, const void *addr, int err)
+{
+    fprintf(stderr, "wxjit_sljit: %s %p: %s\n", what, addr, strerror(err));
+    abort();
+}
+
+static const char *backend_name(void)
+{
+    wxjit_backend b;
+    const char *name = "?";
+    if (wxjit_heap_backend(heap, &b) == 0)
+        wxjit_backend_name(b, &name);
+    return name;
+}
+
+static void print_stats(void)
+{
+    wxjit_stats s;
+    if (wxjit_stats_get(heap, &s) != 0)
+        return;
+    fprintf(stderr,
+            "wxjit_sljit: backend=%s installs=%llu frees=%llu "
+            "bytes_live=%llu pages=%llu chunks=%llu bytes_mapped=%llu "
+            "mprotect_calls=%llu map_calls=%llu syscalls=%llu "
+            "faults_retried=%llu\n",
+            backend_name(), (unsigned long long)s.installs,
+            (unsigned long long)s.frees, (unsigned long long)s.bytes_live,
+            (unsigned long long)s.pages, (unsigned long long)s.chunks,
+            (unsigned long long)s.bytes_mapped,
+            (unsigned long long)s.mprotect_calls,
+            (unsigned long long)s.map_calls, (unsigned long long)s.syscalls,
+            (unsigned long long)s.faults_retried);
+}
+
+static void heap_init(void)
+{
+    wxjit_heap *h = NULL;
+    wxjit_backend b = WXJIT_BACKEND_AUTO;
+    heap_err = wxjit_heap_create(NULL, &h);
+    if (heap_err == 0)
+        heap_err = wxjit_heap_backend(h, &b);
+    /* toggle needs the fault-retry handler before any page of the heap can
+     * be both executed by one thread and written by another; dualmap never
+     * makes an executable page writable, so it leaves SIGSEGV alone. */
+    if (heap_err == 0 && b == WXJIT_BACKEND_TOGGLE)
+        heap_err = wxjit_fault_handler_install();
+    if (heap_err != 0) {
+        if (h)
+            wxjit_heap_destroy(h);
+        /* sljit only sees NULL from SLJIT_MALLOC_EXEC and PCRE2 turns its
+         * JIT off quietly: say once why. */
+        fprintf(stderr, "wxjit_sljit: no executable heap: %s\n",
+                strerror(heap_err));
+        return;
+    }
+    heap = h;
+    const char *stats = getenv("WXJIT_SLJIT_STATS");
+    if (stats && *stats && strcmp(stats, "0") != 0)
+        atexit(print_stats);
+}
+
+struct wxjit_heap *wxjit_sljit_heap(int *err)
+{
+    pthread_once(&heap_once, heap_init);
+    if (err)
+        *err = heap_err;
+    return heap;
+}
+
+static wxjit_reservation *open_by_write(const void *write)
+{
+    for (int i = 0; i < WXJIT_SLJIT_OPEN_MAX; i++)
+        if (open_blocks[i].exec && open_blocks[i].write == write)
+            return &open_blocks[i];
+    return NULL;
+}
+
+static wxjit_reservation *open_by_exec(const void *exec)
+{
+    for (int i = 0; i < WXJIT_SLJIT_OPEN_MAX; i++)
+        if (open_blocks[i].exec && open_blocks[i].exec == exec)
+            return &open_blocks[i];
+    return NULL;
+}
+
+void *wxjit_sljit_malloc_exec(size_t size)
+{
+    wxjit_heap *h = wxjit_sljit_heap(NULL);
+    wxjit_reservation *slot = NULL;
+    for (int i = 0; !slot && i < WXJIT_SLJIT_OPEN_MAX; i++)
+        if (!open_blocks[i].exec)
+            slot = &open_blocks[i];
+    if (!h || !slot)
+        return NULL;
+    /* sljit's own allocators hand out empty blocks; wxjit wants a byte. */
+    if (wxjit_reserve(h, size ? size : 1, 0, WXJIT_RESERVE_IN_PLACE, slot))
+        return NULL;
+    return slot->write;
+}
+
+ptrdiff_t wxjit_sljit_exec_offset(void *ptr)
+{
+    wxjit_reservation *r = open_by_write(ptr);
+    if (!r)
+        die("exec offset of a block this thread did not allocate", ptr,
+            EINVAL);
+    return (uint8_t *)r->exec - (uint8_t *)r->write;
+}
+
+void wxjit_sljit_update_wx_flags(void *from, void *to, int enable_exec)
+{
+    if (!enable_exec)
+        die("rewriting sealed code (sljit_set_jump_addr, sljit_set_const) "
+            "is not supported, at",
+            from, ENOTSUP);
+    wxjit_reservation *r = open_by_exec(from);
+    if (!r)
+        die("sealing a block this thread does not hold", from, EINVAL);
+    /* sljit seals the bytes it emitted, often fewer than it asked for:
+     * wxjit gives the rest back and fills it with traps. */
+    size_t used = (uint8_t *)to > (uint8_t *)from
+                      ? (size_t)((uint8_t *)to - (uint8_t *)from)
+                      : 1;
+    int err = wxjit_commit(wxjit_sljit_heap(NULL), r, used);
+    if (err)
+        die("sealing", from, err);
+    wxjit_sljit_seal_hook *hook =
+        atomic_load_explicit(&seal_hook, memory_order_acquire);
+    if (hook)
+        hook(from, used);
+}
+
+void wxjit_sljit_free_exec(void *exec)
+{
+    if (!exec)
+        return;
+    wxjit_heap *h = wxjit_sljit_heap(NULL);
+    wxjit_reservation *r = open_by_exec(exec);
+    int err = !h ? EINVAL : r ? wxjit_abort(h, r) : wxjit_free(h, exec);
+    if (err)
+        die("freeing", exec, err);
+}
+
+void wxjit_sljit_set_seal_hook(wxjit_sljit_seal_hook *hook)
+{
+    atomic_store_explicit(&seal_hook, hook, memory_order_release);
+}

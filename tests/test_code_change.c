@@ -1,0 +1,133 @@
+/* Code bytes that change at an address that has already run: freed code
+ * replaced by new code at the same address (installed, or written through
+ * an in-place reservation) and patched code. Every function runs before
+ * its bytes change, so a binary translator that caches translated code
+ * runs the old code unless wxjit tells it the bytes changed
+ * (src/code_changed.h). Under Valgrind with the dualmap backend, whose
+ * writes through the RW view Valgrind cannot see, this test fails without
+ * that hook (a reused address returns the old value); natively it checks
+ * the same results. */
+#include "emit.h"
+#include "wxtest.h"
+
+static size_t page;
+static wxjit_heap *heap;
+
+static void *install_int(int32_t v)
+{
+    uint8_t buf[32];
+    void *exec;
+    CHECK_OK(wxjit_install(heap, buf, emit_return_int(buf, v), 0, &exec));
+    return exec;
+}
+
+/* A function returning v, written through an in-place reservation: at
+ * its executable address (toggle) or the RW alias (dualmap). */
+static void *commit_in_place(int32_t v)
+{
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(heap, EMIT_RETURN_INT_SIZE, 0,
+                           WXJIT_RESERVE_IN_PLACE, &r));
+    void *exec = r.exec;
+    CHECK_OK(wxjit_commit(heap, &r, emit_return_int(r.write, v)));
+    return exec;
+}
+
+static void expect_returns(const char *what, void *f, int32_t v)
+{
+    int got = as_fn(f)();
+    CHECK(got == v, "%s: the function at %p returned %d, expected %d", what, f,
+          got, v);
+}
+
+/* Puts a function returning v at `at`, freed just before: the thread's
+ * tail runs on first, the freed space comes back once it is used up.
+ * Functions placed elsewhere meanwhile are freed again afterwards. */
+static void place_at(void *at, int32_t v, bool in_place)
+{
+    size_t limit = 2 * (page / EMIT_RETURN_INT_SIZE) + 2, n = 0;
+    void **others = malloc(limit * sizeof(*others));
+    CHECK(others, "malloc");
+    void *got = NULL;
+    while (n < limit) {
+        got = in_place ? commit_in_place(v) : install_int(v);
+        if (got == at)
+            break;
+        others[n++] = got;
+    }
+    CHECK(got == at,
+          "the freed function's space %p was not reused in %zu "
+          "placements",
+          at, n);
+    for (size_t i = 0; i < n; i++)
+        CHECK_OK(wxjit_free(heap, others[i]));
+    free(others);
+}
+
+static void call_freed(void *f)
+{
+    as_fn(f)();
+}
+
+static void test_reuse(void)
+{
+    void *f = install_int(1);
+    expect_returns("before free", f, 1);
+    CHECK_OK(wxjit_free(heap, f));
+    wxtest_expect_signal("calling the freed function (it ran before)",
+                         wxtest_in_child(call_freed, f), SIGTRAP);
+
+    place_at(f, 2, false);
+    expect_returns("installed over freed code", f, 2);
+    printf("  reuse: %p returned 1, was freed (a call traps), and the "
+           "function installed at the same address returns 2\n",
+           f);
+
+    CHECK_OK(wxjit_free(heap, f));
+    place_at(f, 3, true);
+    expect_returns("reserved in place over freed code", f, 3);
+    printf("  reuse: freed again, and an in-place reservation committed "
+           "at the same address returns 3\n");
+    CHECK_OK(wxjit_free(heap, f));
+}
+
+static void test_patch(void)
+{
+    uint8_t buf[32];
+    void *f;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 10), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    int32_t v = 11;
+    expect_returns("before patching", f, 10);
+    CHECK_OK(wxjit_patch(heap, imm, &v, sizeof(v)));
+    expect_returns("wxjit_patch of the immediate", f, 11);
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 12, 4));
+    expect_returns("wxjit_patch_atomic of the immediate", f, 12);
+    size_t n = emit_return_int_patchable(buf, 13);
+    CHECK_OK(wxjit_patch(heap, f, buf, n));
+    expect_returns("wxjit_patch of the whole function", f, 13);
+    printf("  patch: %p returned 10, then 11, 12 and 13 after each patch\n",
+           f);
+    CHECK_OK(wxjit_free(heap, f));
+}
+
+int main(void)
+{
+    wxtest_enter_wx_policy();
+    wxtest_require_alias_writes_run("test_code_change");
+    page = (size_t)sysconf(_SC_PAGESIZE);
+    CHECK_OK(wxjit_heap_create(NULL, &heap));
+    wxjit_backend b;
+    const char *name;
+    CHECK_OK(wxjit_heap_backend(heap, &b));
+    CHECK_OK(wxjit_backend_name(b, &name));
+    printf("test_code_change (%s%s):\n", name,
+           wxtest_valgrind() ? ", under Valgrind" : "");
+    test_reuse();
+    test_patch();
+    CHECK_EQ(wxtest_wx_mappings(), 0);
+    CHECK_OK(wxjit_heap_destroy(heap));
+    printf("test_code_change: ok\n");
+    return 0;
+}
