@@ -356,6 +356,7 @@ static void test_nofile(void)
 int main(void)
 {
     wxtest_enter_wx_policy();
+    wxtest_require_alias_writes_run("test_exhaustion");
     page = (size_t)sysconf(_SC_PAGESIZE);
     CHECK_OK(wxjit_fault_handler_install());
     wxjit_heap *h;
