@@ -117,6 +117,20 @@ static inline size_t emit_call_add(uint8_t *p, uintptr_t addr, int32_t add)
     return n + put(p + n, "\x48\x83\xc4\x08\xc3", 5); /* add rsp, 8; ret */
 }
 
+/* return ((int (*)(void))fn)() run with the stack pointer at stack_top
+ * (16-aligned), then the caller's stack again. */
+static inline size_t emit_call_on_stack(uint8_t *p, uintptr_t stack_top,
+                                        uintptr_t fn)
+{
+    size_t n = put(p, "\x49\x89\xe3", 3);   /* mov r11, rsp */
+    n += put(p + n, "\x48\xbc", 2);         /* movabs rsp, stack_top */
+    memcpy(p + n, &stack_top, 8);
+    n += 8;
+    n += emit_addr_to_scratch(p + n, fn);   /* movabs rax, fn */
+    n += put(p + n, "\xff\xd0", 2);         /* call rax */
+    return n + put(p + n, "\x4c\x89\xdc\xc3", 4); /* mov rsp, r11; ret */
+}
+
 #elif defined(__aarch64__)
 
 /* A64 encodings: Arm ARM C6 (MOVZ/MOVK, LDR literal, LDR/STRB unsigned
@@ -227,6 +241,22 @@ static inline size_t emit_call_add(uint8_t *p, uintptr_t addr, int32_t add)
     n += a64_mov_w(p + n, A64_X1, add);
     n += put32(p + n, 0x0b010000u);     /* add w0, w0, w1 */
     n += put32(p + n, 0xa8c17bfdu);     /* ldp x29, x30, [sp], #16 */
+    return n + put32(p + n, 0xd65f03c0u); /* ret */
+}
+
+/* x17 keeps the caller's sp; it and the link register are saved on the
+ * new stack across the call. */
+static inline size_t emit_call_on_stack(uint8_t *p, uintptr_t stack_top,
+                                        uintptr_t fn)
+{
+    size_t n = put32(p, 0x910003f1u);   /* mov x17, sp */
+    n += emit_addr_to_scratch(p + n, stack_top);
+    n += put32(p + n, 0x9100021fu);     /* mov sp, x16 */
+    n += put32(p + n, 0xa9bf7bf1u);     /* stp x17, x30, [sp, #-16]! */
+    n += emit_addr_to_scratch(p + n, fn);
+    n += put32(p + n, 0xd63f0200u);     /* blr x16 */
+    n += put32(p + n, 0xa8c17bf1u);     /* ldp x17, x30, [sp], #16 */
+    n += put32(p + n, 0x9100023fu);     /* mov sp, x17 */
     return n + put32(p + n, 0xd65f03c0u); /* ret */
 }
 
@@ -355,6 +385,25 @@ static inline size_t emit_call_add(uint8_t *p, uintptr_t addr, int32_t add)
     n += put32(p + n, 0x0065053bu); /* addw a0, a0, t1 */
     n += put32(p + n, RV_LD(RV_RA, RV_SP, 8));
     n += put32(p + n, RV_ADDI(RV_SP, RV_SP, 16));
+    return n + put32(p + n, RV_RET);
+}
+
+/* t1 keeps the caller's sp; it and ra are saved on the new stack across
+ * the call. Both literals land 8-aligned (at 8 and 48). */
+static inline size_t emit_call_on_stack(uint8_t *p, uintptr_t stack_top,
+                                        uintptr_t fn)
+{
+    size_t n = emit_addr_to_scratch(p, stack_top);
+    n += put32(p + n, RV_ADDI(RV_T1, RV_SP, 0));
+    n += put32(p + n, RV_ADDI(RV_SP, RV_T0, 0));
+    n += put32(p + n, RV_ADDI(RV_SP, RV_SP, -16));
+    n += put32(p + n, rv_s(3, RV_SP, RV_T1, 0)); /* sd t1, 0(sp) */
+    n += put32(p + n, rv_s(3, RV_SP, RV_RA, 8)); /* sd ra, 8(sp) */
+    n += emit_addr_to_scratch(p + n, fn);
+    n += put32(p + n, RV_JALR(RV_RA, RV_T0));
+    n += put32(p + n, RV_LD(RV_RA, RV_SP, 8));
+    n += put32(p + n, RV_LD(RV_T1, RV_SP, 0));
+    n += put32(p + n, RV_ADDI(RV_SP, RV_T1, 0));
     return n + put32(p + n, RV_RET);
 }
 

@@ -100,21 +100,6 @@ static void release(struct held *x)
  * function from there: a signal frame pushed on that stack would run into
  * the guard and the kernel would kill the process. The fault is retried
  * only because the handler runs on the alternate stack (SA_ONSTACK). */
-#if defined(__x86_64__)
-#define HAVE_TRAMPOLINE 1
-static size_t emit_trampoline(uint8_t *p, uintptr_t stack_top, uintptr_t fn)
-{
-    size_t n = put(p, "\x49\x89\xe3", 3);   /* mov r11, rsp */
-    n += put(p + n, "\x48\xbc", 2);         /* movabs rsp, stack_top */
-    memcpy(p + n, &stack_top, 8);
-    n += 8;
-    n += emit_addr_to_scratch(p + n, fn);   /* movabs rax, fn */
-    n += put(p + n, "\xff\xd0", 2);         /* call rax */
-    n += put(p + n, "\x4c\x89\xdc\xc3", 4); /* mov rsp, r11; ret */
-    return n;
-}
-#endif
-
 struct alt {
     void *trampoline;
     bool altstack;
@@ -135,7 +120,6 @@ static void *alt_executor(void *arg)
     return NULL;
 }
 
-#ifdef HAVE_TRAMPOLINE
 static void alt_run(bool altstack)
 {
     struct held x;
@@ -147,11 +131,12 @@ static void alt_run(bool altstack)
     CHECK(stack != MAP_FAILED && mprotect(stack, page, PROT_NONE) == 0,
           "guarded stack");
     wxjit_heap *h = heap_of(WXJIT_BACKEND_AUTO);
-    uint8_t code[64];
+    uint8_t code[128]; /* the trampoline: 80 bytes on riscv64 */
     void *tramp;
     CHECK_OK(wxjit_install(h, code,
-                           emit_trampoline(code, (uintptr_t)stack + page + 256,
-                                           (uintptr_t)x.fn),
+                           emit_call_on_stack(code,
+                                              (uintptr_t)stack + page + 256,
+                                              (uintptr_t)x.fn),
                            0, &tramp));
     struct alt a = {tramp, altstack, 0, 0};
     pthread_t t;
@@ -172,11 +157,9 @@ static void alt_child(void *arg)
     alarm(10);
     alt_run(false);
 }
-#endif
 
 static void test_altstack(void)
 {
-#ifdef HAVE_TRAMPOLINE
     if (wxtest_valgrind()) {
         wxtest_skip("fault on the alternate signal stack", "Valgrind "
                     "delivers signals on stacks of its own");
@@ -187,10 +170,6 @@ static void test_altstack(void)
            "alternate signal stack, call returned its value\n");
     wxtest_expect_signal("the same without an alternate stack",
                          wxtest_in_child(alt_child, NULL), SIGSEGV);
-#else
-    printf("  SKIPPED: the stack-switching trampoline exists for x86_64 "
-           "only\n");
-#endif
 }
 
 /* ---- locks ---------------------------------------------------------------
