@@ -3,6 +3,9 @@
  * harness and its model checks, built with the test compiler and without
  * libFuzzer, so every `make test` runs them on both backends. */
 #include <dirent.h>
+#ifdef WXJIT_HAVE_VALGRIND_H
+#include <valgrind/valgrind.h>
+#endif
 
 #include "../fuzz/fuzz_api.c"
 
@@ -38,6 +41,16 @@ static int replay_dir(const char *root, const char *sub)
 
 int main(int argc, char **argv)
 {
+#ifdef WXJIT_HAVE_VALGRIND_H
+    if (RUNNING_ON_VALGRIND) {
+        printf("test_fuzz_replay: SKIPPED under Valgrind: the harness "
+               "enters the seccomp W^X policy (Valgrind has no seccomp) and "
+               "checks every code mapping's protection (Valgrind maps RWX "
+               "memory of its own); make fuzz replays the corpus under ASan "
+               "and UBSan\n");
+        return 77; /* SKIP_RETURN_CODE */
+    }
+#endif
     /* The source tree: this file is <root>/tests/test_fuzz_replay.c. */
     char root[4096];
     snprintf(root, sizeof(root), "%s", __FILE__);

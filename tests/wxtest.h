@@ -117,6 +117,19 @@ static inline const char *wxtest_tool(void)
 #endif
 }
 
+/* ASan and TSan install a SIGSEGV handler and an alternate signal stack
+ * for every thread before main: a fault wxjit forwards reaches their
+ * report, not the default action, and no thread is without an alternate
+ * stack. */
+static inline bool wxtest_sanitizer_signals(void)
+{
+#if defined(WXTEST_ASAN) || defined(WXTEST_TSAN)
+    return true;
+#else
+    return false;
+#endif
+}
+
 static inline void wxtest_skip(const char *what, const char *why)
 {
     printf("  SKIPPED under %s: %s: %s\n", wxtest_tool(), what, why);
