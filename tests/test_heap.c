@@ -521,20 +521,6 @@ static void test_patch_range(void)
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
-/* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
- * for the log. */
-static void print_backend(void)
-{
-    wxjit_heap *h;
-    wxjit_backend b;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
-    CHECK_OK(wxjit_heap_backend(h, &b));
-    CHECK_OK(wxjit_heap_destroy(h));
-    printf("  backend: %s\n", b == WXJIT_BACKEND_TOGGLE    ? "toggle"
-                              : b == WXJIT_BACKEND_DUALMAP ? "dualmap"
-                                                           : "other");
-}
-
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -543,7 +529,7 @@ int main(void)
     buf = malloc(4 * page + 256);
     CHECK(buf, "malloc");
     printf("test_heap:\n");
-    print_backend();
+    wxtest_print_backend();
     test_dense();
     test_reuse();
     test_reserve_tail();

@@ -440,20 +440,6 @@ static void test_cross_thread_free(void)
            (unsigned long long)retried);
 }
 
-/* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
- * for the log. */
-static void print_backend(void)
-{
-    wxjit_heap *h;
-    wxjit_backend b;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
-    CHECK_OK(wxjit_heap_backend(h, &b));
-    CHECK_OK(wxjit_heap_destroy(h));
-    printf("  backend: %s\n", b == WXJIT_BACKEND_TOGGLE    ? "toggle"
-                              : b == WXJIT_BACKEND_DUALMAP ? "dualmap"
-                                                           : "other");
-}
-
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -461,7 +447,7 @@ int main(void)
     /* Threads run code on pages other threads are writing. */
     CHECK_OK(wxjit_fault_handler_install());
     printf("test_pool:\n");
-    print_backend();
+    wxtest_print_backend();
     test_two_threads();
     test_retirement();
     test_many_heaps();

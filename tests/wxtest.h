@@ -266,6 +266,20 @@ static inline int wxtest_mapping_count(void)
     return n;
 }
 
+/* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
+ * for the log. */
+static inline void wxtest_print_backend(void)
+{
+    wxjit_heap *h;
+    wxjit_backend b;
+    const char *name;
+    CHECK_OK(wxjit_heap_create(NULL, &h));
+    CHECK_OK(wxjit_heap_backend(h, &b));
+    CHECK_OK(wxjit_heap_destroy(h));
+    CHECK_OK(wxjit_backend_name(b, &name));
+    printf("  backend: %s\n", name);
+}
+
 /* ---- death tests --------------------------------------------------------- */
 
 /* Runs fn(arg) in a child without core dumps; returns its wait status. */
