@@ -32,13 +32,6 @@ static void *install_ok(wxjit_heap *h, size_t size, int32_t v)
     return f;
 }
 
-static wxjit_stats stats_of(wxjit_heap *h)
-{
-    wxjit_stats s;
-    CHECK_OK(wxjit_stats_get(h, &s));
-    return s;
-}
-
 /* What a failed call must leave as it was (the syscall and mprotect
  * counters count attempts, failed ones included). */
 static void same_state(const char *what, const wxjit_stats *a,
@@ -84,11 +77,11 @@ static void test_cap(void)
     }
     CHECK_EQ(err, ENOMEM);
     CHECK(n == 8, "%d half-page functions fit in a 4-page cap", n);
-    wxjit_stats before = stats_of(h), after;
+    wxjit_stats before = wxtest_stats_of(h), after;
     wxjit_reservation r;
     CHECK_RET(wxjit_reserve(h, 64, 0, 0, &r), ENOMEM);
     CHECK_RET(wxjit_reserve(h, 64, 0, WXJIT_RESERVE_IN_PLACE, &r), ENOMEM);
-    after = stats_of(h);
+    after = wxtest_stats_of(h);
     same_state("reserve at the cap", &before, &after);
     CHECK(after.bytes_mapped <= 4 * page, "mapped %llu over the cap",
           (unsigned long long)after.bytes_mapped);
@@ -162,21 +155,21 @@ static int try_at_limit(wxjit_heap *h, void **f, int32_t *v, int n, int p,
                         int fr, const char *where)
 {
     int failures = 0, err;
-    wxjit_stats before = stats_of(h), after;
+    wxjit_stats before = wxtest_stats_of(h), after;
     int32_t nv = v[p] + 100;
     err = wxjit_patch(h, (uint8_t *)f[p] + EMIT_PATCHABLE_IMM_OFFSET, &nv, 4);
     CHECK(err == 0 || err == ENOMEM, "patch %s: %s", where, strerror(err));
     if (err == 0)
         v[p] = nv;
     failures += err != 0;
-    after = stats_of(h);
+    after = wxtest_stats_of(h);
     same_state("patch at the map limit", &before, &after);
     expect_runs(f, v, n);
 
     before = after;
     err = wxjit_free(h, f[fr]);
     CHECK(err == 0 || err == ENOMEM, "free %s: %s", where, strerror(err));
-    after = stats_of(h);
+    after = wxtest_stats_of(h);
     if (err) {
         failures++;
         same_state("free at the map limit", &before, &after);
@@ -186,10 +179,10 @@ static int try_at_limit(wxjit_heap *h, void **f, int32_t *v, int n, int p,
     }
     expect_runs(f, v, n);
 
-    before = stats_of(h);
+    before = wxtest_stats_of(h);
     void *g = install_sized(h, 64, 77, &err);
     CHECK(err == 0 || err == ENOMEM, "install %s: %s", where, strerror(err));
-    after = stats_of(h);
+    after = wxtest_stats_of(h);
     if (err) {
         failures++;
         same_state("install at the map limit", &before, &after);
@@ -309,10 +302,10 @@ static void nofile_child(void *unused)
         fds[nfds++] = fd;
     CHECK(dup(0) < 0 && errno == EMFILE, "descriptors left: %d", nfds);
 
-    wxjit_stats before = stats_of(h), after;
+    wxjit_stats before = wxtest_stats_of(h), after;
     int err;
     void *g = install_sized(h, 64, 3, &err);
-    after = stats_of(h);
+    after = wxtest_stats_of(h);
     if (backend == WXJIT_BACKEND_DUALMAP) {
         CHECK_RET(err, EMFILE);
         same_state("install without descriptors", &before, &after);

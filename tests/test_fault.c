@@ -27,11 +27,6 @@ static void *install_int(wxjit_heap *h, int32_t v)
     return install_bytes(h, buf, emit_return_int(buf, v));
 }
 
-static uintptr_t page_of(const void *p)
-{
-    return (uintptr_t)p & ~(uintptr_t)(page - 1);
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -97,15 +92,6 @@ static void wait_for_stall(struct executor *e)
     }
 }
 
-static wxjit_heap *heap_of(wxjit_backend backend)
-{
-    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
-    wxjit_heap *h;
-    o.backend = backend;
-    CHECK_OK(wxjit_heap_create(&o, &h));
-    return h;
-}
-
 /* Reserves in place right after e->fn, on its page, while e runs, and
  * commits once e has stalled (toggle) or made 1000 more calls (dualmap,
  * where nothing stalls); returns the faults retried meanwhile. */
@@ -139,7 +125,7 @@ static uint64_t hold_and_release(wxjit_heap *h, struct executor *e,
 
 static void test_retry_same_page(void)
 {
-    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_TOGGLE);
     struct executor e = {.expect = 5};
     e.fn = as_fn(install_int(h, 5));
     uint64_t retried = hold_and_release(h, &e, 64, true);
@@ -173,7 +159,7 @@ static void test_retry_straddling(bool altstack)
                     "into: nothing faults, so nothing stalls");
         return;
     }
-    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_TOGGLE);
     size_t size = page + 64, at = page - EMIT_STRADDLE_AT;
     uint8_t *code = malloc(size);
     emit_nops(code, at);
@@ -194,7 +180,7 @@ static void test_retry_straddling(bool altstack)
 /* dualmap writes through the alias: executors never stop, never fault. */
 static void test_dualmap_never_stalls(void)
 {
-    wxjit_heap *h = heap_of(WXJIT_BACKEND_DUALMAP);
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_DUALMAP);
     struct executor e = {.expect = 4};
     e.fn = as_fn(install_int(h, 4));
     uint64_t retried = hold_and_release(h, &e, 64, false);
@@ -228,7 +214,7 @@ static void test_runtime_handler(void)
 {
     CHECK_OK(wxjit_fault_handler_uninstall());
     install_runtime_handler();
-    wxjit_heap *h = heap_of(WXJIT_BACKEND_TOGGLE);
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_TOGGLE);
     struct executor e = {.expect = 3};
     e.fn = as_fn(install_int(h, 3));
     uint64_t retried = hold_and_release(h, &e, 64, true);
@@ -304,11 +290,11 @@ static void raise_child(void *arg)
 static void self_writer_child(void *arg)
 {
     (void)arg;
-    child_heap = heap_of(WXJIT_BACKEND_TOGGLE); /* the backend that holds */
+    child_heap = wxtest_heap_of(WXJIT_BACKEND_TOGGLE); /* the backend that holds */
     void *f = install_int(child_heap, 1);
     wxjit_reservation r;
     CHECK_OK(wxjit_reserve(child_heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
-    CHECK(page_of(r.exec) == page_of(f), "reservation on f's page");
+    CHECK(wxtest_page_of(r.exec) == wxtest_page_of(f), "reservation on f's page");
     expected_addr = f;
     alarm(10);
     as_fn(f)();

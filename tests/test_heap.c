@@ -19,18 +19,6 @@ static wxjit_heap *heap_new(size_t chunk_size, size_t max_bytes)
     return h;
 }
 
-static wxjit_stats stats_of(wxjit_heap *h)
-{
-    wxjit_stats s;
-    CHECK_OK(wxjit_stats_get(h, &s));
-    return s;
-}
-
-static uintptr_t page_of(const void *p)
-{
-    return (uintptr_t)p & ~(uintptr_t)(page - 1);
-}
-
 /* A function of exactly size bytes (>= EMIT_RETURN_INT_SIZE, 6 on
  * x86_64, 12 on aarch64 and riscv64) that returns v. */
 static size_t emit_sized(uint8_t *p, size_t size, int32_t v)
@@ -82,7 +70,7 @@ static size_t distinct_pages(void *const *f, size_t n)
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++) {
         size_t j = 0;
-        while (j < i && page_of(f[j]) != page_of(f[i]))
+        while (j < i && wxtest_page_of(f[j]) != wxtest_page_of(f[i]))
             j++;
         distinct += j == i;
     }
@@ -108,7 +96,7 @@ static void test_dense(void)
           EMIT_RETURN_INT_SIZE, pages, bound);
     for (int i = 0; i < N; i++)
         expect_returns(f[i], i * 7 + 1);
-    wxjit_stats s = stats_of(h);
+    wxjit_stats s = wxtest_stats_of(h);
     CHECK_EQ(s.bytes_live, N * GRANULE);
     CHECK_EQ(s.installs, N);
     printf("  dense packing: %d functions of %d bytes on %zu page(s) (bound "
@@ -154,7 +142,7 @@ static void test_reuse(void)
     h = heap_new(0, 0);
     for (int i = 0; i < LIVE; i++)
         live[i] = install_int(h, val[i] = i);
-    wxjit_stats before = stats_of(h);
+    wxjit_stats before = wxtest_stats_of(h);
     for (int i = 0; i < PAIRS; i++) {
         int k = (int)(rng() % LIVE);
         expect_returns(live[k], val[k]);
@@ -164,7 +152,7 @@ static void test_reuse(void)
     }
     for (int i = 0; i < LIVE; i++)
         expect_returns(live[i], val[i]);
-    wxjit_stats after = stats_of(h);
+    wxjit_stats after = wxtest_stats_of(h);
     size_t bound = (LIVE * GRANULE + page - 1) / page + 1;
     CHECK(after.bytes_mapped == before.bytes_mapped,
           "bytes_mapped grew from %llu to %llu during churn",
@@ -212,7 +200,7 @@ static void test_reserve_tail(void)
     expect_traps("granule rest after one return", first + EMIT_RETURN_INT_SIZE,
                  GRANULE - EMIT_RETURN_INT_SIZE);
     expect_traps("granule rest after 40 used bytes", second + 40, 8);
-    CHECK_EQ(stats_of(h).bytes_live, GRANULE + 48 + GRANULE);
+    CHECK_EQ(wxtest_stats_of(h).bytes_live, GRANULE + 48 + GRANULE);
     printf("  reserve/commit: unused reserved tail returned: next code at +16 "
            "after %d of 256 used, at +48 after 40 of 128 used\n",
            EMIT_RETURN_INT_SIZE);
@@ -226,7 +214,7 @@ static void test_big(void)
     size_t size = 3 * page + 106; /* 3 pages + 100 bytes of nops, return */
     void *big = install_sized(h, size, 31);
     expect_returns(big, 31);
-    CHECK_EQ(stats_of(h).bytes_live, (size + GRANULE - 1) / GRANULE * GRANULE);
+    CHECK_EQ(wxtest_stats_of(h).bytes_live, (size + GRANULE - 1) / GRANULE * GRANULE);
     void *small = install_int(h, 32);
     expect_returns(small, 32);
     expect_returns(big, 31);
@@ -243,7 +231,7 @@ static void test_big(void)
     CHECK(whole, "malloc");
     CHECK_RET(wxjit_install(h, whole, chunk + 1, 0, &exec), EINVAL);
     CHECK(exec == NULL, "out-parameter written on failure");
-    CHECK_EQ(stats_of(h).chunks, 0);
+    CHECK_EQ(wxtest_stats_of(h).chunks, 0);
     void *full = NULL;
     /* The whole chunk: the function, then a granule of traps, so that the
      * return is not the chunk's last byte (Valgrind 3.19 stops with an
@@ -255,22 +243,22 @@ static void test_big(void)
     CHECK_OK(wxjit_install(h, whole, chunk, 0, &full));
     free(whole);
     expect_returns(full, 33);
-    CHECK_EQ(stats_of(h).chunks, 1);
+    CHECK_EQ(wxtest_stats_of(h).chunks, 1);
 
     enum { MAX_FNS = 4096 };
     void **f = malloc(MAX_FNS * sizeof(*f));
     CHECK(f, "malloc");
     int n = 0;
-    while (stats_of(h).chunks < 4) {
+    while (wxtest_stats_of(h).chunks < 4) {
         CHECK(n < MAX_FNS, "%d functions of 1000 bytes and still %llu chunks",
-              n, (unsigned long long)stats_of(h).chunks);
+              n, (unsigned long long)wxtest_stats_of(h).chunks);
         f[n] = install_sized(h, 1000, 1000 + n);
         n++;
     }
     for (int i = 0; i < n; i++)
         expect_returns(f[i], 1000 + i);
     expect_returns(full, 33);
-    wxjit_stats s = stats_of(h);
+    wxjit_stats s = wxtest_stats_of(h);
     CHECK(s.bytes_mapped == s.chunks * chunk,
           "bytes_mapped %llu for %llu chunks of %zu",
           (unsigned long long)s.bytes_mapped, (unsigned long long)s.chunks,
@@ -308,7 +296,7 @@ static void test_max_bytes(void)
     CHECK(exec == NULL, "out-parameter written on failure");
     wxjit_reservation r;
     CHECK_RET(wxjit_reserve(h, 64, 0, 0, &r), ENOMEM);
-    wxjit_stats s = stats_of(h);
+    wxjit_stats s = wxtest_stats_of(h);
     CHECK(s.bytes_mapped <= cap, "bytes_mapped %llu above max_bytes %zu",
           (unsigned long long)s.bytes_mapped, cap);
     /* Dense packing holds under the cap too: not a page per function. */
@@ -339,7 +327,7 @@ static void test_max_bytes(void)
     CHECK(again >= FREED,
           "only %zu installs succeed after freeing %d functions at the cap",
           again, FREED);
-    s = stats_of(h);
+    s = wxtest_stats_of(h);
     CHECK(s.bytes_mapped <= cap, "bytes_mapped %llu above max_bytes %zu",
           (unsigned long long)s.bytes_mapped, cap);
     for (size_t i = 0; i < n; i++)
@@ -355,7 +343,7 @@ static void test_max_bytes(void)
 static void check_growth(const char *what, int before, wxjit_heap *h)
 {
     int after = wxtest_mapping_count();
-    wxjit_stats s = stats_of(h);
+    wxjit_stats s = wxtest_stats_of(h);
     long long bound = 3 * (long long)s.chunks + 4;
     printf("  mappings: %s: /proc/self/maps %d -> %d lines (growth %d, bound "
            "3*%llu chunks+4 = %lld), %llu mprotect calls\n",
@@ -461,7 +449,7 @@ static void test_in_place(void)
     void *next = install_int(h, 43);
     expect_returns(next, 43);
     expect_returns(at, 41);
-    CHECK_EQ(stats_of(h).bytes_live, 2 * GRANULE);
+    CHECK_EQ(wxtest_stats_of(h).bytes_live, 2 * GRANULE);
     CHECK_EQ(wxtest_wx_mappings(), 0);
     printf("  in-place: written at %s, committed and run; bytes past used "
            "and an aborted reservation are traps\n",
@@ -504,7 +492,7 @@ static void test_patch_range(void)
      * the function: on x86_64 its 5-byte mov straddles the boundary; on
      * aarch64 and riscv64 its first instruction lies before it and the
      * rest after (the nops before are a whole number of instructions). */
-    size_t at = page_of(big) + 2 * page - (uintptr_t)big - 4;
+    size_t at = wxtest_page_of(big) + 2 * page - (uintptr_t)big - 4;
     uint8_t *old = malloc(at);
     CHECK(old, "malloc");
     memcpy(old, big, at);

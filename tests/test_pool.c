@@ -18,18 +18,6 @@ static wxjit_heap *heap_new(void)
     return h;
 }
 
-static wxjit_stats stats_of(wxjit_heap *h)
-{
-    wxjit_stats s;
-    CHECK_OK(wxjit_stats_get(h, &s));
-    return s;
-}
-
-static uintptr_t page_of(const void *p)
-{
-    return (uintptr_t)p & ~(uintptr_t)(page - 1);
-}
-
 static void *install_int(wxjit_heap *h, int32_t v)
 {
     uint8_t buf[16];
@@ -127,7 +115,7 @@ static size_t count_pages(void *const *f, size_t n)
     size_t distinct = 0;
     for (size_t i = 0; i < n; i++) {
         size_t j = 0;
-        while (j < i && page_of(f[j]) != page_of(f[i]))
+        while (j < i && wxtest_page_of(f[j]) != wxtest_page_of(f[i]))
             j++;
         distinct += j == i;
     }
@@ -151,10 +139,10 @@ static void two_threads_round(wxjit_heap *h, const char *what)
     pthread_barrier_destroy(&barrier);
     for (int i = 0; i < PER_THREAD; i++)
         for (int j = 0; j < PER_THREAD; j++)
-            CHECK(page_of(in[0].f[i]) != page_of(in[1].f[j]),
+            CHECK(wxtest_page_of(in[0].f[i]) != wxtest_page_of(in[1].f[j]),
                   "%s: page %#lx holds function %d of thread 1 (%p) and "
                   "function %d of thread 2 (%p)",
-                  what, (unsigned long)page_of(in[0].f[i]), i, in[0].f[i], j,
+                  what, (unsigned long)wxtest_page_of(in[0].f[i]), i, in[0].f[i], j,
                   in[1].f[j]);
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < PER_THREAD; i++)
@@ -188,10 +176,10 @@ static void test_retirement(void)
     wxjit_heap *h = heap_new();
     void *a = in_thread(h, 1);
     void *b = in_thread(h, 2);
-    CHECK(page_of(a) == page_of(b),
+    CHECK(wxtest_page_of(a) == wxtest_page_of(b),
           "the first exited thread's tail page %#lx was not reused: the next "
           "thread installed at %p",
-          (unsigned long)page_of(a), b);
+          (unsigned long)wxtest_page_of(a), b);
     expect_returns(a, 1);
     expect_returns(b, 2);
     printf("  retirement: the next thread's install (%p) landed on the exited "
@@ -204,7 +192,7 @@ static void test_retirement(void)
         f[i] = in_thread(h, 100 + i);
     for (int i = 0; i < THREADS; i++)
         expect_returns(f[i], 100 + i);
-    wxjit_stats s = stats_of(h);
+    wxjit_stats s = wxtest_stats_of(h);
     CHECK(s.pages <= PAGE_BOUND,
           "%d short-lived threads with one function each took %llu pages, "
           "expected at most %d",
@@ -236,7 +224,7 @@ static void *many_heaps(void *unused)
         }
     uint64_t most = 0;
     for (int k = 0; k < HEAPS; k++) {
-        wxjit_stats s = stats_of(h[k]);
+        wxjit_stats s = wxtest_stats_of(h[k]);
         CHECK_EQ(s.installs, ROUNDS);
         /* An evicted pool's tail is free space again, not a lost page. */
         CHECK(s.pages <= 2,
@@ -297,7 +285,7 @@ static void outlive_case(bool use_recycled)
     expect_returns(other, 8);
     if (use_recycled) {
         expect_returns(o.g, 6);
-        CHECK(page_of(other) == page_of(o.g),
+        CHECK(wxtest_page_of(other) == wxtest_page_of(o.g),
               "the exited thread's page in the new heap was not reused (%p vs "
               "%p)",
               o.g, other);
@@ -416,7 +404,7 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
     }
     for (int i = 0; i < EXTRA; i++)
         expect_returns(c->extra[i], 900 + i);
-    wxjit_stats s = stats_of(c->heap);
+    wxjit_stats s = wxtest_stats_of(c->heap);
     CHECK_EQ(s.frees, SHARED / 2);
     CHECK_EQ(s.bytes_live, (SHARED / 2 + EXTRA) * 16);
     CHECK_OK(wxjit_heap_destroy(c->heap));

@@ -31,15 +31,6 @@ static void *install_int(wxjit_heap *h, int32_t v)
     return exec;
 }
 
-static wxjit_heap *heap_of(wxjit_backend backend)
-{
-    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
-    wxjit_heap *h;
-    o.backend = backend;
-    CHECK_OK(wxjit_heap_create(&o, &h));
-    return h;
-}
-
 static uint64_t retried(wxjit_heap *h)
 {
     wxjit_stats s;
@@ -81,7 +72,7 @@ struct held {
 
 static void hold(struct held *x, int32_t v)
 {
-    x->h = heap_of(WXJIT_BACKEND_TOGGLE);
+    x->h = wxtest_heap_of(WXJIT_BACKEND_TOGGLE);
     x->fn = install_int(x->h, v);
     CHECK_OK(wxjit_reserve(x->h, 64, 0, WXJIT_RESERVE_IN_PLACE, &x->r));
     CHECK(((uintptr_t)x->r.exec & ~(page - 1)) ==
@@ -137,7 +128,7 @@ static void alt_run(bool altstack)
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     CHECK(stack != MAP_FAILED && mprotect(stack, page, PROT_NONE) == 0,
           "guarded stack");
-    wxjit_heap *h = heap_of(WXJIT_BACKEND_AUTO);
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
     uint8_t code[128]; /* the trampoline: 80 bytes on riscv64 */
     void *tramp;
     CHECK_OK(wxjit_install(h, code,

@@ -266,6 +266,27 @@ static inline int wxtest_mapping_count(void)
     return n;
 }
 
+static inline wxjit_heap *wxtest_heap_of(wxjit_backend backend)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.backend = backend;
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    return h;
+}
+
+static inline wxjit_stats wxtest_stats_of(wxjit_heap *h)
+{
+    wxjit_stats s;
+    CHECK_OK(wxjit_stats_get(h, &s));
+    return s;
+}
+
+static inline uintptr_t wxtest_page_of(const void *p)
+{
+    return (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
+}
+
 /* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
  * for the log. */
 static inline void wxtest_print_backend(void)
