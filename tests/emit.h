@@ -411,7 +411,7 @@ static inline size_t emit_call_on_stack(uint8_t *p, uintptr_t stack_top,
 #error "tests/emit.h: no emitter for this CPU yet"
 #endif
 
-/* ---- common to every CPU -------------------------------------------------- */
+/* ---- common to every CPU ----------------------------------------------- */
 
 /* A function of exactly size bytes (size >= EMIT_RETURN_INT_SIZE) that
  * returns v: nops, then the return; where the padding is not a whole

@@ -366,50 +366,12 @@ static int scenario_status(void (*body)(void *), enum prev_kind prev,
     "fault's siginfo to itself (rt_tgsigqueueinfo), which is how wxjit "      \
     "forwards a fault to the default action"
 
-/* qemu-user does the same (7.2: "assertion failed: (cpu == current_cpu)",
- * exit 127): the queued signal reaches its host handler with a fault's
- * si_code, outside translated code. Under emulation a child does exactly
- * what wxjit does, to see whether this emulator is affected. */
-static void requeue_handler(int sig, siginfo_t *info, void *uc)
-{
-    (void)uc;
-    signal(sig, SIG_DFL);
-    syscall(SYS_rt_tgsigqueueinfo, getpid(), (pid_t)syscall(SYS_gettid), sig,
-            info);
-}
-
-static void requeue_child(void *arg)
-{
-    (void)arg;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = requeue_handler;
-    sa.sa_flags = SA_SIGINFO;
-    sigaction(SIGSEGV, &sa, NULL);
-    int *volatile nowhere = NULL;
-    *nowhere = 1;
-}
-
 /* Why a fault forwarded to the default action cannot be watched here, or
  * NULL where it can. */
 static const char *requeued_fault_unobservable(void)
 {
-    static const char *why;
-    static bool known;
-    if (known)
-        return why;
-    known = true;
-    if (wxtest_valgrind()) {
-        why = VALGRIND_REQUEUED_FAULT;
-    } else if (wxtest_emulator()) {
-        int status = wxtest_in_child(requeue_child, NULL);
-        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV)
-            why = "the emulator does not survive a thread re-queueing a "
-                  "fault's siginfo to itself (rt_tgsigqueueinfo, how wxjit "
-                  "forwards a fault to the default action): a 10-line "
-                  "child doing only that did not die by SIGSEGV";
-    }
-    return why;
+    return wxtest_valgrind() ? VALGRIND_REQUEUED_FAULT
+                             : wxtest_emulator_loses_requeued_fault();
 }
 
 static void test_forwarding(const char *what, void (*body)(void *),

@@ -187,7 +187,8 @@ static void test_reserve_tail(void)
     CHECK(second == first + GRANULE,
           "after committing %d of 256 bytes at %p the next reservation is "
           "at %p, expected %p",
-          EMIT_RETURN_INT_SIZE, (void *)first, (void *)second, (void *)(first + GRANULE));
+          EMIT_RETURN_INT_SIZE, (void *)first, (void *)second,
+          (void *)(first + GRANULE));
     CHECK_OK(wxjit_commit(h, &r, emit_sized(r.write, 40, 22)));
     uint8_t *third = install_int(h, 23);
     CHECK(third == second + 48,

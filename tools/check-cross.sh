@@ -19,7 +19,7 @@ ARCHES=("$@")
 PREFIX=${CROSS_BUILD:-build-cross}
 JOBS=${CROSS_JOBS:-$(nproc 2>/dev/null || echo 2)}
 
-# Debian package names: tools first, then what provides each.
+# Each tool the script runs, and the Debian packages that provide it.
 declare -A NEED=(
     [cmake]=cmake [make]=make
     [aarch64-linux-gnu-gcc]="gcc-aarch64-linux-gnu libc6-dev-arm64-cross"
@@ -55,8 +55,15 @@ run_set() {
     log=$dir/check-cross-$set.log
     echo "== $arch, $set: ctest $* (each test under qemu-$arch)"
     local rc=0
-    (cd "$dir" && ctest --output-on-failure --timeout 300 -j"$JOBS" "$@") \
-        >"$log" 2>&1 || rc=$?
+    (cd "$dir" && ctest --timeout 120 -j"$JOBS" "$@") >"$log" 2>&1 || rc=$?
+    # Every test's command and output (what was checked, what was skipped
+    # and why), then ctest's own verdicts.
+    [ -f "$dir/Testing/Temporary/LastTest.log" ] &&
+    awk '/^[0-9]+\/[0-9]+ Test: /  { sub(/^[0-9]+\/[0-9]+ /, ""); print "--- " $0; next }
+         /^Command: /              { print "    " $0; next }
+         /^-+$|^Output:|^<end of output>|^Directory:|^"|^Test time|^[0-9]+\/[0-9]+ Testing:|^(Start|End) testing/ { next }
+         /^Test (Passed|Failed)|^Test not run|^Unable/ { print "    => " $0; next }
+         NF { print "    " $0 }' "$dir/Testing/Temporary/LastTest.log"
     cat "$log"
     local passed skipped failed
     passed=$(grep -cE 'Test +#[0-9]+: .* Passed' "$log" || true)
