@@ -39,7 +39,9 @@ typedef struct wxjit_heap wxjit_heap;
 /* How code bytes become executable. */
 typedef enum wxjit_backend {
     /* The best backend that works on this system: dualmap if shared memory
-     * objects can be mapped twice, else toggle (probed once per process).
+     * objects can be mapped twice and code written through the second
+     * mapping runs (not so under some emulators), else toggle (probed once
+     * per process).
      * The environment variable WXJIT_BACKEND=toggle|dualmap overrides the
      * choice without a rebuild. */
     WXJIT_BACKEND_AUTO = 0,
@@ -221,8 +223,8 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
 
 /* Frees the function that starts at exec (an address returned by
  * wxjit_install or a committed reservation). Its bytes are filled with trap
- * instructions at once, so a stale call traps deterministically (SIGTRAP on
- * x86_64), and the space is reused later.
+ * instructions at once (int3, brk #0, c.ebreak), so a stale call traps
+ * deterministically with SIGTRAP, and the space is reused later.
  * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
  *                function of this heap (foreign pointer, interior pointer,
  *                open reservation, double free);

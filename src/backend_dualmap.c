@@ -28,7 +28,26 @@ static bool on_demand(const struct wxjit_heap *heap)
     return heap->flags & WXJIT_HEAP_RW_ON_DEMAND;
 }
 
-static int dualmap_probe(void)
+/* Runs code written through the RW view at the RX view, twice with
+ * different results: an emulator (qemu-user before 8.1 on aarch64, every
+ * version on riscv64) may keep running its translation of the old bytes,
+ * which would make every install after a free run stale code. */
+static bool alias_writes_run(uint8_t *rw, const uint8_t *rx)
+{
+    for (uint32_t v = 1; v <= 2; v++) {
+        size_t n = wxj_arch_emit_return(rw, v);
+        wxj_code_changed(rx, n);
+        uint32_t (*fn)(void);
+        __builtin_memcpy(&fn, &rx, sizeof(fn));
+        if (fn() != v)
+            return false;
+    }
+    return true;
+}
+
+/* Maps one page twice; with run_code, also checks that code written
+ * through the RW view runs (ENOTSUP if not). */
+static int probe_views(bool run_code)
 {
     size_t page = wxj_os_page_size();
     int fd;
@@ -39,12 +58,27 @@ static int dualmap_probe(void)
     err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RX, NULL, false, &rx);
     if (err == 0) {
         err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RW, NULL, false, &rw);
-        if (err == 0)
+        if (err == 0) {
+            if (run_code && !alias_writes_run(rw, rx))
+                err = ENOTSUP;
             wxj_os_unmap(rw, page);
+        }
         wxj_os_unmap(rx, page);
     }
     wxj_os_close(fd);
     return err;
+}
+
+static int dualmap_probe(void)
+{
+    return probe_views(false);
+}
+
+/* For WXJIT_BACKEND_AUTO, which must not pick a backend whose code would
+ * silently be stale; an explicit request for dualmap is taken as given. */
+int wxj_dualmap_runs_alias_code(void)
+{
+    return probe_views(true);
 }
 
 /* Hints tried for the standing RW view. The kernel ignores a hint whose

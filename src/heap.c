@@ -75,7 +75,7 @@ static int dualmap_probe_result;
 
 static void probe_dualmap(void)
 {
-    dualmap_probe_result = wxj_backend_dualmap.probe();
+    dualmap_probe_result = wxj_dualmap_runs_alias_code();
 }
 
 /* AUTO: the environment's choice, else dualmap when it works here. */

@@ -124,6 +124,8 @@ struct wxj_backend {
 extern const struct wxj_backend wxj_backend_toggle;
 extern const struct wxj_backend wxj_backend_dualmap;
 extern const struct wxj_backend wxj_backend_rwx;
+/* 0 if dualmap works here and code written through its RW view runs. */
+int wxj_dualmap_runs_alias_code(void);
 
 /* An open reservation as wxjit recorded it (reservations.c). */
 struct wxj_open_rec {

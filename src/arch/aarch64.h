@@ -33,4 +33,12 @@ static inline void wxj_arch_flush_icache(const void *p, size_t n)
     __builtin___clear_cache((char *)p, (char *)p + n);
 }
 
+/* A function returning v (0 <= v < 2048): movz w0, #v; ret. */
+static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
+{
+    uint32_t insn[2] = {0x52800000u | v << 5, 0xd65f03c0u};
+    __builtin_memcpy(p, insn, sizeof(insn));
+    return sizeof(insn);
+}
+
 #endif

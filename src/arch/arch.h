@@ -6,7 +6,9 @@
  *   wxj_arch_trap_fill(p, n) fill n bytes with trapping instructions; p and
  *                            n may be unaligned (the tail of a commit), and
  *                            every instruction slot wholly inside traps
- *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch */
+ *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch
+ *   wxj_arch_emit_return(p, v)   a function returning v (< 2048) at p;
+ *                            returns its size */
 #ifndef WXJ_ARCH_H
 #define WXJ_ARCH_H
 

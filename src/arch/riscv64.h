@@ -37,4 +37,12 @@ static inline void wxj_arch_flush_icache(const void *p, size_t n)
     __builtin___clear_cache((char *)p, (char *)p + n);
 }
 
+/* A function returning v (0 <= v < 2048): addi a0, zero, v; ret. */
+static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
+{
+    uint32_t insn[2] = {0x00000513u | v << 20, 0x00008067u};
+    __builtin_memcpy(p, insn, sizeof(insn));
+    return sizeof(insn);
+}
+
 #endif

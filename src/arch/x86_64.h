@@ -28,4 +28,14 @@ static inline void wxj_arch_flush_icache(const void *p, size_t n)
     __asm__ __volatile__("" ::: "memory");
 }
 
+/* A function returning v (0 <= v < 2048): mov eax, v; ret. For the
+ * dualmap probe, which checks that code written through the alias runs. */
+static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
+{
+    p[0] = 0xb8;
+    memcpy(p + 1, &v, 4);
+    p[5] = 0xc3;
+    return 6;
+}
+
 #endif
