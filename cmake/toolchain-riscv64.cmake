@@ -1,18 +1,6 @@
-# Cross build for riscv64 Linux with Debian's gcc-riscv64-linux-gnu. The tests
-# run under qemu-user (Debian's qemu-user): tests/CMakeLists.txt puts
-# CMAKE_CROSSCOMPILING_EMULATOR in front of every test command, and -L
-# points qemu's dynamic loader at the cross libc (libc6-riscv64-cross)
-# instead of the host's. Driven by tools/check-cross.sh (make check-cross).
-set(CMAKE_SYSTEM_NAME Linux)
-set(CMAKE_SYSTEM_PROCESSOR riscv64)
-set(WXJIT_CROSS_TRIPLE riscv64-linux-gnu)
-set(CMAKE_C_COMPILER ${WXJIT_CROSS_TRIPLE}-gcc)
-set(CMAKE_FIND_ROOT_PATH /usr/${WXJIT_CROSS_TRIPLE})
-set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)
-set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
-set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-riscv64 -L /usr/${WXJIT_CROSS_TRIPLE})
+# Cross build for riscv64 Linux (gcc-riscv64-linux-gnu, qemu-riscv64).
+set(WXJIT_CROSS_CPU riscv64)
+include(${CMAKE_CURRENT_LIST_DIR}/cross-linux.cmake)
 # Debian's cross gcc also searches /usr/include, where the host's
 # <valgrind/valgrind.h> may be; Valgrind 3.19 (Debian 12) has no riscv64
 # port and its client requests compile to nothing there: no Valgrind build.

@@ -65,18 +65,6 @@ static uint32_t rng(void) /* xorshift64: deterministic, no libc state */
     return (uint32_t)(rng_state >> 32);
 }
 
-static size_t distinct_pages(void *const *f, size_t n)
-{
-    size_t distinct = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < i && wxtest_page_of(f[j]) != wxtest_page_of(f[i]))
-            j++;
-        distinct += j == i;
-    }
-    return distinct;
-}
-
 static void test_dense(void)
 {
     enum { N = 200 };
@@ -89,7 +77,7 @@ static void test_dense(void)
     for (int i = 0; i < N; i++)
         for (int j = 0; j < i; j++)
             CHECK(f[i] != f[j], "functions %d and %d share %p", j, i, f[i]);
-    size_t pages = distinct_pages(f, N);
+    size_t pages = wxtest_distinct_pages(f, N);
     size_t bound = (N * GRANULE + page - 1) / page + 1;
     CHECK(pages <= bound,
           "%d functions of %d bytes use %zu pages, expected at most %zu", N,

@@ -110,18 +110,6 @@ static void *install_many(void *arg)
     return NULL;
 }
 
-static size_t count_pages(void *const *f, size_t n)
-{
-    size_t distinct = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t j = 0;
-        while (j < i && wxtest_page_of(f[j]) != wxtest_page_of(f[i]))
-            j++;
-        distinct += j == i;
-    }
-    return distinct;
-}
-
 /* Two threads install PER_THREAD functions each, concurrently; their pages
  * must be disjoint. */
 static void two_threads_round(wxjit_heap *h, const char *what)
@@ -149,8 +137,8 @@ static void two_threads_round(wxjit_heap *h, const char *what)
             expect_returns(in[t].f[i], value_of(in[t].id, i));
     printf("  per-thread pools: %s: thread 1 on %zu page(s), thread 2 on %zu, "
            "disjoint; all %d run from the main thread\n",
-           what, count_pages(in[0].f, PER_THREAD),
-           count_pages(in[1].f, PER_THREAD), 2 * PER_THREAD);
+           what, wxtest_distinct_pages(in[0].f, PER_THREAD),
+           wxtest_distinct_pages(in[1].f, PER_THREAD), 2 * PER_THREAD);
 }
 
 static void test_two_threads(void)
@@ -201,7 +189,7 @@ static void test_retirement(void)
     printf("  retirement: %d short-lived threads, one function each: "
            "stats.pages %llu (bound %d), %zu distinct pages, all run\n",
            THREADS + 2, (unsigned long long)s.pages, PAGE_BOUND,
-           count_pages(f, THREADS));
+           wxtest_distinct_pages(f, THREADS));
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
@@ -386,7 +374,7 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
     pthread_barrier_destroy(&barrier);
 
     /* The premise: freed code and called code share a page. */
-    size_t pages = count_pages(c->f, SHARED);
+    size_t pages = wxtest_distinct_pages(c->f, SHARED);
     CHECK(pages == 1, "%d small functions of one thread on %zu pages", SHARED,
           pages);
     for (int i = 0; i < SHARED; i++) {

@@ -287,6 +287,19 @@ static inline uintptr_t wxtest_page_of(const void *p)
     return (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
 }
 
+/* How many different pages the n addresses in f lie on. */
+static inline size_t wxtest_distinct_pages(void *const *f, size_t n)
+{
+    size_t distinct = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = 0;
+        while (j < i && wxtest_page_of(f[j]) != wxtest_page_of(f[i]))
+            j++;
+        distinct += j == i;
+    }
+    return distinct;
+}
+
 /* Which backend AUTO (and the WXJIT_BACKEND environment variable) picks,
  * for the log. */
 static inline void wxtest_print_backend(void)
