@@ -91,6 +91,29 @@ static double median(double *v, int n)
 
 static uint8_t code_buf[32768];
 
+/* Closes one timed run of r->ops operations started at t0 with counts
+ * c0: fills r's system calls per operation and density, returns ns/op. */
+static double end_run(const struct strategy *st, void *s,
+                      const struct counts *c0, double t0, uint64_t live,
+                      struct result *r)
+{
+    double ns = (now_ns() - t0) / (double)r->ops;
+    struct counts c1 = st->counts(s);
+    r->syscalls_per_op =
+        (double)(c1.syscalls - c0->syscalls) / (double)r->ops;
+    r->density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
+    return ns;
+}
+
+/* Frees everything a run installed (untimed) and drops the strategy. */
+static void release_all(const struct strategy *st, void *s, void **execs,
+                        const size_t *sizes, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        st->release(s, execs[i], sizes[i]);
+    st->destroy(s);
+}
+
 /* ---- install workloads: fixed sizes, or PCRE2's distribution (size 0) -- */
 static struct result run_install(const struct strategy *st, size_t size,
                                  const char *workload)
@@ -116,13 +139,8 @@ static struct result run_install(const struct strategy *st, size_t size,
             execs[i] = st->install(s, code_buf, sizes[i]);
         if (st->flush)
             st->flush(s);
-        ns[rep] = (now_ns() - t0) / (double)ops;
-        struct counts c1 = st->counts(s);
-        r.syscalls_per_op = (double)(c1.syscalls - c0.syscalls) / (double)ops;
-        r.density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
-        for (uint64_t i = 0; i < ops; i++)
-            st->release(s, execs[i], sizes[i]);
-        st->destroy(s);
+        ns[rep] = end_run(st, s, &c0, t0, live, &r);
+        release_all(st, s, execs, sizes, ops);
     }
     r.ns_per_op = median(ns, reps);
     free(execs);
@@ -159,13 +177,8 @@ static struct result run_churn(const struct strategy *st)
             live += sizes[k];
             execs[k] = st->install(s, code_buf, sizes[k]);
         }
-        ns[rep] = (now_ns() - t0) / (double)ops;
-        struct counts c1 = st->counts(s);
-        r.syscalls_per_op = (double)(c1.syscalls - c0.syscalls) / (double)ops;
-        r.density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
-        for (int i = 0; i < LIVE; i++)
-            st->release(s, execs[i], sizes[i]);
-        st->destroy(s);
+        ns[rep] = end_run(st, s, &c0, t0, live, &r);
+        release_all(st, s, execs, sizes, LIVE);
     }
     r.ns_per_op = median(ns, reps);
     return r;
