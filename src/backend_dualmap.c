@@ -90,7 +90,7 @@ int wxj_dualmap_runs_alias_code(void)
  * drops most hints before the kernel sees them, next to the RX view). */
 #define RW_VIEW_HINTS 8
 
-static int map_rw_view(int fd, size_t size, void **out, uint64_t *calls)
+static int map_rw_view(int fd, size_t size, void **out)
 {
     for (int i = 1;; i++) {
         void *hint = wxj_os_random_hint(), *p;
@@ -99,7 +99,6 @@ static int map_rw_view(int fd, size_t size, void **out, uint64_t *calls)
             return err;
         if (p == hint || i == RW_VIEW_HINTS) {
             *out = p;
-            *calls += 2 * (uint64_t)i - 1; /* and an munmap per miss */
             return 0;
         }
         wxj_os_unmap(p, size);
@@ -109,14 +108,13 @@ static int map_rw_view(int fd, size_t size, void **out, uint64_t *calls)
 static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
 {
     void *rx, *rw = NULL;
-    uint64_t calls = 1;
     int fd;
     int err = wxj_os_shared_object(heap->object_first, chunk->size, &fd);
     if (err)
         return err;
     err = wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RX, NULL, false, &rx);
     if (err == 0 && !on_demand(heap)) {
-        err = map_rw_view(fd, chunk->size, &rw, &calls);
+        err = map_rw_view(fd, chunk->size, &rw);
         if (err)
             wxj_os_unmap(rx, chunk->size);
     }
@@ -124,7 +122,6 @@ static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
         wxj_os_close(fd);
         return err;
     }
-    wxj_count(&heap->count.map_calls, calls);
     /* With a standing alias the mappings keep the object alive: one
      * descriptor less per chunk. On demand, windows map it again. */
     if (rw) {
@@ -170,9 +167,9 @@ static int dualmap_open(struct wxjit_heap *heap, struct wxj_window *w)
     }
     struct window_rec *rec = malloc(sizeof(*rec));
     void *view;
+    (void)heap;
     if (!rec)
         return ENOMEM;
-    wxj_count(&heap->count.map_calls, 1);
     int err = wxj_os_map_shared(w->chunk->fd, offset, len, WXJ_PROT_RW,
                                 wxj_os_random_hint(), false, &view);
     if (err) {
@@ -193,6 +190,7 @@ static int dualmap_open(struct wxjit_heap *heap, struct wxj_window *w)
 static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
 {
+    (void)heap;
     if (!w->chunk->alias) {
         pthread_mutex_lock(&windows_lock);
         struct window_rec **p = (struct window_rec **)&w->chunk->windows;
@@ -201,7 +199,6 @@ static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
         struct window_rec *rec = *p;
         *p = rec->next;
         pthread_mutex_unlock(&windows_lock);
-        wxj_count(&heap->count.map_calls, 1);
         wxj_os_unmap(rec->view, rec->len);
         free(rec);
     }

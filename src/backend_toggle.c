@@ -100,7 +100,6 @@ static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
         while (j + 1 <= last && chunk->pages[j + 1].depth == 1 &&
                !(skip_fresh && chunk->pages[j + 1].fresh))
             j++;
-        wxj_count(&heap->count.mprotect_calls, 1);
         int err = protect(chunk->base + i * ps, (j - i + 1) * ps);
         if (err) {
             if (undo && i > first)
@@ -178,7 +177,6 @@ static int protect_rx_widened(struct wxjit_heap *heap,
         wxj_arch_trap_fill(chunk->base + lo * ps, (first - lo) * ps);
     if (hi > last)
         wxj_arch_trap_fill(chunk->base + (last + 1) * ps, (hi - last) * ps);
-    wxj_count(&heap->count.mprotect_calls, 1);
     int err = wxj_os_protect_rx(chunk->base + lo * ps, (hi - lo + 1) * ps);
     for (size_t i = lo; i <= hi; i++)
         if (err == 0 && (i < first || i > last))
@@ -270,7 +268,6 @@ static void toggle_fork_child(struct wxjit_heap *heap,
             atomic_store_explicit(&pg->writer, self, memory_order_relaxed);
             continue;
         }
-        wxj_count(&heap->count.mprotect_calls, 1);
         wxj_os_protect_rx(chunk->base + i * heap->page_size, heap->page_size);
         pg->fresh = false;
         pg->depth = 0;

@@ -120,7 +120,7 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     if ((err = wxj_op_begin(heap, &pool)))
         return err;
     err = install(heap, pool, code, size, n, align_g, exec);
-    wxj_op_end(heap, pool);
+    wxj_op_end(heap, pool, err);
     return err;
 }
 
@@ -182,7 +182,7 @@ int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
         return ENOMEM;
     if ((err = wxj_op_begin(heap, &pool)) == 0) {
         err = reserve(heap, pool, size, n, align_g, in_place, scratch, out);
-        wxj_op_end(heap, pool);
+        wxj_op_end(heap, pool, err);
     }
     if (err)
         free(scratch);
@@ -293,7 +293,7 @@ int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used)
     if (err)
         return err;
     err = commit(heap, pool, res, used);
-    wxj_op_end(heap, pool);
+    wxj_op_end(heap, pool, err);
     return err;
 }
 
@@ -325,7 +325,7 @@ int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res)
     if (err)
         return err;
     err = abort_reservation(heap, pool, res);
-    wxj_op_end(heap, pool);
+    wxj_op_end(heap, pool, err);
     return err;
 }
 
@@ -444,7 +444,7 @@ int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
     int err = wxj_op_begin(heap, &pool);
     if (err == 0) {
         err = commit_batch(heap, pool, items, count);
-        wxj_op_end(heap, pool);
+        wxj_op_end(heap, pool, err);
     }
     free(items);
     return err;
@@ -483,7 +483,7 @@ static int patch(struct wxjit_heap *heap, void *addr, size_t size,
         return err;
     if ((err = live_range(heap, addr, size, &chunk)) == 0)
         err = write_code(heap, chunk, addr, size, fill, arg);
-    wxj_op_end(heap, pool);
+    wxj_op_end(heap, pool, err);
     return err;
 }
 
@@ -564,6 +564,6 @@ int wxjit_free(wxjit_heap *heap, void *exec)
     if (err)
         return err;
     err = free_code(heap, pool, exec);
-    wxj_op_end(heap, pool);
+    wxj_op_end(heap, pool, err);
     return err;
 }

@@ -235,14 +235,14 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
         out->installs += READ(p->installs);
         out->frees += READ(p->frees);
         out->syscalls += READ(p->syscalls);
+        out->mprotect_calls += READ(p->mprotect_calls);
+        out->map_calls += READ(p->map_calls);
         granules += READ(p->granules_live);
     }
     out->bytes_live = granules > 0 ? (uint64_t)granules * WXJ_GRANULE : 0;
     out->bytes_mapped = READ(c->bytes_mapped);
     out->pages = READ(c->pages);
     out->chunks = READ(c->chunks);
-    out->mprotect_calls = READ(c->mprotect_calls);
-    out->map_calls = READ(c->map_calls);
     out->faults_retried = READ(c->faults_retried);
     out->faults_forwarded = READ(c->faults_forwarded);
 #undef READ

@@ -19,6 +19,20 @@
 #define WXJ_MAX_CHUNK ((size_t)1 << 30)
 
 enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX };
+/* Kinds of system calls, counted per thread; the ones that can fail can be
+ * made to fail by the test seam below. */
+enum wxj_os_call {
+    WXJ_CALL_MMAP,
+    WXJ_CALL_MUNMAP,
+    WXJ_CALL_MPROTECT,
+    WXJ_CALL_OBJECT,    /* memfd_create, shm_open, open(O_TMPFILE) */
+    WXJ_CALL_FTRUNCATE,
+    WXJ_CALL_PWRITE,
+    WXJ_CALL_CLOSE,     /* never fails as far as wxjit cares */
+    WXJ_CALL_FUTEX,     /* never fails as far as wxjit cares */
+    WXJ_CALL_OTHER,     /* getrandom, shm_unlink */
+    WXJ_CALL_KINDS
+};
 /* Ways to get an anonymous shared memory object, in fallback order. */
 enum wxj_object { WXJ_OBJECT_MEMFD, WXJ_OBJECT_SHM, WXJ_OBJECT_TMPFILE };
 
@@ -76,10 +90,11 @@ struct wxj_pool {
     struct wxj_pool *next;    /* heap->pools (heap lock) */
     bool owned;               /* a live thread uses it (heap lock) */
     _Atomic int busy;         /* the owner is inside an operation */
-    uint64_t calls_at_begin;  /* wxj_os_calls() when it began */
+    uint64_t calls_at_begin[WXJ_CALL_KINDS]; /* when it began */
     /* Statistics of the operations run through this pool: written by its
-     * owner alone (no read-modify-write needed), summed by stats_get. */
-    _Atomic uint64_t installs, frees, syscalls;
+     * owner alone (no read-modify-write needed), summed by stats_get. A
+     * failed operation adds nothing. */
+    _Atomic uint64_t installs, frees, syscalls, mprotect_calls, map_calls;
     _Atomic int64_t granules_live;
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
@@ -145,8 +160,8 @@ struct wxj_open_table {
 
 /* Heap-wide counters; the per-operation ones live in the pools. */
 struct wxj_counters {
-    _Atomic uint64_t bytes_mapped, pages, chunks, mprotect_calls, map_calls,
-        faults_retried, faults_forwarded;
+    _Atomic uint64_t bytes_mapped, pages, chunks, faults_retried,
+        faults_forwarded;
 };
 
 struct wxjit_heap {
@@ -210,6 +225,12 @@ void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
 void wxj_os_futex_wake_all(_Atomic uint32_t *word);
 int32_t wxj_os_tid(void); /* async-signal-safe */
 uint64_t wxj_os_calls(void); /* system calls made by this thread so far */
+uint64_t wxj_os_calls_of(enum wxj_os_call kind); /* the same, of one kind */
+/* Test seam: makes this thread's calls of kind numbered [nth, nth + count)
+ * from now on (nth = 1: the next one) fail with err without reaching the
+ * kernel; count 0 disarms. Not API: tests link the static library. */
+void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
+                   int err);
 void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
 
@@ -236,7 +257,8 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 
 /* ---- pool.c: per-thread pools and the operation gate ------------------ */
 int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **pool);
-void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool);
+/* err: the operation's result; a failed one adds nothing to statistics. */
+void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool, int err);
 /* Around a sleep inside an operation (waiting for another writer's page):
  * a fork may proceed meanwhile. */
 void wxj_op_pause(void);

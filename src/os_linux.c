@@ -16,13 +16,58 @@
 
 #include "internal.h"
 
-/* System calls made by this thread, so that operations can report what
- * they cost (pool.c adds each operation's share to its heap's stats). */
-static __thread uint64_t calls __attribute__((tls_model("initial-exec")));
+/* System calls made by this thread, by kind, so that operations can
+ * report what they cost (pool.c adds a successful operation's share to its
+ * pool's statistics). initial-exec TLS: plain accesses, also from the fault
+ * handler. */
+static __thread uint64_t calls[WXJ_CALL_KINDS]
+    __attribute__((tls_model("initial-exec")));
+
+/* ---- the failure-injection seam ------------------------------------------
+ * Tests make calls [fail_from, fail_to) of one kind, numbered by this
+ * thread's count of that kind, fail with fail_err before they reach the
+ * kernel. Disarmed (fail_to == 0) it costs one predictable branch per
+ * system call. Per thread, so a test's sweep is deterministic and other
+ * threads' calls do not shift its numbering. */
+static __thread struct {
+    enum wxj_os_call kind;
+    uint64_t from, to;
+    int err;
+} inject __attribute__((tls_model("initial-exec")));
+
+void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
+                   int err)
+{
+    inject.kind = kind;
+    inject.from = calls[kind] + nth;
+    inject.to = count ? inject.from + count : 0;
+    inject.err = err;
+}
+
+uint64_t wxj_os_calls_of(enum wxj_os_call kind)
+{
+    return calls[kind];
+}
 
 uint64_t wxj_os_calls(void)
 {
-    return calls;
+    uint64_t sum = 0;
+    for (int k = 0; k < WXJ_CALL_KINDS; k++)
+        sum += calls[k];
+    return sum;
+}
+
+/* Counts a call of kind about to be made; nonzero (the errno to fail it
+ * with, errno set too) if the seam says it fails. */
+static int count_call(enum wxj_os_call kind)
+{
+    uint64_t n = ++calls[kind];
+    if (inject.to && inject.kind == kind && n >= inject.from &&
+        n < inject.to) {
+        errno = inject.err;
+        return inject.err;
+    }
+    return 0;
 }
 
 /* Addresses and names need to be unguessable, not cryptographic: one
@@ -31,7 +76,7 @@ static unsigned long random_bits(void)
 {
     static __thread uint64_t state;
     if (state == 0) {
-        calls++;
+        calls[WXJ_CALL_OTHER]++;
         if (getrandom(&state, sizeof(state), GRND_NONBLOCK) != sizeof(state))
             state = (uint64_t)(uintptr_t)&state ^ (uint64_t)clock();
         state |= 1;
@@ -62,7 +107,8 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
 {
     /* NORESERVE: a chunk is address space first; pages cost memory only
      * once a pool writes them. */
-    calls++;
+    if (count_call(WXJ_CALL_MMAP))
+        return errno;
     void *p = mmap(NULL, size, prot_bits(prot),
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)
@@ -74,7 +120,8 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
 int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
                       void *at, bool fixed, void **out)
 {
-    calls++;
+    if (count_call(WXJ_CALL_MMAP))
+        return errno;
     void *p = mmap(at, size, prot_bits(prot),
                    MAP_SHARED | (fixed ? MAP_FIXED : 0), fd, (off_t)offset);
     if (p == MAP_FAILED)
@@ -85,26 +132,31 @@ int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
 
 void wxj_os_unmap(void *addr, size_t size)
 {
-    calls++;
-    munmap(addr, size);
+    /* Cannot fail for a range wxjit mapped; an injected failure leaves
+     * the mapping in place, as a failed munmap would. */
+    if (count_call(WXJ_CALL_MUNMAP) == 0)
+        munmap(addr, size);
 }
 
 int wxj_os_protect_rw(void *addr, size_t size)
 {
-    calls++;
+    if (count_call(WXJ_CALL_MPROTECT))
+        return errno;
     return mprotect(addr, size, PROT_READ | PROT_WRITE) ? errno : 0;
 }
 
 int wxj_os_protect_rx(void *addr, size_t size)
 {
-    calls++;
+    if (count_call(WXJ_CALL_MPROTECT))
+        return errno;
     return mprotect(addr, size, PROT_READ | PROT_EXEC) ? errno : 0;
 }
 
 /* ---- shared memory objects for the dual mapping ----------------------- */
 static int object_memfd(void)
 {
-    calls++;
+    if (count_call(WXJ_CALL_OBJECT))
+        return -1;
     return memfd_create("wxjit", MFD_CLOEXEC);
 }
 
@@ -117,10 +169,11 @@ static int object_shm(void)
     for (int attempt = 0; attempt < 8; attempt++) {
         snprintf(name, sizeof(name), "/wxjit-%d-%u-%lx", (int)getpid(),
                  atomic_fetch_add(&serial, 1), (unsigned long)random_bits());
-        calls++;
+        if (count_call(WXJ_CALL_OBJECT))
+            return -1;
         int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
-            calls++;
+            calls[WXJ_CALL_OTHER]++;
             shm_unlink(name);
             return fd;
         }
@@ -137,7 +190,10 @@ static int object_tmpfile(void)
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
         if (!dirs[i] || !*dirs[i])
             continue;
-        calls++;
+        if (count_call(WXJ_CALL_OBJECT)) {
+            err = errno;
+            continue;
+        }
         int fd = open(dirs[i], O_TMPFILE | O_RDWR | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0)
             return fd;
@@ -158,8 +214,8 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
             err = errno;
             continue;
         }
-        calls++;
-        if (ftruncate(fd, (off_t)size) != 0) {
+        if (count_call(WXJ_CALL_FTRUNCATE) ||
+            ftruncate(fd, (off_t)size) != 0) {
             err = errno;
             wxj_os_close(fd);
             continue;
@@ -172,7 +228,7 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
 
 void wxj_os_close(int fd)
 {
-    calls++;
+    calls[WXJ_CALL_CLOSE]++;
     close(fd);
 }
 
@@ -180,7 +236,8 @@ int wxj_os_copy_to(int fd, const void *src, size_t len)
 {
     const uint8_t *p = src;
     for (size_t done = 0; done < len;) {
-        calls++;
+        if (count_call(WXJ_CALL_PWRITE))
+            return errno;
         ssize_t n = pwrite(fd, p + done, len - done, (off_t)done);
         if (n < 0 && errno != EINTR)
             return errno;
@@ -204,7 +261,7 @@ void *wxj_os_random_hint(void)
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected)
 {
     int saved = errno;
-    calls++;
+    calls[WXJ_CALL_FUTEX]++;
     syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, expected, NULL, NULL, 0);
     errno = saved;
 }
@@ -212,7 +269,7 @@ void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected)
 void wxj_os_futex_wake_all(_Atomic uint32_t *word)
 {
     int saved = errno;
-    calls++;
+    calls[WXJ_CALL_FUTEX]++;
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
     errno = saved;
 }

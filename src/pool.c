@@ -262,15 +262,24 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
         return err;
     raise_busy(pool);
     tls_busy = pool;
-    pool->calls_at_begin = wxj_os_calls();
+    for (int k = 0; k < WXJ_CALL_KINDS; k++)
+        pool->calls_at_begin[k] = wxj_os_calls_of(k);
     *out = pool;
     return 0;
 }
 
-void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool)
+void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool, int err)
 {
     (void)heap;
-    wxj_count_own(&pool->syscalls, wxj_os_calls() - pool->calls_at_begin);
+    if (err == 0) {
+        uint64_t d[WXJ_CALL_KINDS], sum = 0;
+        for (int k = 0; k < WXJ_CALL_KINDS; k++)
+            sum += d[k] = wxj_os_calls_of(k) - pool->calls_at_begin[k];
+        wxj_count_own(&pool->syscalls, sum);
+        wxj_count_own(&pool->mprotect_calls, d[WXJ_CALL_MPROTECT]);
+        wxj_count_own(&pool->map_calls,
+                      d[WXJ_CALL_MMAP] + d[WXJ_CALL_MUNMAP]);
+    }
     tls_busy = NULL;
     atomic_store_explicit(&pool->busy, 0, memory_order_release);
 }
