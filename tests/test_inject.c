@@ -87,7 +87,10 @@ static struct {
     int32_t new_value;
     /* expected statistics deltas, set by the scenario's `done` */
     int64_t d_installs, d_frees, d_live;
-    /* the executor: calls fns[0] during the operation */
+    /* the executor: calls fns[exec_idx] during the operation */
+    size_t exec_idx;
+    uint8_t *exec_fn;
+    int32_t exec_want;
     pthread_t executor;
     bool executing;
     _Atomic bool exec_started, exec_stop;
@@ -206,8 +209,8 @@ static bool held(const struct fn *f)
 static void *executor_main(void *unused)
 {
     (void)unused;
-    int_fn fn = as_fn(C.fns[0].exec);
-    int32_t want = C.fns[0].value;
+    int_fn fn = as_fn(C.exec_fn);
+    int32_t want = C.exec_want;
     atomic_store(&C.exec_started, true);
     while (!atomic_load(&C.exec_stop)) {
         if (fn() != want)
@@ -219,13 +222,16 @@ static void *executor_main(void *unused)
 
 static void executor_start(void)
 {
+    const struct fn *f = &C.fns[C.exec_idx];
+    C.exec_fn = f->exec;
+    C.exec_want = f->value;
     CHECK(pthread_create(&C.executor, NULL, executor_main, NULL) == 0,
           "pthread_create");
     C.executing = true;
     while (!atomic_load(&C.exec_started))
         sched_yield();
     /* On a page nobody holds: wait until it really runs the code. */
-    while (!held(&C.fns[0]) && atomic_load(&C.exec_calls) == 0)
+    while (!held(f) && atomic_load(&C.exec_calls) == 0)
         sched_yield();
 }
 
@@ -239,7 +245,7 @@ static void executor_stop(void)
     CHECK(atomic_load(&C.exec_bad) == 0,
           "the executor of the function at %p saw a wrong result %llu of "
           "%llu times",
-          (void *)C.fns[0].exec, (unsigned long long)C.exec_bad,
+          (void *)C.exec_fn, (unsigned long long)C.exec_bad,
           (unsigned long long)C.exec_calls);
 }
 
@@ -716,6 +722,59 @@ static void s_batch_done(int err)
     }
 }
 
+/* commit_batch of an in-place reservation on page 0 (closed on its own)
+ * and two scratch ones after it (one run) */
+static void s_batch_ip_setup(void)
+{
+    setup_room();
+    executor_start();
+    reserve_fn(256, WXJIT_RESERVE_IN_PLACE, 256);
+    reserve_fn(page / 4, 0, page / 4);
+    reserve_fn(page / 4, 0, 64);
+    /* toggle: the held page 0 is skipped, B and C go to page 1; dualmap
+     * holds no page, they may share page 0. */
+    CHECK(wxtest_page_of(C.rm[0].exec) == wxtest_page_of(C.fns[0].exec) &&
+              (backend != WXJIT_BACKEND_TOGGLE ||
+               wxtest_page_of(C.rm[1].exec) == wxtest_page_of(C.rm[0].exec) +
+                                                   page),
+          "batch layout: A %p B %p C %p, code at %p", (void *)C.rm[0].exec,
+          (void *)C.rm[1].exec, (void *)C.rm[2].exec, (void *)C.fns[0].exec);
+}
+
+/* A function of 1.5 pages (fns[0]) across pages 0 and 1, small ones after
+ * it on page 1; the call under test patches or frees the big one, whose
+ * window spans both pages, while fns[1] runs. */
+static void s_across_setup(void)
+{
+    C.h = new_heap(4);
+    install_fn(page + page / 2);
+    for (int i = 0; i < 8; i++)
+        install_fn(64);
+    CHECK(wxtest_page_of(C.fns[1].exec) ==
+              wxtest_page_of(C.fns[0].exec) + page,
+          "layout: big function at %p, next at %p", (void *)C.fns[0].exec,
+          (void *)C.fns[1].exec);
+    C.exec_idx = 1;
+    executor_start();
+    C.target = 0;
+}
+
+/* 8 bytes that straddle the page boundary inside the big function (its
+ * padding, never executed). */
+static int s_patch_across_op(void)
+{
+    static const uint8_t bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    C.new_value = C.fns[0].value;
+    return wxjit_patch(C.h, C.fns[0].exec + page - 4, bytes, sizeof(bytes));
+}
+
+static void s_patch_across_done(int err)
+{
+    if (err == 0)
+        for (int i = 0; i < 8; i++)
+            C.fns[0].bytes[page - 4 + i] = (uint8_t)(i + 1);
+}
+
 /* patch, patch_atomic and free of fns[1] (fns[0] is the executor's) */
 static void s_live_setup(void)
 {
@@ -786,16 +845,37 @@ static const struct scenario scenarios[] = {
     {"install (new chunk)", s_install_new_chunk, s_install_op,
      s_install_done},
     {"commit_batch (2 runs)", s_batch_setup, s_batch_op, s_batch_done},
+    {"commit_batch (in place + scratch)", s_batch_ip_setup, s_batch_op,
+     s_batch_done},
     {"patch", s_live_setup, s_patch_op, s_patch_done},
+    {"patch (across 2 pages)", s_across_setup, s_patch_across_op,
+     s_patch_across_done},
     {"patch_atomic", s_live_setup, s_patch_atomic_op, s_patch_done},
     {"free", s_live_setup, s_free_op, s_free_done},
+    {"free (across 2 pages)", s_across_setup, s_free_op, s_free_done},
 };
 #define NSCENARIOS (sizeof(scenarios) / sizeof(scenarios[0]))
 
-/* ---- one point, in a child ---------------------------------------------- */
+/* ---- one point, in a child ----------------------------------------------
+ * A variant: heap flags, and (dualmap) the first way to get a shared
+ * memory object, whose fallbacks are swept with the calls that map a new
+ * chunk. */
+struct variant {
+    unsigned flags;
+    const char *object; /* WXJIT_DUALMAP_OBJECT; NULL: the default */
+    const char *label;
+};
+
+static const struct variant variants[] = {
+    {0, NULL, ""},
+    {WXJIT_HEAP_RW_ON_DEMAND, NULL, " [RW_ON_DEMAND]"},
+    {0, "shm", " [object shm]"},
+    {0, "tmpfile", " [object tmpfile]"},
+};
+
 struct point {
     const struct scenario *s;
-    unsigned flags;
+    const struct variant *v;
     int kind;       /* index into kinds[], -1: unarmed */
     uint64_t nth, count;
     struct outcome *out;
@@ -806,7 +886,9 @@ static void run_point(void *arg)
     const struct point *pt = arg;
     alarm(POINT_TIMEOUT);
     stage("setup");
-    C.flags = pt->flags;
+    C.flags = pt->v->flags;
+    if (pt->v->object)
+        setenv("WXJIT_DUALMAP_OBJECT", pt->v->object, 1);
     C.next_value = FIRST_VALUE;
     pt->s->setup();
     wxjit_stats before = {0}, after;
@@ -890,7 +972,7 @@ static void on_crash(int sig, siginfo_t *si, void *uc)
                  "thread was not held by the fault handler)\n";
     msg[16] = (char)('0' + sig / 10);
     msg[17] = (char)('0' + sig % 10);
-    put_hex(msg + 31, (uintptr_t)si->si_addr);
+    put_hex(msg + 32, (uintptr_t)si->si_addr);
     if (write(2, msg, sizeof(msg) - 1) < 0)
         _exit(CRASHED);
     _exit(CRASHED);
@@ -916,10 +998,10 @@ static const char *describe(const struct point *pt, char *buf, size_t len)
 {
     if (pt->kind < 0)
         snprintf(buf, len, "%s%s, nothing injected", pt->s->name,
-                 pt->flags ? " [RW_ON_DEMAND]" : "");
+                 pt->v->label);
     else
         snprintf(buf, len, "%s%s, %s call #%llu %s (%s)", pt->s->name,
-                 pt->flags ? " [RW_ON_DEMAND]" : "", kinds[pt->kind].name,
+                 pt->v->label, kinds[pt->kind].name,
                  (unsigned long long)pt->nth,
                  pt->count == 1 ? "fails" : "and all later fail",
                  strerror(kinds[pt->kind].err));
@@ -958,10 +1040,10 @@ static bool sweep_point(const struct point *pt, struct tally *t)
     return false;
 }
 
-static void sweep(const struct scenario *s, unsigned flags,
+static void sweep(const struct scenario *s, const struct variant *v,
                   struct outcome *out)
 {
-    struct point pt = {s, flags, -1, 0, 0, out};
+    struct point pt = {s, v, -1, 0, 0, out};
     char what[256];
     if (!sweep_point(&pt, NULL)) {
         printf("  %s: fails with nothing injected; not swept\n",
@@ -970,7 +1052,7 @@ static void sweep(const struct scenario *s, unsigned flags,
     }
     uint64_t n[NKINDS];
     memcpy(n, out->calls, sizeof(n));
-    printf("  %s%s:", s->name, flags ? " [RW_ON_DEMAND]" : "");
+    printf("  %s%s:", s->name, v->label);
     for (size_t k = 0; k < NKINDS; k++)
         if (n[k])
             printf(" %s %llu", kinds[k].name, (unsigned long long)n[k]);
@@ -1017,12 +1099,17 @@ int main(int argc, char **argv)
                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(out != MAP_FAILED, "mmap: %s", strerror(errno));
 
-    unsigned flag_sets[2] = {0, WXJIT_HEAP_RW_ON_DEMAND};
-    int nsets = backend == WXJIT_BACKEND_DUALMAP ? 2 : 1;
-    for (int f = 0; f < nsets; f++)
+    /* dualmap: every operation also with RW views on demand; the other
+     * objects only where a chunk is mapped. */
+    size_t nvariants = backend == WXJIT_BACKEND_DUALMAP
+                           ? sizeof(variants) / sizeof(variants[0])
+                           : 1;
+    for (size_t v = 0; v < nvariants; v++)
         for (size_t i = 0; i < NSCENARIOS; i++)
-            if (argc < 2 || strstr(scenarios[i].name, argv[1]))
-                sweep(&scenarios[i], flag_sets[f], out);
+            if ((argc < 2 || strstr(scenarios[i].name, argv[1])) &&
+                (!variants[v].object || strstr(scenarios[i].name, "create") ||
+                 strstr(scenarios[i].name, "chunk")))
+                sweep(&scenarios[i], &variants[v], out);
     CHECK_EQ(wxtest_wx_mappings(), 0);
     printf("test_inject: %u points, %u failed\n", total_points, total_bad);
     CHECK(total_bad == 0, "%u of %u points failed (listed above)", total_bad,
