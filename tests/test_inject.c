@@ -40,7 +40,8 @@ static size_t page;
 static wxjit_backend backend;
 
 /* The kinds a test can make fail, with the errno a real failure of that
- * call would most plausibly give. */
+ * call would most plausibly give; K_* index the first three. */
+enum { K_MMAP, K_MUNMAP, K_MPROTECT };
 static const struct {
     enum wxj_os_call kind;
     const char *name;
@@ -381,8 +382,11 @@ static int check_pages(bool strict, const char *when)
     return bad;
 }
 
+/* made: the system calls the calling thread made during the call, in
+ * all (wxj_os_calls) and by kind; a successful call counts exactly those. */
 static void check_stats(const wxjit_stats *b, const wxjit_stats *a,
-                        bool failed)
+                        bool failed, uint64_t made, uint64_t made_mprotect,
+                        uint64_t made_map)
 {
 #define U(x) (unsigned long long)(x)
     CHECK((int64_t)(a->installs - b->installs) == C.d_installs &&
@@ -409,6 +413,15 @@ static void check_stats(const wxjit_stats *b, const wxjit_stats *a,
           U(a->map_calls), U(b->faults_forwarded), U(a->faults_forwarded),
           U(b->bytes_mapped), U(a->bytes_mapped), U(b->pages), U(a->pages),
           U(b->chunks), U(a->chunks));
+    CHECK(failed || (a->syscalls - b->syscalls == made &&
+                     a->mprotect_calls - b->mprotect_calls == made_mprotect &&
+                     a->map_calls - b->map_calls == made_map),
+          "a successful call made %llu system calls (%llu mprotect, %llu "
+          "mmap/munmap), statistics counted syscalls %llu->%llu "
+          "mprotect_calls %llu->%llu map_calls %llu->%llu",
+          U(made), U(made_mprotect), U(made_map), U(b->syscalls),
+          U(a->syscalls), U(b->mprotect_calls), U(a->mprotect_calls),
+          U(b->map_calls), U(a->map_calls));
 #undef U
     /* faults_retried is not compared: the executor's faults while the
      * call held its page are real, whatever the call returned. */
@@ -894,7 +907,7 @@ static void run_point(void *arg)
     wxjit_stats before = {0}, after;
     if (C.h)
         before = wxtest_stats_of(C.h);
-    uint64_t calls[NKINDS];
+    uint64_t calls[NKINDS], all = wxj_os_calls();
     for (size_t k = 0; k < NKINDS; k++)
         calls[k] = wxj_os_calls_of(kinds[k].kind);
     enum wxj_os_call kind = pt->kind >= 0 ? kinds[pt->kind].kind : 0;
@@ -907,6 +920,7 @@ static void run_point(void *arg)
         wxj_os_inject(kind, 1, 0, 0);
     for (size_t k = 0; k < NKINDS; k++)
         pt->out->calls[k] = wxj_os_calls_of(kinds[k].kind) - calls[k];
+    all = wxj_os_calls() - all;
     pt->out->ret = err;
     CHECK(err == 0 || (pt->kind >= 0 && (err == kinds[pt->kind].err ||
                                          err == ENOMEM)),
@@ -919,7 +933,9 @@ static void run_point(void *arg)
     pt->s->done(err);
     if (had_heap) {
         after = wxtest_stats_of(C.h);
-        check_stats(&before, &after, err != 0);
+        check_stats(&before, &after, err != 0, all,
+                    pt->out->calls[K_MPROTECT],
+                    pt->out->calls[K_MMAP] + pt->out->calls[K_MUNMAP]);
     }
     check_bytes();
     check_traps();
