@@ -161,8 +161,13 @@ static size_t reserve_fn(size_t size, unsigned flags, size_t used)
     CHECK_OK(wxjit_reserve(C.h, size, 0, flags, &C.rv[i]));
     C.nres++;
     struct res_meta *m = &C.rm[i];
-    *m = (struct res_meta){C.rv[i].exec, size, used, C.next_value++,
-                           flags & WXJIT_RESERVE_IN_PLACE, true, false};
+    *m = (struct res_meta){C.rv[i].exec,
+                           size,
+                           used,
+                           C.next_value++,
+                           flags & WXJIT_RESERVE_IN_PLACE,
+                           true,
+                           false};
     emit_fn(C.rv[i].write, size, m->value);
     return i;
 }
@@ -352,14 +357,15 @@ static int check_pages(bool strict, const char *when)
         const uint8_t *last = f->exec + f->size - 1;
         if (wxtest_exec_only(f->exec, perms) && wxtest_exec_only(last, perms))
             continue;
-        CHECK(!strict, "%s: function %zu at %p (returns %d) is on a page "
-              "mapped %s, not r-x", when, i, (void *)f->exec, f->value,
-              perms);
+        CHECK(!strict,
+              "%s: function %zu at %p (returns %d) is on a page "
+              "mapped %s, not r-x",
+              when, i, (void *)f->exec, f->value, perms);
         CHECK(backend != WXJIT_BACKEND_TOGGLE ||
                   (writer_holds(f->exec) && writer_holds(last)),
               "%s: function %zu at %p (returns %d) is on a page mapped %s "
-              "that no writer holds: its executors crash", when, i,
-              (void *)f->exec, f->value, perms);
+              "that no writer holds: its executors crash",
+              when, i, (void *)f->exec, f->value, perms);
         bad++;
     }
     for (size_t i = 0; i < C.nres; i++) {
@@ -371,12 +377,12 @@ static int check_pages(bool strict, const char *when)
               "%s: the write view %p of the open in-place reservation at %p "
               "is mapped %s, not writable",
               when, C.rv[i].write, (void *)m->exec, perms);
-        CHECK(backend != WXJIT_BACKEND_TOGGLE ||
-                  (writer_holds(m->exec) &&
-                   writer_holds(m->exec + m->size - 1)),
-              "%s: the pages of the open in-place reservation at %p are "
-              "not held (mapped %s): its neighbours' executors crash",
-              when, (void *)m->exec, perms);
+        CHECK(
+            backend != WXJIT_BACKEND_TOGGLE ||
+                (writer_holds(m->exec) && writer_holds(m->exec + m->size - 1)),
+            "%s: the pages of the open in-place reservation at %p are "
+            "not held (mapped %s): its neighbours' executors crash",
+            when, (void *)m->exec, perms);
     }
     CHECK_EQ(wxtest_wx_mappings(), 0);
     return bad;
@@ -435,8 +441,10 @@ static void close_open_reservations(void)
         struct res_meta *m = &C.rm[i];
         if (!m->open)
             continue;
-        CHECK(C.rv[i].exec == m->exec, "open reservation %zu: exec %p, "
-              "reserved at %p", i, C.rv[i].exec, (void *)m->exec);
+        CHECK(C.rv[i].exec == m->exec,
+              "open reservation %zu: exec %p, "
+              "reserved at %p",
+              i, C.rv[i].exec, (void *)m->exec);
         if (m->abort_it) {
             int err = wxjit_abort(C.h, &C.rv[i]);
             CHECK(err == 0, "aborting reservation %zu at %p again: %s", i,
@@ -560,9 +568,13 @@ static void s_reserve_done(int err)
         return;
     }
     size_t i = C.nres++;
-    C.rm[i] = (struct res_meta){C.rv[i].exec, 64, 64, C.next_value++,
+    C.rm[i] = (struct res_meta){C.rv[i].exec,
+                                64,
+                                64,
+                                C.next_value++,
                                 reserve_flags & WXJIT_RESERVE_IN_PLACE,
-                                true, false};
+                                true,
+                                false};
     emit_fn(C.rv[i].write, 64, C.rm[i].value);
 }
 
@@ -597,8 +609,14 @@ static void setup_reservation(unsigned flags, size_t used, bool abort_it)
     C.rm[i].abort_it = abort_it;
 }
 
-static void s_commit_scratch(void) { setup_reservation(0, 256, false); }
-static void s_commit_scratch_part(void) { setup_reservation(0, 32, false); }
+static void s_commit_scratch(void)
+{
+    setup_reservation(0, 256, false);
+}
+static void s_commit_scratch_part(void)
+{
+    setup_reservation(0, 32, false);
+}
 static void s_commit_ip(void)
 {
     setup_reservation(WXJIT_RESERVE_IN_PLACE, 256, false);
@@ -607,7 +625,10 @@ static void s_commit_ip_part(void)
 {
     setup_reservation(WXJIT_RESERVE_IN_PLACE, 32, false);
 }
-static void s_abort_scratch(void) { setup_reservation(0, 256, true); }
+static void s_abort_scratch(void)
+{
+    setup_reservation(0, 256, true);
+}
 static void s_abort_ip(void)
 {
     setup_reservation(WXJIT_RESERVE_IN_PLACE, 256, true);
@@ -631,7 +652,10 @@ static void s_commit_done(int err)
     C.d_live = (int64_t)granule_bytes(C.rm[0].used);
 }
 
-static int s_abort_op(void) { return wxjit_abort(C.h, &C.rv[0]); }
+static int s_abort_op(void)
+{
+    return wxjit_abort(C.h, &C.rv[0]);
+}
 
 static void s_abort_done(int err)
 {
@@ -727,10 +751,8 @@ static void s_batch_done(int err)
             C.d_installs++;
             C.d_live += (int64_t)granule_bytes(C.rm[i].used);
         } else {
-            CHECK(err != 0, "batch returned 0, reservation %zu still open",
-                  i);
-            CHECK(C.rv[i].exec == C.rm[i].exec, "reservation %zu changed",
-                  i);
+            CHECK(err != 0, "batch returned 0, reservation %zu still open", i);
+            CHECK(C.rv[i].exec == C.rm[i].exec, "reservation %zu changed", i);
         }
     }
 }
@@ -748,8 +770,8 @@ static void s_batch_ip_setup(void)
      * holds no page, they may share page 0. */
     CHECK(wxtest_page_of(C.rm[0].exec) == wxtest_page_of(C.fns[0].exec) &&
               (backend != WXJIT_BACKEND_TOGGLE ||
-               wxtest_page_of(C.rm[1].exec) == wxtest_page_of(C.rm[0].exec) +
-                                                   page),
+               wxtest_page_of(C.rm[1].exec) ==
+                   wxtest_page_of(C.rm[0].exec) + page),
           "batch layout: A %p B %p C %p, code at %p", (void *)C.rm[0].exec,
           (void *)C.rm[1].exec, (void *)C.rm[2].exec, (void *)C.fns[0].exec);
 }
@@ -805,9 +827,9 @@ static int s_patch_op(void)
 static int s_patch_atomic_op(void)
 {
     C.new_value = C.next_value++;
-    return wxjit_patch_atomic(
-        C.h, C.fns[C.target].exec + EMIT_PATCHABLE_IMM_OFFSET,
-        (uint32_t)C.new_value, sizeof(C.new_value));
+    return wxjit_patch_atomic(C.h,
+                              C.fns[C.target].exec + EMIT_PATCHABLE_IMM_OFFSET,
+                              (uint32_t)C.new_value, sizeof(C.new_value));
 }
 
 static void s_patch_done(int err)
@@ -855,8 +877,7 @@ static const struct scenario scenarios[] = {
     {"abort in place", s_abort_ip, s_abort_op, s_abort_done},
     {"install (used page)", s_install_small, s_install_op, s_install_done},
     {"install (new page)", s_install_new_page, s_install_op, s_install_done},
-    {"install (new chunk)", s_install_new_chunk, s_install_op,
-     s_install_done},
+    {"install (new chunk)", s_install_new_chunk, s_install_op, s_install_done},
     {"commit_batch (2 runs)", s_batch_setup, s_batch_op, s_batch_done},
     {"commit_batch (in place + scratch)", s_batch_ip_setup, s_batch_op,
      s_batch_done},
@@ -889,7 +910,7 @@ static const struct variant variants[] = {
 struct point {
     const struct scenario *s;
     const struct variant *v;
-    int kind;       /* index into kinds[], -1: unarmed */
+    int kind; /* index into kinds[], -1: unarmed */
     uint64_t nth, count;
     struct outcome *out;
 };
@@ -922,8 +943,8 @@ static void run_point(void *arg)
         pt->out->calls[k] = wxj_os_calls_of(kinds[k].kind) - calls[k];
     all = wxj_os_calls() - all;
     pt->out->ret = err;
-    CHECK(err == 0 || (pt->kind >= 0 && (err == kinds[pt->kind].err ||
-                                         err == ENOMEM)),
+    CHECK(err == 0 ||
+              (pt->kind >= 0 && (err == kinds[pt->kind].err || err == ENOMEM)),
           "returned %d (%s)%s", err, strerror(err),
           pt->kind >= 0 ? ", neither the injected errno nor ENOMEM"
                         : " with nothing injected");
@@ -933,8 +954,7 @@ static void run_point(void *arg)
     pt->s->done(err);
     if (had_heap) {
         after = wxtest_stats_of(C.h);
-        check_stats(&before, &after, err != 0, all,
-                    pt->out->calls[K_MPROTECT],
+        check_stats(&before, &after, err != 0, all, pt->out->calls[K_MPROTECT],
                     pt->out->calls[K_MMAP] + pt->out->calls[K_MUNMAP]);
     }
     check_bytes();
@@ -942,8 +962,9 @@ static void run_point(void *arg)
     /* Right after a failure a page of live code may still be waiting for
      * its RX flip (executors wait meanwhile); after success never. */
     pt->out->deferred = check_pages(err == 0, err ? "right after the "
-                                    "failed call" : "right after the call "
-                                    "returned 0");
+                                                    "failed call"
+                                                  : "right after the call "
+                                                    "returned 0");
     if (pt->out->deferred) {
         /* Executors of that code must wait, not crash: give the
          * executor time to run into the page. */
@@ -1111,8 +1132,9 @@ int main(int argc, char **argv)
     const char *name;
     CHECK_OK(wxjit_backend_name(backend, &name));
     printf("test_inject (%s)\n", name);
-    struct outcome *out = outcome = mmap(NULL, sizeof(*out), PROT_READ | PROT_WRITE,
-                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct outcome *out = outcome =
+        mmap(NULL, sizeof(*out), PROT_READ | PROT_WRITE,
+             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     CHECK(out != MAP_FAILED, "mmap: %s", strerror(errno));
 
     /* dualmap: every operation also with RW views on demand; the other
