@@ -361,8 +361,9 @@ static int check_pages(bool strict, const char *when)
               "%s: function %zu at %p (returns %d) is on a page "
               "mapped %s, not r-x",
               when, i, (void *)f->exec, f->value, perms);
-        CHECK(backend != WXJIT_BACKEND_TOGGLE ||
-                  (writer_holds(f->exec) && writer_holds(last)),
+        bool waits = backend != WXJIT_BACKEND_TOGGLE ||
+                     (writer_holds(f->exec) && writer_holds(last));
+        CHECK(waits,
               "%s: function %zu at %p (returns %d) is on a page mapped %s "
               "that no writer holds: its executors crash",
               when, i, (void *)f->exec, f->value, perms);
@@ -377,12 +378,13 @@ static int check_pages(bool strict, const char *when)
               "%s: the write view %p of the open in-place reservation at %p "
               "is mapped %s, not writable",
               when, C.rv[i].write, (void *)m->exec, perms);
-        CHECK(
+        bool kept =
             backend != WXJIT_BACKEND_TOGGLE ||
-                (writer_holds(m->exec) && writer_holds(m->exec + m->size - 1)),
-            "%s: the pages of the open in-place reservation at %p are "
-            "not held (mapped %s): its neighbours' executors crash",
-            when, (void *)m->exec, perms);
+            (writer_holds(m->exec) && writer_holds(m->exec + m->size - 1));
+        CHECK(kept,
+              "%s: the pages of the open in-place reservation at %p are "
+              "not held (mapped %s): its neighbours' executors crash",
+              when, (void *)m->exec, perms);
     }
     CHECK_EQ(wxtest_wx_mappings(), 0);
     return bad;
@@ -395,15 +397,16 @@ static void check_stats(const wxjit_stats *b, const wxjit_stats *a,
                         uint64_t made_map)
 {
 #define U(x) (unsigned long long)(x)
-    CHECK((int64_t)(a->installs - b->installs) == C.d_installs &&
-              (int64_t)(a->frees - b->frees) == C.d_frees &&
-              (int64_t)(a->bytes_live - b->bytes_live) == C.d_live &&
-              a->faults_forwarded == b->faults_forwarded &&
-              a->bytes_mapped >= b->bytes_mapped && a->pages >= b->pages &&
-              a->chunks >= b->chunks &&
-              (!failed || (a->syscalls == b->syscalls &&
-                           a->mprotect_calls == b->mprotect_calls &&
-                           a->map_calls == b->map_calls)),
+    bool as_expected = (int64_t)(a->installs - b->installs) == C.d_installs &&
+                       (int64_t)(a->frees - b->frees) == C.d_frees &&
+                       (int64_t)(a->bytes_live - b->bytes_live) == C.d_live &&
+                       a->faults_forwarded == b->faults_forwarded &&
+                       a->bytes_mapped >= b->bytes_mapped &&
+                       a->pages >= b->pages && a->chunks >= b->chunks &&
+                       (!failed || (a->syscalls == b->syscalls &&
+                                    a->mprotect_calls == b->mprotect_calls &&
+                                    a->map_calls == b->map_calls));
+    CHECK(as_expected,
           "statistics after a %s call (expected installs %+lld frees "
           "%+lld bytes_live %+lld%s): installs %llu->%llu frees "
           "%llu->%llu bytes_live %llu->%llu syscalls %llu->%llu "
