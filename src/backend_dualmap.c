@@ -259,7 +259,9 @@ static void dualmap_fork_prepare(struct wxjit_heap *heap,
     chunk->fork_fd = -1;
     if (wxj_os_shared_object(heap->object_first, chunk->size, &fd))
         return;
-    if (wxj_os_copy_to(fd, chunk->base, chunk->fresh_next * heap->page_size))
+    /* The whole executable view: its steps reach past the pages handed
+     * out, and the child maps it from this copy (traps there too). */
+    if (wxj_os_copy_to(fd, chunk->base, chunk->rx_pages * heap->page_size))
         wxj_os_close(fd);
     else
         chunk->fork_fd = fd;

@@ -96,6 +96,11 @@ static void page_abandon(struct wxj_chunk *chunk, struct wxj_page *pg)
 {
     atomic_fetch_add_explicit(&chunk->stuck, 1, memory_order_relaxed);
     atomic_store_explicit(&pg->writer, WXJ_WRITER_STUCK, memory_order_release);
+    /* Writers asleep on the page may take it over now; executors look,
+     * see it still WRITING and sleep again. */
+    if (atomic_load_explicit(&pg->state, memory_order_relaxed) &
+        WXJ_PAGE_WAITERS)
+        wxj_os_futex_wake_all(&pg->state);
 }
 
 /* Sleeps until the word moves on from seen (a writer released the page).
@@ -177,7 +182,10 @@ static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
             first_err = err;
         if (err && stop)
             return err;
-        for (size_t k = i; !err && k <= j; k++) {
+        /* A failed mprotect over several mappings may have changed the
+         * first ones: after a failed RW flip, treat the run as writable,
+         * so that it is flipped back (or abandoned), never released. */
+        for (size_t k = i; k <= j && (!err || want_rw); k++) {
             chunk->pages[k].rw = want_rw;
             chunk->pages[k].fresh &= want_rw;
         }
@@ -187,14 +195,35 @@ static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
     return first_err;
 }
 
-static void unstick(struct wxjit_heap *heap);
+/* Abandoned pages of the heap, if any: each is taken over and flipped,
+ * and released if that works. One relaxed load per chunk otherwise. */
+static void unstick(struct wxjit_heap *heap)
+{
+    int32_t self = wxj_os_tid();
+    uint32_t seen;
+    for (struct wxj_chunk *c =
+             atomic_load_explicit(&heap->chunks, memory_order_acquire);
+         c; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+        if (!atomic_load_explicit(&c->stuck, memory_order_relaxed))
+            continue;
+        for (size_t i = 0; i < c->npages; i++) {
+            struct wxj_page *pg = &c->pages[i];
+            if (atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
+                    WXJ_WRITER_STUCK ||
+                page_take(c, pg, self, &seen) != TAKEN)
+                continue;
+            protect_runs(heap, c, i, i, false, false, false);
+            wxj_code_changed(c->base + i * heap->page_size, heap->page_size);
+            pages_drop(c, i, i);
+        }
+    }
+}
 
 static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
     struct wxj_chunk *chunk = w->chunk;
     int32_t self = wxj_os_tid();
     uint32_t seen;
-    unstick(heap);
 retry:
     for (size_t i = w->first; i <= w->last; i++) {
         struct wxj_page *pg = &chunk->pages[i];
@@ -306,30 +335,6 @@ static void toggle_abandon(struct wxjit_heap *heap, struct wxj_window *w)
     pages_drop(w->chunk, w->first, w->last);
 }
 
-/* Abandoned pages of the heap, if any: each is taken over and flipped,
- * and released if that works. One relaxed load per chunk otherwise. */
-static void unstick(struct wxjit_heap *heap)
-{
-    int32_t self = wxj_os_tid();
-    uint32_t seen;
-    for (struct wxj_chunk *c =
-             atomic_load_explicit(&heap->chunks, memory_order_acquire);
-         c; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
-        if (!atomic_load_explicit(&c->stuck, memory_order_relaxed))
-            continue;
-        for (size_t i = 0; i < c->npages; i++) {
-            struct wxj_page *pg = &c->pages[i];
-            if (atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
-                    WXJ_WRITER_STUCK ||
-                page_take(c, pg, self, &seen) != TAKEN)
-                continue;
-            protect_runs(heap, c, i, i, false, false, false);
-            wxj_code_changed(c->base + i * heap->page_size, heap->page_size);
-            pages_drop(c, i, i);
-        }
-    }
-}
-
 /* Fresh pages are still RW from the chunk mapping and nobody can execute
  * them yet: fill them directly, no mprotect. Each is taken meanwhile: a
  * widened RX flip (protect_rx_widened) may be filling and flipping it,
@@ -419,5 +424,6 @@ const struct wxj_backend wxj_backend_toggle = {
     .open = toggle_open,
     .close = toggle_close,
     .abandon = toggle_abandon,
+    .recover = unstick,
     .fork_child = toggle_fork_child,
 };

@@ -86,10 +86,6 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     return err;
 }
 
-/* In-place reservations the calling thread has open, in any heap: while
- * there are none, new code needs no look at the open reservations. */
-static __thread unsigned own_in_place;
-
 /* New code on a page where the calling thread has an in-place window open
  * would not be executable when its commit returns (toggle keeps that page
  * writable until the window closes), so it is refused, on every backend
@@ -97,7 +93,7 @@ static __thread unsigned own_in_place;
 static bool on_own_window(struct wxjit_heap *heap, const void *exec,
                           size_t len)
 {
-    return own_in_place &&
+    return wxj_open_own_in_place() &&
            wxj_open_holds_pages(&heap->open, wxj_os_tid(), (uintptr_t)exec,
                                 (uintptr_t)exec + len - 1, heap->page_size);
 }
@@ -145,7 +141,6 @@ static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
     out->size = size;
     out->internal[0] = rec.serial;
     out->internal[1] = ~rec.serial; /* both words must come back as given */
-    own_in_place += in_place;
     return 0;
 }
 
@@ -222,8 +217,6 @@ static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
     }
     if (!r->in_place)
         free(res->write);
-    else
-        own_in_place--;
     account_live(pool, (int64_t)m, true);
     memset(res, 0, sizeof(*res));
 }
@@ -287,7 +280,6 @@ static int abort_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
             unclaim(heap, &r); /* still open and held: retry */
             return err;
         }
-        own_in_place--;
     } else {
         free(res->write);
         wxj_block_unmark(r.chunk, r.g, r.n);

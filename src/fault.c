@@ -9,8 +9,11 @@
  *      no way to make memory writable and executable;
  *   I2 a declined fault is untouched, so whoever handles it next sees what
  *      the kernel delivered;
- *   I3 no endless retry: a fetch fault that repeats at the same address
- *      while the page word is unchanged and not WRITING is declined;
+ *   I3 no endless retry: a fetch fault that repeats at the same address,
+ *      from the same stack pointer, while the page word is unchanged and
+ *      not WRITING is declined (a retried instruction faults again with
+ *      the same stack pointer; a signal handler that ran JIT code on top
+ *      of a fault still to be delivered did not);
  *   I4 no self-deadlock: a thread never waits for a page it holds itself;
  *   I5 nesting: the handler runs with SIGSEGV unblocked (SA_NODEFER), so a
  *      signal handler that interrupts a wait and faults on another page
@@ -132,6 +135,7 @@ static _Atomic uint64_t total_retried, total_declined;
 static __thread uintptr_t last_addr __attribute__((tls_model("initial-exec")));
 static __thread uint32_t last_state
     __attribute__((tls_model("initial-exec")));
+static __thread uintptr_t last_sp __attribute__((tls_model("initial-exec")));
 
 /* Sleeps while the page is WRITING; returns the word that ended the wait.
  * Counted in pg->waiting meanwhile, so that the writer lets us run before
@@ -154,7 +158,8 @@ static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
 }
 
 /* Decides for a fault inside chunk; true means "retry the instruction". */
-static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr)
+static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr,
+                        uintptr_t sp)
 {
     struct wxj_page *pg =
         &chunk->pages[(addr - (uintptr_t)chunk->base) /
@@ -167,13 +172,14 @@ static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr)
             wxj_os_tid())
             return false; /* I4: we hold it; waiting would never end */
         s = wait_while_writing(pg, s);
-    } else if (last_addr == addr && last_state == s) {
+    } else if (last_addr == addr && last_state == s && last_sp == sp) {
         return false; /* I3: retried once already with nothing changed */
     }
     /* Either we waited for a window to close, or the writer closed it
      * between the fault and our load (the page is RX now): one retry. */
     last_addr = addr;
     last_state = s;
+    last_sp = sp;
     return true;
 }
 
@@ -196,7 +202,9 @@ int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
     if (chunk)
         atomic_fetch_add(&handlers_using[slot], 1);
     leave(&handlers_inside);
-    bool retry = fetch && chunk && retry_fault(chunk, addr);
+    bool retry = fetch && chunk &&
+                 retry_fault(chunk, addr,
+                             wxj_arch_sp((const ucontext_t *)ucontext));
     if (chunk) {
         wxj_count(retry ? &chunk->heap->count.faults_retried
                         : &chunk->heap->count.faults_forwarded,
@@ -252,13 +260,18 @@ static void forward(int sig, siginfo_t *info, void *ucontext)
         return; /* an ignored kill(2) SIGSEGV stays ignored */
     /* Default action (the kernel forces it for an ignored fault too). The
      * same siginfo is queued to this thread with SIG_DFL in place; it is
-     * delivered as the handler returns, before the instruction could run
-     * again: the same death, core dump and exit status, even if another
-     * thread changed the page meanwhile. */
+     * delivered as the handler returns (blocked until then: ours runs
+     * with SA_NODEFER), before the instruction could run again: the same
+     * death, core dump and exit status, even if another thread changed
+     * the page meanwhile. */
     struct sigaction dfl;
+    sigset_t block;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     sigaction(sig, &dfl, NULL);
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
     syscall(SYS_rt_tgsigqueueinfo, getpid(), wxj_os_tid(), sig, info);
 }
 

@@ -146,6 +146,9 @@ struct wxj_backend {
      * unexecutable, held for nobody (executors wait), until a later window
      * takes them over and closes them. NULL where close cannot fail. */
     void (*abandon)(struct wxjit_heap *heap, struct wxj_window *w);
+    /* At the start of every operation: retries what abandon left (toggle:
+     * makes abandoned pages executable again if it can). Optional. */
+    void (*recover)(struct wxjit_heap *heap);
     /* fork(), each optional (fork.c): before, with every operation
      * stopped; after, in the parent; after, in the child, where only the
      * thread that was parent_tid lives on. */
@@ -335,6 +338,9 @@ struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
 /* For fork.c: hold the registry still and walk the live heaps. */
 struct wxjit_heap *wxj_heaps_lock_all(void);
 void wxj_heaps_unlock_all(void);
+/* At thread exit: aborts the thread's open in-place reservations in every
+ * live heap. */
+void wxj_heaps_abort_in_place_of(int32_t tid);
 /* Makes a heap refuse every call from now on (a fork child that could not
  * get a private copy of it). */
 void wxj_heap_disable(struct wxjit_heap *heap);
@@ -353,6 +359,8 @@ int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
                   struct wxj_open_rec *out);
 void wxj_open_put_back(struct wxj_open_table *t,
                        const struct wxj_open_rec *rec);
+/* In-place reservations the calling thread has open, in every heap. */
+unsigned wxj_open_own_in_place(void);
 /* Aborts the open in-place reservations of thread tid (others: of every
  * thread but tid), whose owners are gone: at thread exit, in a fork
  * child. Heap lock held, no operation running on the heap. */

@@ -37,15 +37,10 @@ static void tail_retire(struct wxj_pool *pool)
     pool->tail_start = pool->cursor = pool->limit = 0;
 }
 
-/* exiting: the thread is going away, and with it the in-place windows it
- * holds open: nobody else may close them (they are its own), and pages
- * left writable would hold up their executors forever. */
-static void tls_entry_retire(struct tls_entry *e, bool exiting)
+static void tls_entry_retire(struct tls_entry *e)
 {
     struct wxjit_heap *heap = wxj_heap_lock_if_alive(e->heap, e->heap_id);
     if (heap) {
-        if (exiting)
-            wxj_open_abort_orphans(heap, wxj_os_tid(), false);
         tail_retire(e->pool);
         e->pool->owned = false;
         pthread_mutex_unlock(&heap->lock);
@@ -54,12 +49,17 @@ static void tls_entry_retire(struct tls_entry *e, bool exiting)
     e->pool = NULL;
 }
 
+/* The thread is going away, and with it the in-place windows it holds
+ * open, in any heap: nobody else may close them (they are its own), and
+ * pages left writable would hold up their executors forever. */
 static void thread_exit(void *unused)
 {
     (void)unused;
+    if (wxj_open_own_in_place())
+        wxj_heaps_abort_in_place_of(wxj_os_tid());
     for (int i = 0; i < TLS_POOLS; i++)
         if (tls_pools[i].heap)
-            tls_entry_retire(&tls_pools[i], true);
+            tls_entry_retire(&tls_pools[i]);
 }
 
 static void create_exit_key(void)
@@ -83,7 +83,7 @@ static struct tls_entry *entry_victim(void)
         if (!tls_pools[i].heap || tls_pools[i].used_at < victim->used_at)
             victim = &tls_pools[i];
     if (victim->heap)
-        tls_entry_retire(victim, false);
+        tls_entry_retire(victim);
     return victim;
 }
 
@@ -272,6 +272,8 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
         return err;
     raise_busy(pool);
     tls_busy = pool;
+    if (heap->backend->recover)
+        heap->backend->recover(heap);
     for (int k = 0; k < WXJ_CALL_KINDS; k++)
         pool->calls_at_begin[k] = wxj_os_calls_of(k);
     *out = pool;

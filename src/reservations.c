@@ -9,6 +9,24 @@
 
 #include "internal.h"
 
+/* In-place records the calling thread owns, in every table: while there
+ * are none, neither new code nor a thread's exit needs to look for them.
+ * Only the owner changes its own count (adds, takes, puts back, and the
+ * orphan aborts at its exit); the forking thread's count carries over
+ * into the child with its records. */
+static __thread unsigned own_in_place;
+
+unsigned wxj_open_own_in_place(void)
+{
+    return own_in_place;
+}
+
+static void count_own(const struct wxj_open_rec *rec, int by)
+{
+    if (rec->in_place && rec->owner == wxj_os_tid())
+        own_in_place += (unsigned)by;
+}
+
 static size_t home(const struct wxj_open_table *t, uintptr_t exec)
 {
     /* Granule-aligned addresses: mix the bits before masking. */
@@ -52,6 +70,7 @@ int wxj_open_add(struct wxj_open_table *t, struct wxj_open_rec *rec)
     if (err == 0) {
         rec->serial = ++t->serial;
         insert(t, rec);
+        count_own(rec, 1);
     }
     pthread_mutex_unlock(&t->lock);
     return err;
@@ -90,6 +109,7 @@ int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
             ~rec->serial == res->internal[1]) {
             *out = *rec;
             remove_at(t, i);
+            count_own(out, -1);
             err = 0;
         }
         break;
@@ -104,6 +124,7 @@ void wxj_open_put_back(struct wxj_open_table *t,
     pthread_mutex_lock(&t->lock);
     /* Room exists: the record was taken out a moment ago. */
     insert(t, rec);
+    count_own(rec, 1);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -132,6 +153,7 @@ static bool take_orphan(struct wxj_open_table *t, int32_t tid, bool others,
         if (rec->exec && rec->in_place && (rec->owner == tid) != others) {
             *out = *rec;
             remove_at(t, i);
+            count_own(out, -1);
             found = true;
         }
     }
