@@ -38,30 +38,6 @@ static uint64_t retried(wxjit_heap *h)
     return s.faults_retried;
 }
 
-/* True once thread tid sleeps in futex(2): an executor whose only system
- * call is the fault handler's wait. */
-static bool in_futex(pid_t tid)
-{
-    char path[64];
-    long nr = -1;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%ld", &nr) != 1)
-            nr = -1;
-        fclose(f);
-    }
-    return nr == wxtest_kernel_futex_nr();
-}
-
-static void wait_in_futex(_Atomic pid_t *tid)
-{
-    while (atomic_load(tid) == 0)
-        sched_yield();
-    while (!in_futex(atomic_load(tid)))
-        sched_yield();
-}
-
 /* A function on a page the caller holds writable (toggle in place): any
  * other thread calling it sleeps in the handler until *r is committed. */
 struct held {
@@ -140,7 +116,7 @@ static void alt_run(bool altstack)
     pthread_t t;
     uint64_t before = retried(x.h);
     CHECK(pthread_create(&t, NULL, alt_executor, &a) == 0, "thread");
-    wait_in_futex(&a.tid); /* never reached without the alternate stack */
+    wxtest_wait_in_futex(&a.tid); /* never reached without the alternate stack */
     release(&x);
     pthread_join(t, NULL);
     CHECK_EQ(a.result, 5);
@@ -209,7 +185,7 @@ static void locks_child(void *arg)
     struct locked l = {x.fn, 0, 0};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, locked_executor, &l) == 0, "thread");
-    wait_in_futex(&l.tid);
+    wxtest_wait_in_futex(&l.tid);
 
     wxjit_heap *other;
     CHECK_OK(wxjit_heap_create(NULL, &other));
@@ -217,7 +193,7 @@ static void locks_child(void *arg)
     CHECK_OK(wxjit_heap_destroy(other));
     CHECK_OK(wxjit_fault_handler_install());
     CHECK_OK(wxjit_fault_handler_uninstall());
-    CHECK(in_futex(l.tid), "the executor left the handler early");
+    CHECK(wxtest_in_futex(l.tid), "the executor left the handler early");
 
     release(&x);
     pthread_mutex_lock(&jit_lock); /* the executor finishes first */
@@ -419,7 +395,7 @@ static void test_runtime_after(void)
     pthread_t t;
     uint64_t before = retried(x.h);
     CHECK(pthread_create(&t, NULL, plain_executor, &e) == 0, "thread");
-    wait_in_futex(&e.tid);
+    wxtest_wait_in_futex(&e.tid);
     release(&x);
     pthread_join(t, NULL);
     CHECK_EQ(e.result, 9);
@@ -520,7 +496,7 @@ static void reinstall_child(void *arg)
         struct plain_exec e = {x.fn, 0, 0};
         pthread_t t;
         CHECK(pthread_create(&t, NULL, plain_executor, &e) == 0, "thread");
-        wait_in_futex(&e.tid);
+        wxtest_wait_in_futex(&e.tid);
         release(&x);
         pthread_join(t, NULL);
         CHECK_EQ(e.result, round);
