@@ -16,6 +16,7 @@
  * reported failure. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/time.h>
 
 #include "emit.h"
 #include "wxtest.h"
@@ -521,18 +522,216 @@ static void test_reinstall(void)
                        wxtest_in_child(reinstall_child, NULL), 42);
 }
 
-int main(void)
+/* ---- signal handlers running JIT code inside the fault handler -----------
+ * Issue 11, defect 3. A thread asleep in wxjit's handler (waiting for a
+ * page being written) takes a signal whose handler calls JIT code on a
+ * page being written too: that second fault arrives while the first is
+ * being handled, and must be retried like any other, not kill the
+ * process. */
+
+/* Precise: the main thread holds page P and page Q (in-place
+ * reservations, toggle). X calls the function on P and sleeps in the
+ * handler; SIGUSR1 to X runs a handler that calls the function on Q. Q is
+ * committed, the handler's call returns, then P, and X's call returns. */
+static void *nested_q;
+static atomic_int nested_stage; /* 1: handler entered, 2: its call done */
+static int nested_q_result;
+
+static void nested_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    atomic_store(&nested_stage, 1);
+    nested_q_result = as_fn(nested_q)();
+    atomic_store(&nested_stage, 2);
+    errno = saved;
+}
+
+static void nested_child(void *arg)
+{
+    (void)arg;
+    struct held p, q;
+    hold(&p, 71);
+    hold(&q, 72);
+    nested_q = q.fn;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = nested_handler;
+    CHECK(sigaction(SIGUSR1, &sa, NULL) == 0, "sigaction");
+    struct plain_exec x = {p.fn, 0, 0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, plain_executor, &x) == 0, "thread");
+    wxtest_wait_in_futex(&x.tid); /* X waits for P in wxjit's handler */
+    CHECK(pthread_kill(t, SIGUSR1) == 0, "pthread_kill");
+    while (atomic_load(&nested_stage) == 0)
+        sched_yield();
+    /* The handler's call faults on Q: it must sleep, not die. */
+    while (!wxtest_in_futex(x.tid) && atomic_load(&nested_stage) < 2)
+        sched_yield();
+    CHECK(atomic_load(&nested_stage) == 1,
+          "the handler's call of Q's code returned while Q was held");
+    release(&q);
+    while (atomic_load(&nested_stage) < 2)
+        sched_yield();
+    CHECK_EQ(nested_q_result, 72);
+    release(&p);
+    pthread_join(t, NULL);
+    CHECK_EQ(x.result, 71);
+    CHECK_OK(wxjit_heap_destroy(p.h));
+    CHECK_OK(wxjit_heap_destroy(q.h));
+    printf("  thread asleep in the handler for P took a signal whose "
+           "handler called code on Q, also held: both calls returned after "
+           "the commits\n");
+    fflush(stdout);
+}
+
+static void test_nested_precise(void)
+{
+    wxtest_expect_exit_within("signal handler faulting on a held page while "
+                              "its thread waits in wxjit's handler",
+                              nested_child, NULL, 10, 0);
+}
+
+/* Storm: two workers each patch the function on one page (fp or fq) and
+ * call the one on the other page, and install, run and free code of their
+ * own; a 100 us SIGALRM timer and a SIGUSR1 storm interrupt them, and the
+ * handlers call both functions. A worker asleep in wxjit's handler thus
+ * runs a signal handler that faults on a page being patched. */
+#define NESTED_STORM_MS 1000
+
+static void *nstorm_f[2];
+static atomic_bool nstorm_stop;
+static _Atomic unsigned long nstorm_handled, nstorm_bad;
+
+static bool nstorm_ok(int which, int v)
+{
+    return v == 200 + 10 * which || v == 201 + 10 * which;
+}
+
+static void nstorm_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    for (int k = 0; k < 2; k++)
+        if (!nstorm_ok(k, as_fn(nstorm_f[k])()))
+            atomic_fetch_add(&nstorm_bad, 1);
+    atomic_fetch_add(&nstorm_handled, 1);
+    errno = saved;
+}
+
+struct nstorm_worker {
+    wxjit_heap *h;
+    int mine; /* patches nstorm_f[mine], calls nstorm_f[1 - mine] */
+    unsigned long rounds;
+};
+
+static void *nstorm_main(void *arg)
+{
+    struct nstorm_worker *w = arg;
+    uint8_t *imm = (uint8_t *)nstorm_f[w->mine] + EMIT_PATCHABLE_IMM_OFFSET;
+    for (uint32_t i = 0; !atomic_load(&nstorm_stop); i++) {
+        CHECK_OK(wxjit_patch_atomic(w->h, imm, 200 + 10 * w->mine + i % 2,
+                                    4));
+        int v = as_fn(nstorm_f[1 - w->mine])();
+        CHECK(nstorm_ok(1 - w->mine, v), "worker %d: the other function "
+              "returned %d", w->mine, v);
+        void *g = install_int(w->h, (int32_t)i);
+        CHECK_EQ(as_fn(g)(), (int32_t)i);
+        CHECK_OK(wxjit_free(w->h, g));
+        w->rounds++;
+    }
+    return NULL;
+}
+
+static void nstorm_child(void *arg)
+{
+    (void)arg;
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+    uint8_t buf[32];
+    for (int k = 0; k < 2; k++) /* page-aligned: one page each */
+        CHECK_OK(wxjit_install(h, buf,
+                               emit_return_int_patchable(buf, 200 + 10 * k),
+                               page, &nstorm_f[k]));
+    CHECK(wxtest_page_of(nstorm_f[0]) != wxtest_page_of(nstorm_f[1]),
+          "setup: both functions on one page");
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = nstorm_handler;
+    sa.sa_flags = SA_RESTART;
+    CHECK(sigaction(SIGALRM, &sa, NULL) == 0 &&
+              sigaction(SIGUSR1, &sa, NULL) == 0,
+          "sigaction");
+    struct nstorm_worker w[2] = {{h, 0, 0}, {h, 1, 0}};
+    pthread_t t[2];
+    for (int k = 0; k < 2; k++)
+        CHECK(pthread_create(&t[k], NULL, nstorm_main, &w[k]) == 0, "thread");
+    /* The signals go to the workers only. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGALRM);
+    sigaddset(&block, SIGUSR1);
+    CHECK(pthread_sigmask(SIG_BLOCK, &block, NULL) == 0, "sigmask");
+    struct itimerval timer = {{0, 100}, {0, 100}}, off = {{0, 0}, {0, 0}};
+    CHECK(setitimer(ITIMER_REAL, &timer, NULL) == 0, "setitimer");
+    struct timespec start, now, gap = {0, 50000}; /* 50 us */
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    unsigned long sent = 0;
+    do {
+        for (int k = 0; k < 2; k++, sent++)
+            pthread_kill(t[k], SIGUSR1);
+        nanosleep(&gap, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - start.tv_sec) * 1000 +
+                 (now.tv_nsec - start.tv_nsec) / 1000000 <
+             NESTED_STORM_MS);
+    atomic_store(&nstorm_stop, true);
+    CHECK(setitimer(ITIMER_REAL, &off, NULL) == 0, "setitimer");
+    for (int k = 0; k < 2; k++)
+        pthread_join(t[k], NULL);
+    CHECK_EQ(atomic_load(&nstorm_bad), 0);
+    wxjit_stats st = wxtest_stats_of(h);
+    printf("  %d ms of SIGALRM every 100 us and %lu SIGUSR1, handlers "
+           "calling code on both patched pages: %lu handled, %lu + %lu "
+           "worker rounds, %llu faults retried, process alive\n",
+           NESTED_STORM_MS, sent, atomic_load(&nstorm_handled), w[0].rounds,
+           w[1].rounds, (unsigned long long)st.faults_retried);
+    fflush(stdout);
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+static void test_nested_storm(void)
+{
+#if defined(WXTEST_TSAN)
+    wxtest_skip("signal storm nested in the fault handler", "TSan delivers "
+                "asynchronous signals at points of its own choosing");
+    return;
+#endif
+    wxtest_expect_exit_within("SIGALRM timer and SIGUSR1 storm whose "
+                              "handlers call code being patched",
+                              nstorm_child, NULL, 20, 0);
+}
+
+int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
     page = (size_t)sysconf(_SC_PAGESIZE);
     CHECK_OK(wxjit_fault_handler_install());
     printf("test_signals: faults held by toggle pages; other heaps use "
            "the backend WXJIT_BACKEND picks\n");
-    test_altstack();
-    test_locks();
-    test_storm();
-    test_runtime_after();
-    test_reinstall();
+    if (wxtest_selected(argc, argv, "altstack"))
+        test_altstack();
+    if (wxtest_selected(argc, argv, "locks"))
+        test_locks();
+    if (wxtest_selected(argc, argv, "storm"))
+        test_storm();
+    if (wxtest_selected(argc, argv, "runtime_after"))
+        test_runtime_after();
+    if (wxtest_selected(argc, argv, "reinstall"))
+        test_reinstall();
+    if (wxtest_selected(argc, argv, "nested_precise"))
+        test_nested_precise();
+    if (wxtest_selected(argc, argv, "nested_storm"))
+        test_nested_storm();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_signals: ok\n");
