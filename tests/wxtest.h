@@ -285,6 +285,39 @@ static inline wxjit_stats wxtest_stats_of(wxjit_heap *h)
     return s;
 }
 
+/* Fails naming every counter that differs between a and b, optionally
+ * leaving out the ones a new chunk moves (bytes_mapped, chunks, pages). */
+static inline void wxtest_check_stats_same(const char *what,
+                                           const wxjit_stats *a,
+                                           const wxjit_stats *b,
+                                           bool except_mapping)
+{
+#define WXTEST_STAT(f) {#f, a->f, b->f, false}
+#define WXTEST_MAPSTAT(f) {#f, a->f, b->f, true}
+    const struct {
+        const char *name;
+        uint64_t was, now;
+        bool mapping;
+    } fields[] = {WXTEST_STAT(installs),       WXTEST_STAT(frees),
+                  WXTEST_STAT(bytes_live),     WXTEST_MAPSTAT(bytes_mapped),
+                  WXTEST_MAPSTAT(pages),       WXTEST_MAPSTAT(chunks),
+                  WXTEST_STAT(mprotect_calls), WXTEST_STAT(map_calls),
+                  WXTEST_STAT(syscalls),       WXTEST_STAT(faults_retried),
+                  WXTEST_STAT(faults_forwarded)};
+#undef WXTEST_STAT
+#undef WXTEST_MAPSTAT
+    bool same = true;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (fields[i].was != fields[i].now &&
+            !(except_mapping && fields[i].mapping)) {
+            fprintf(stderr, "  %s: stats.%s %llu -> %llu\n", what,
+                    fields[i].name, (unsigned long long)fields[i].was,
+                    (unsigned long long)fields[i].now);
+            same = false;
+        }
+    CHECK(same, "%s changed statistics (listed above)", what);
+}
+
 static inline uintptr_t wxtest_page_of(const void *p)
 {
     return (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
