@@ -85,26 +85,29 @@ static void foreign_end_case(wxjit_heap *h, const char *what)
     copy = o.r;
     int a = wxjit_abort(h, &copy);
     after = wxtest_stats_of(h);
-    CHECK(c == EPERM, "%s: another thread's commit of an in-place "
-          "reservation returned %d (%s), expected EPERM", what, c,
-          strerror(c));
-    CHECK(a == EPERM, "%s: another thread's abort of an in-place "
-          "reservation returned %d (%s), expected EPERM", what, a,
-          strerror(a));
+    CHECK(c == EPERM,
+          "%s: another thread's commit of an in-place "
+          "reservation returned %d (%s), expected EPERM",
+          what, c, strerror(c));
+    CHECK(a == EPERM,
+          "%s: another thread's abort of an in-place "
+          "reservation returned %d (%s), expected EPERM",
+          what, a, strerror(a));
     CHECK_EQ(after.installs, before.installs);
     pthread_barrier_wait(&o.tried);
     join(t);
     pthread_barrier_destroy(&o.reserved);
     pthread_barrier_destroy(&o.tried);
     printf("  %s: another thread's commit and abort of an in-place "
-           "reservation: EPERM; the owner committed it after\n", what);
+           "reservation: EPERM; the owner committed it after\n",
+           what);
 }
 
 static void test_foreign_end(void)
 {
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-    foreign_end_case(h, backend == WXJIT_BACKEND_DUALMAP ? "dualmap"
-                                                         : "toggle");
+    foreign_end_case(h,
+                     backend == WXJIT_BACKEND_DUALMAP ? "dualmap" : "toggle");
     CHECK_OK(wxjit_heap_destroy(h));
     if (backend == WXJIT_BACKEND_DUALMAP) {
         wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
@@ -201,13 +204,17 @@ static void leaver_child(void *arg)
     /* The reservation was aborted: committing it now is refused. */
     wxjit_reservation r = l.r;
     int err = wxjit_commit(l.h, &r, 16);
-    CHECK(err == EINVAL, "commit of the dead thread's reservation returned "
-          "%d (%s), expected EINVAL", err, strerror(err));
+    CHECK(err == EINVAL,
+          "commit of the dead thread's reservation returned "
+          "%d (%s), expected EINVAL",
+          err, strerror(err));
     /* ... and its space is handed out again. */
     struct reuse u = {l.h, l.r.exec, false};
     join(spawn(reuse_main, &u));
-    CHECK(u.hit, "the dead thread's reservation at %p was never handed out "
-          "again (%zu installs of a new thread)", l.r.exec, page / 16);
+    CHECK(u.hit,
+          "the dead thread's reservation at %p was never handed out "
+          "again (%zu installs of a new thread)",
+          l.r.exec, page / 16);
     CHECK_EQ(as_fn(l.f)(), 81);
     CHECK_OK(wxjit_heap_destroy(l.h));
     pthread_barrier_destroy(&l.reserved);
@@ -224,7 +231,8 @@ static void test_thread_ends_in_window(bool cancel)
                               leaver_child, &cancel, HANG_SECONDS, 0);
 }
 
-/* ---- defect 5: commit of r1 while r2 is held in place on its page -------- */
+/* ---- defect 5: commit of r1 while r2 is held in place on its page --------
+ */
 static void nested_commit_child(void *unused)
 {
     (void)unused;
@@ -244,8 +252,10 @@ static void nested_commit_child(void *unused)
               "EDEADLK changed the reservation");
         printf("    commit of r1: EDEADLK, r1 left open\n");
     } else {
-        CHECK(err == 0, "commit of r1 returned %d (%s), expected 0 or "
-              "EDEADLK", err, strerror(err));
+        CHECK(err == 0,
+              "commit of r1 returned %d (%s), expected 0 or "
+              "EDEADLK",
+              err, strerror(err));
         printf("    commit of r1 returned 0: calling it from the committing "
                "thread (a crash here: not executable)\n");
         fflush(stdout);
@@ -305,7 +315,8 @@ static void *fair_writer(void *arg)
             sleep_ms(HOLD_MS);
         } else {
             s->off_page++;
-            CHECK(s->off_page < 4 * WINDOWS, "setup: the writer's windows "
+            CHECK(s->off_page < 4 * WINDOWS,
+                  "setup: the writer's windows "
                   "do not land on the executor's page");
         }
         void *exec = r.exec;
@@ -345,7 +356,8 @@ static void fair_child(void *unused)
            "%lu calls; the longest call spanned %u window(s) (bound %d)\n",
            s.on_page, HOLD_MS, s.off_page, s.calls, s.worst, MAX_SPAN);
     fflush(stdout);
-    CHECK(s.worst <= MAX_SPAN, "an executor's call spanned %u of the "
+    CHECK(s.worst <= MAX_SPAN,
+          "an executor's call spanned %u of the "
           "writer's windows: starved while the writer reopened the page",
           s.worst);
     CHECK_OK(wxjit_heap_destroy(s.h));

@@ -117,7 +117,8 @@ static void alt_run(bool altstack)
     pthread_t t;
     uint64_t before = retried(x.h);
     CHECK(pthread_create(&t, NULL, alt_executor, &a) == 0, "thread");
-    wxtest_wait_in_futex(&a.tid); /* never reached without the alternate stack */
+    /* never reached without the alternate stack: */
+    wxtest_wait_in_futex(&a.tid);
     release(&x);
     pthread_join(t, NULL);
     CHECK_EQ(a.result, 5);

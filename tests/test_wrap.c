@@ -42,7 +42,8 @@ static struct wxj_page *page_word_of(wxjit_heap *h, const void *p)
 {
     for (struct wxj_chunk *c = atomic_load(&h->chunks); c;
          c = atomic_load(&c->next))
-        if ((const uint8_t *)p >= c->base && (const uint8_t *)p < c->base + c->size)
+        if ((const uint8_t *)p >= c->base &&
+            (const uint8_t *)p < c->base + c->size)
             return &c->pages[((const uint8_t *)p - c->base) / h->page_size];
     CHECK(0, "no chunk holds %p", p);
     return NULL;
@@ -55,10 +56,10 @@ static void wrap_child(void *unused)
     uint8_t buf[32];
     void *f, *g;
     CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, 5), 0, &f));
-    CHECK_OK(wxjit_install(h, buf, emit_return_int_patchable(buf, 100), 0,
-                           &g));
+    CHECK_OK(
+        wxjit_install(h, buf, emit_return_int_patchable(buf, 100), 0, &g));
     CHECK(wxtest_page_of(f) == wxtest_page_of(g), "setup: f and g on one "
-          "page");
+                                                  "page");
     struct wxj_page *pg = page_word_of(h, g);
     uint8_t *imm = (uint8_t *)g + EMIT_PATCHABLE_IMM_OFFSET;
     struct exec e = {.f = f};
@@ -75,9 +76,10 @@ static void wrap_child(void *unused)
             CHECK_OK(wxjit_patch_atomic(h, imm, 100 + (uint32_t)k, 4));
             windows++;
             s = atomic_load(&pg->state);
-            CHECK(s != 0, "round %d: after window %d from %#x the page word "
-                  "of a page with live code reads 0", round, k + 1,
-                  NEAR_WRAP);
+            CHECK(s != 0,
+                  "round %d: after window %d from %#x the page word "
+                  "of a page with live code reads 0",
+                  round, k + 1, NEAR_WRAP);
         }
         CHECK_EQ(as_fn(g)(), 102);
     }
