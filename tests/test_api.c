@@ -392,6 +392,7 @@ static void patch_bounds_case(void *f, const uint8_t *code, size_t n,
 
 static void test_patch_bounds(void)
 {
+    CHECK_OK(wxjit_fault_handler_install());
     uint8_t buf[32];
     size_t n = emit_return_int(buf, 21); /* 6 bytes on x86_64 */
     void *f;
@@ -406,6 +407,7 @@ static void test_patch_bounds(void)
     patch_bounds_case(g, buf, n, 22, "reservation of 64 committed with used");
     CHECK_OK(wxjit_free(heap, f));
     CHECK_OK(wxjit_free(heap, g));
+    CHECK_OK(wxjit_fault_handler_uninstall());
 }
 
 /* ---- a failed reserve changes no statistic --------------------------------
@@ -418,6 +420,7 @@ static void emfile_child(void *arg)
     (void)arg;
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
     wxjit_heap *h;
+    CHECK_OK(wxjit_fault_handler_install());
     o.backend = WXJIT_BACKEND_DUALMAP;
     o.chunk_size = page; /* the first install fills the first chunk */
     CHECK_OK(wxjit_heap_create(&o, &h));

@@ -530,10 +530,25 @@ static void test_reinstall(void)
  * being handled, and must be retried like any other, not kill the
  * process. */
 
-/* Precise: the main thread holds page P and page Q (in-place
+/* Precise: the main thread holds page P, thread V page Q (in-place
  * reservations, toggle). X calls the function on P and sleeps in the
  * handler; SIGUSR1 to X runs a handler that calls the function on Q. Q is
  * committed, the handler's call returns, then P, and X's call returns. */
+struct q_holder {
+    struct held q;
+    pthread_barrier_t held, release;
+};
+
+static void *q_holder_main(void *arg)
+{
+    struct q_holder *v = arg;
+    hold(&v->q, 72);
+    pthread_barrier_wait(&v->held);
+    pthread_barrier_wait(&v->release);
+    release(&v->q);
+    return NULL;
+}
+
 static void *nested_q;
 static atomic_int nested_stage; /* 1: handler entered, 2: its call done */
 static int nested_q_result;
@@ -551,10 +566,15 @@ static void nested_handler(int sig)
 static void nested_child(void *arg)
 {
     (void)arg;
-    struct held p, q;
+    struct held p;
+    struct q_holder v;
+    pthread_barrier_init(&v.held, NULL, 2);
+    pthread_barrier_init(&v.release, NULL, 2);
+    pthread_t vt;
+    CHECK(pthread_create(&vt, NULL, q_holder_main, &v) == 0, "thread");
     hold(&p, 71);
-    hold(&q, 72);
-    nested_q = q.fn;
+    pthread_barrier_wait(&v.held);
+    nested_q = v.q.fn;
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = nested_handler;
@@ -571,7 +591,8 @@ static void nested_child(void *arg)
         sched_yield();
     CHECK(atomic_load(&nested_stage) == 1,
           "the handler's call of Q's code returned while Q was held");
-    release(&q);
+    pthread_barrier_wait(&v.release); /* V commits Q */
+    pthread_join(vt, NULL);
     while (atomic_load(&nested_stage) < 2)
         sched_yield();
     CHECK_EQ(nested_q_result, 72);
@@ -579,10 +600,12 @@ static void nested_child(void *arg)
     pthread_join(t, NULL);
     CHECK_EQ(x.result, 71);
     CHECK_OK(wxjit_heap_destroy(p.h));
-    CHECK_OK(wxjit_heap_destroy(q.h));
-    printf("  thread asleep in the handler for P took a signal whose "
-           "handler called code on Q, also held: both calls returned after "
-           "the commits\n");
+    CHECK_OK(wxjit_heap_destroy(v.q.h));
+    pthread_barrier_destroy(&v.held);
+    pthread_barrier_destroy(&v.release);
+    printf("  thread asleep in the handler for P (held by the main thread) "
+           "took a signal whose handler called code on Q (held by another "
+           "thread): both calls returned after the commits\n");
     fflush(stdout);
 }
 
