@@ -144,6 +144,7 @@ struct mfunc {
     int heap;
     uint8_t *exec;
     size_t n;
+    size_t size;     /* committed bytes: patches must stay inside them */
     uint8_t *bytes;  /* n * WXJ_GRANULE expected bytes */
     size_t imm_at;   /* offset of the mov's imm32, if callable */
     size_t code_end; /* bytes from here on are never executed */
@@ -207,11 +208,11 @@ static struct wxj_chunk *chunk_of(int hi, const void *p)
 
 /* Pages [first, last] of chunk that the model's open in-place reservations
  * of heap hi hold (toggle keeps them writable, not executable). */
-NO_COVERAGE static bool held_by_reservation(int hi, const uint8_t *a, size_t len,
-                                const struct mres *except)
+/* Whether an open in-place reservation of heap hi (but except) lies on a
+ * page of [a, a + len). */
+NO_COVERAGE static bool on_open_in_place(int hi, const uint8_t *a,
+                                         size_t len, const struct mres *except)
 {
-    if (heaps[hi].backend != WXJIT_BACKEND_TOGGLE)
-        return false;
     uintptr_t first = (uintptr_t)a / page, last = ((uintptr_t)a + len - 1) /
                                                   page;
     for (int i = 0; i < MAX_RES; i++) {
@@ -224,6 +225,15 @@ NO_COVERAGE static bool held_by_reservation(int hi, const uint8_t *a, size_t len
             return true;
     }
     return false;
+}
+
+/* The same, where such pages are held writable (toggle). */
+NO_COVERAGE static bool held_by_reservation(int hi, const uint8_t *a,
+                                            size_t len,
+                                            const struct mres *except)
+{
+    return heaps[hi].backend == WXJIT_BACKEND_TOGGLE &&
+           on_open_in_place(hi, a, len, except);
 }
 
 static struct mfunc *func_at(int hi, const uint8_t *p)
@@ -240,8 +250,8 @@ static struct mfunc *func_holding(int hi, const uint8_t *p, size_t len)
     for (int i = 0; i < MAX_FUNCS; i++) {
         struct mfunc *f = &funcs[i];
         if (f->used && f->heap == hi && p >= f->exec &&
-            p < f->exec + f->n * WXJ_GRANULE &&
-            len <= (size_t)(f->exec + f->n * WXJ_GRANULE - p))
+            p < f->exec + f->size &&
+            len <= (size_t)(f->exec + f->size - p))
             return f;
     }
     return NULL;
@@ -670,6 +680,7 @@ static struct mfunc *add_func(int hi, uint8_t *exec, const uint8_t *bytes,
     f->heap = hi;
     f->exec = exec;
     f->n = n;
+    f->size = used;
     f->callable = code_len != 0 && used >= code_len;
     f->code_end = code_len ? code_len : 0;
     f->imm_at = imm_at;
@@ -944,6 +955,13 @@ static void op_commit(struct input *in)
     }
     wxjit_reservation copy = *r;
     TRACE("commit %p used %zu\n", r->exec, used);
+    if (!m->in_place && on_open_in_place(hi, r->exec, used, m)) {
+        /* New code on the page of our own in-place window: refused on
+         * every backend, the reservation stays open. */
+        EXPECT(wxjit_commit(h, r, used), EDEADLK);
+        FUZZ_CHECK(!memcmp(r, &copy, sizeof(copy)), "reservation changed");
+        return;
+    }
     EXPECT(wxjit_commit(h, r, used), 0);
     static const wxjit_reservation zero;
     FUZZ_CHECK(!memcmp(r, &zero, sizeof(zero)), "reservation not cleared");

@@ -341,6 +341,7 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->start);
     free((void *)chunk->end);
     free((void *)chunk->open);
+    free(chunk->slack);
     free((void *)chunk->seg_bound);
     free(chunk);
 }
@@ -363,11 +364,12 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     chunk->start = calloc(words, sizeof(uint64_t));
     chunk->end = calloc(words, sizeof(uint64_t));
     chunk->open = calloc(words, sizeof(uint64_t));
+    chunk->slack = calloc(chunk->ngranules, 1);
     chunk->seg_bound = calloc(
         (chunk->ngranules + WXJ_SEGMENT - 1) / WXJ_SEGMENT, sizeof(uint32_t));
     int err = ENOMEM;
     if (chunk->pages && chunk->used && chunk->start && chunk->end &&
-        chunk->open && chunk->seg_bound) {
+        chunk->open && chunk->slack && chunk->seg_bound) {
         for (size_t i = 0; i < chunk->npages; i++)
             chunk->pages[i].fresh = true;
         err = heap->backend->chunk_map(heap, chunk);

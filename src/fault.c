@@ -11,7 +11,11 @@
  *      the kernel delivered;
  *   I3 no endless retry: a fetch fault that repeats at the same address
  *      while the page word is unchanged and not WRITING is declined;
- *   I4 no self-deadlock: a thread never waits for a page it holds itself. */
+ *   I4 no self-deadlock: a thread never waits for a page it holds itself;
+ *   I5 nesting: the handler runs with SIGSEGV unblocked (SA_NODEFER), so a
+ *      signal handler that interrupts a wait and faults on another page
+ *      being written is retried too, not killed by the kernel; every
+ *      counter it raises it lowers before it returns. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -37,6 +41,17 @@ static _Atomic size_t regions_high; /* slots [0, high) may be in use */
 static _Atomic uint32_t handlers_inside;
 static _Atomic uint32_t handlers_using[MAX_REGIONS];
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* This thread's share of those counts, in nesting order, so that a fork
+ * child, where only this thread lives on, can count exactly its own: the
+ * threads asleep in the parent's handlers do not exist there, and their
+ * counts would hold its wxj_region_unregister forever. A fault nested
+ * deeper than MAX_NESTING on one thread is declined. */
+#define MAX_NESTING 16
+static __thread uint32_t own_inside __attribute__((tls_model("initial-exec")));
+static __thread uint32_t own_depth __attribute__((tls_model("initial-exec")));
+static __thread int own_slots[MAX_NESTING]
+    __attribute__((tls_model("initial-exec")));
 
 int wxj_region_register(struct wxj_chunk *chunk)
 {
@@ -80,6 +95,15 @@ void wxj_registry_lock(void)
     pthread_mutex_lock(&registry_lock);
 }
 
+void wxj_registry_after_fork(void)
+{
+    atomic_store(&handlers_inside, own_inside);
+    for (size_t i = 0; i < MAX_REGIONS; i++)
+        atomic_store(&handlers_using[i], 0);
+    for (uint32_t d = 0; d < own_depth; d++)
+        atomic_fetch_add(&handlers_using[own_slots[d]], 1);
+}
+
 void wxj_registry_unlock(void)
 {
     pthread_mutex_unlock(&registry_lock);
@@ -106,9 +130,12 @@ static __thread uintptr_t last_addr __attribute__((tls_model("initial-exec")));
 static __thread uint32_t last_state
     __attribute__((tls_model("initial-exec")));
 
-/* Sleeps while the page is WRITING; returns the word that ended the wait. */
+/* Sleeps while the page is WRITING; returns the word that ended the wait.
+ * Counted in pg->waiting meanwhile, so that the writer lets us run before
+ * it takes the page again (backend_toggle.c, let_waiters_run). */
 static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
 {
+    atomic_fetch_add_explicit(&pg->waiting, 1, memory_order_relaxed);
     while (s & WXJ_PAGE_WRITING) {
         if ((s & WXJ_PAGE_WAITERS) ||
             atomic_compare_exchange_strong_explicit(
@@ -119,6 +146,7 @@ static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
          * comes after the RX flip and the icache flush. */
         s = atomic_load_explicit(&pg->state, memory_order_acquire);
     }
+    atomic_fetch_sub_explicit(&pg->waiting, 1, memory_order_relaxed);
     return s;
 }
 
@@ -159,18 +187,27 @@ int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
      * when it straddles a page boundary; any other address is data. */
     bool fetch = addr - pc < WXJ_ARCH_MAX_INSN;
 
+    if (own_depth == MAX_NESTING)
+        return 0;
+    /* Own counts first, shared ones second (and the reverse on the way
+     * out): a fork from a nested handler never counts one it lacks. */
+    own_inside++;
     atomic_fetch_add(&handlers_inside, 1); /* seq_cst: see unregister */
     struct wxj_chunk *chunk = region_find(addr);
     int slot = chunk ? chunk->region_slot : -1;
-    if (chunk)
+    if (chunk) {
+        own_slots[own_depth++] = slot;
         atomic_fetch_add(&handlers_using[slot], 1);
+    }
     atomic_fetch_sub(&handlers_inside, 1);
+    own_inside--;
     bool retry = fetch && chunk && retry_fault(chunk, addr);
     if (chunk) {
         wxj_count(retry ? &chunk->heap->count.faults_retried
                         : &chunk->heap->count.faults_forwarded,
                   1);
         atomic_fetch_sub(&handlers_using[slot], 1);
+        own_depth--;
     }
 
     wxj_count(retry ? &total_retried : &total_declined, 1);
@@ -201,14 +238,13 @@ static void forward(int sig, siginfo_t *info, void *ucontext)
 
     if (prev.sa_flags & SA_SIGINFO || (prev.sa_handler != SIG_DFL &&
                                        prev.sa_handler != SIG_IGN)) {
-        /* Run it with the mask the kernel would have given it. */
+        /* Run it with the mask the kernel would have given it: its
+         * sa_mask, plus the signal unless it asked for SA_NODEFER. Ours
+         * runs with nothing more blocked than the thread had (I5). */
         sigset_t saved, mask = prev.sa_mask;
-        pthread_sigmask(SIG_BLOCK, &mask, &saved);
-        if (prev.sa_flags & SA_NODEFER) {
-            sigemptyset(&mask);
+        if (!(prev.sa_flags & SA_NODEFER))
             sigaddset(&mask, sig);
-            pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
-        }
+        pthread_sigmask(SIG_BLOCK, &mask, &saved);
         if (prev.sa_flags & SA_RESETHAND)
             previous.sa_handler = SIG_DFL, previous.sa_flags = 0;
         if (prev.sa_flags & SA_SIGINFO)
@@ -248,8 +284,9 @@ int wxjit_fault_handler_install(void)
         sa.sa_sigaction = fault_handler;
         sigemptyset(&sa.sa_mask);
         /* SA_ONSTACK: a fault on a thread with an alternate stack (stack
-         * overflow handling in runtimes) must not need the main stack. */
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+         * overflow handling in runtimes) must not need the main stack.
+         * SA_NODEFER: see I5. */
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
         if (sigaction(SIGSEGV, NULL, &previous) != 0 ||
             sigaction(SIGSEGV, &sa, NULL) != 0)
             err = errno;

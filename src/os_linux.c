@@ -298,3 +298,10 @@ void wxj_os_yield(void)
 {
     sched_yield();
 }
+
+uint64_t wxj_os_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}

@@ -37,10 +37,15 @@ static void tail_retire(struct wxj_pool *pool)
     pool->tail_start = pool->cursor = pool->limit = 0;
 }
 
-static void tls_entry_retire(struct tls_entry *e)
+/* exiting: the thread is going away, and with it the in-place windows it
+ * holds open: nobody else may close them (they are its own), and pages
+ * left writable would hold up their executors forever. */
+static void tls_entry_retire(struct tls_entry *e, bool exiting)
 {
     struct wxjit_heap *heap = wxj_heap_lock_if_alive(e->heap, e->heap_id);
     if (heap) {
+        if (exiting)
+            wxj_open_abort_orphans(heap, wxj_os_tid(), false);
         tail_retire(e->pool);
         e->pool->owned = false;
         pthread_mutex_unlock(&heap->lock);
@@ -54,7 +59,7 @@ static void thread_exit(void *unused)
     (void)unused;
     for (int i = 0; i < TLS_POOLS; i++)
         if (tls_pools[i].heap)
-            tls_entry_retire(&tls_pools[i]);
+            tls_entry_retire(&tls_pools[i], true);
 }
 
 static void create_exit_key(void)
@@ -78,7 +83,7 @@ static struct tls_entry *entry_victim(void)
         if (!tls_pools[i].heap || tls_pools[i].used_at < victim->used_at)
             victim = &tls_pools[i];
     if (victim->heap)
-        tls_entry_retire(victim);
+        tls_entry_retire(victim, false);
     return victim;
 }
 
@@ -215,8 +220,13 @@ int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
 void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n)
 {
-    if (pool->chunk == chunk && pool->cursor == g + n)
-        pool->cursor = g; /* the tail's last block: append over it again */
+    /* The tail's last block: append over it again. Only inside the tail:
+     * a block carved from an older tail can end where the cursor stands
+     * (the new tail began at the old one's free rest), and rewinding over
+     * it would hand out space that other refills see as free. */
+    if (pool->chunk == chunk && pool->cursor == g + n &&
+        g >= pool->tail_start)
+        pool->cursor = g;
     else
         wxj_chunk_note_free(chunk, g, n);
 }

@@ -120,3 +120,58 @@ void wxj_open_forget(struct wxj_open_table *t)
     free(t->slots);
     pthread_mutex_destroy(&t->lock);
 }
+
+/* Takes out one in-place record of tid (or of anyone else); false if none. */
+static bool take_orphan(struct wxj_open_table *t, int32_t tid, bool others,
+                        struct wxj_open_rec *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->cap && !found; i++) {
+        const struct wxj_open_rec *rec = &t->slots[i];
+        if (rec->exec && rec->in_place && (rec->owner == tid) != others) {
+            *out = *rec;
+            remove_at(t, i);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
+void wxj_open_abort_orphans(struct wxjit_heap *heap, int32_t tid,
+                            bool others)
+{
+    struct wxj_open_rec rec;
+    while (take_orphan(&heap->open, tid, others, &rec)) {
+        struct wxj_chunk *chunk = wxj_chunk_find(heap, (void *)rec.exec);
+        size_t g = wxj_granule_of(chunk, (void *)rec.exec);
+        size_t n = wxj_block_extent(chunk, g);
+        wxj_in_place_abort(heap, chunk, (void *)rec.exec, rec.write,
+                           rec.size, true);
+        wxj_chunk_note_free(chunk, g, n);
+    }
+}
+
+void wxj_open_after_fork(struct wxj_open_table *t, int32_t parent_tid,
+                         int32_t self)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].exec && t->slots[i].owner == parent_tid)
+            t->slots[i].owner = self;
+}
+
+bool wxj_open_holds_pages(struct wxj_open_table *t, int32_t tid,
+                          uintptr_t lo, uintptr_t hi, size_t page)
+{
+    bool found = false;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->cap && !found; i++) {
+        const struct wxj_open_rec *rec = &t->slots[i];
+        found = rec->exec && rec->in_place && rec->owner == tid &&
+                rec->exec / page <= hi / page &&
+                lo / page <= (rec->exec + rec->size - 1) / page;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
