@@ -341,9 +341,9 @@ static void *fair_executor(void *arg)
     return NULL;
 }
 
-static void fair_child(void *unused)
+/* One measurement on a fresh heap; returns the longest span seen. */
+static unsigned fair_attempt(int attempt)
 {
-    (void)unused;
     struct fair s = {.h = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
     pthread_barrier_init(&s.ready, NULL, 2);
     pthread_t w = spawn(fair_writer, &s);
@@ -352,15 +352,34 @@ static void fair_child(void *unused)
     join(w);
     join(e);
     pthread_barrier_destroy(&s.ready);
-    printf("    %u windows of %d ms on the executor's page (%u elsewhere); "
-           "%lu calls; the longest call spanned %u window(s) (bound %d)\n",
-           s.on_page, HOLD_MS, s.off_page, s.calls, s.worst, MAX_SPAN);
+    printf("    attempt %d: %u windows of %d ms on the executor's page (%u "
+           "elsewhere); %lu calls; the longest call spanned %u window(s) "
+           "(bound %d)\n",
+           attempt, s.on_page, HOLD_MS, s.off_page, s.calls, s.worst,
+           MAX_SPAN);
     fflush(stdout);
-    CHECK(s.worst <= MAX_SPAN,
-          "an executor's call spanned %u of the "
-          "writer's windows: starved while the writer reopened the page",
-          s.worst);
     CHECK_OK(wxjit_heap_destroy(s.h));
+    return s.worst;
+}
+
+/* A woken executor that the scheduler does not run at all (a loaded
+ * machine, ctest -j) misses its turn however fair the library is; a
+ * starving library makes it miss its turn on every run. So the bound must
+ * hold in one of FAIR_ATTEMPTS measurements, not in each. */
+#define FAIR_ATTEMPTS 3
+
+static void fair_child(void *unused)
+{
+    (void)unused;
+    unsigned worst = 0;
+    for (int a = 1; a <= FAIR_ATTEMPTS; a++)
+        if ((worst = fair_attempt(a)) <= MAX_SPAN)
+            return;
+    CHECK(0,
+          "in each of %d attempts an executor's call spanned more than %d "
+          "of the writer's windows (last: %u): starved while the writer "
+          "reopened the page",
+          FAIR_ATTEMPTS, MAX_SPAN, worst);
 }
 
 static void test_fairness(void)

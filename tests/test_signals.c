@@ -616,11 +616,15 @@ static void test_nested_precise(void)
                               nested_child, NULL, 10, 0);
 }
 
-/* Storm: two workers each patch the function on one page (fp or fq) and
- * call the one on the other page, and install, run and free code of their
- * own; a 100 us SIGALRM timer and a SIGUSR1 storm interrupt them, and the
- * handlers call both functions. A worker asleep in wxjit's handler thus
- * runs a signal handler that faults on a page being patched. */
+/* Storm: two patchers keep rewriting the functions on pages P and Q, and
+ * install and free code of their own; two executors keep calling both
+ * functions, so they are often asleep in wxjit's handler, and install and
+ * free code of their own too. A 100 us SIGALRM timer and a SIGUSR1 storm
+ * interrupt the executors (the patchers block both: a handler calling
+ * code on a page its own thread is patching would break the documented
+ * rule that a thread never runs code on a page it holds), and the
+ * handlers call both functions: an executor asleep for P runs a handler
+ * that faults on P or Q while they are being patched. */
 #define NESTED_STORM_MS 1000
 
 static void *nstorm_f[2];
@@ -645,23 +649,33 @@ static void nstorm_handler(int sig)
 
 struct nstorm_worker {
     wxjit_heap *h;
-    int mine; /* patches nstorm_f[mine], calls nstorm_f[1 - mine] */
+    int which;    /* the function a patcher rewrites */
+    bool patcher; /* else an executor of both */
     unsigned long rounds;
 };
+
+static void nstorm_own_code(wxjit_heap *h, uint32_t i)
+{
+    void *g = install_int(h, (int32_t)i);
+    CHECK_EQ(as_fn(g)(), (int32_t)i);
+    CHECK_OK(wxjit_free(h, g));
+}
 
 static void *nstorm_main(void *arg)
 {
     struct nstorm_worker *w = arg;
-    uint8_t *imm = (uint8_t *)nstorm_f[w->mine] + EMIT_PATCHABLE_IMM_OFFSET;
+    uint8_t *imm = (uint8_t *)nstorm_f[w->which] + EMIT_PATCHABLE_IMM_OFFSET;
     for (uint32_t i = 0; !atomic_load(&nstorm_stop); i++) {
-        CHECK_OK(wxjit_patch_atomic(w->h, imm, 200 + 10 * w->mine + i % 2,
-                                    4));
-        int v = as_fn(nstorm_f[1 - w->mine])();
-        CHECK(nstorm_ok(1 - w->mine, v), "worker %d: the other function "
-              "returned %d", w->mine, v);
-        void *g = install_int(w->h, (int32_t)i);
-        CHECK_EQ(as_fn(g)(), (int32_t)i);
-        CHECK_OK(wxjit_free(w->h, g));
+        if (w->patcher) {
+            CHECK_OK(wxjit_patch_atomic(w->h, imm,
+                                        200 + 10 * w->which + i % 2, 4));
+        } else {
+            for (int k = 0; k < 2; k++) {
+                int v = as_fn(nstorm_f[k])();
+                CHECK(nstorm_ok(k, v), "function %d returned %d", k, v);
+            }
+        }
+        nstorm_own_code(w->h, i);
         w->rounds++;
     }
     return NULL;
@@ -671,11 +685,18 @@ static void nstorm_child(void *arg)
 {
     (void)arg;
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-    uint8_t buf[32];
-    for (int k = 0; k < 2; k++) /* page-aligned: one page each */
-        CHECK_OK(wxjit_install(h, buf,
-                               emit_return_int_patchable(buf, 200 + 10 * k),
-                               page, &nstorm_f[k]));
+    /* Each function fills a page of its own: no thread's own code goes on
+     * P or Q (an executor interrupted while installing there would hold
+     * the page its handler calls). */
+    uint8_t *buf = malloc(page);
+    CHECK(buf, "malloc");
+    for (int k = 0; k < 2; k++) {
+        size_t n = emit_return_int_patchable(buf, 200 + 10 * k);
+        for (size_t i = n; i < page; i++)
+            buf[i] = emit_trap_byte(buf + i);
+        CHECK_OK(wxjit_install(h, buf, page, page, &nstorm_f[k]));
+    }
+    free(buf);
     CHECK(wxtest_page_of(nstorm_f[0]) != wxtest_page_of(nstorm_f[1]),
           "setup: both functions on one page");
     struct sigaction sa;
@@ -685,15 +706,20 @@ static void nstorm_child(void *arg)
     CHECK(sigaction(SIGALRM, &sa, NULL) == 0 &&
               sigaction(SIGUSR1, &sa, NULL) == 0,
           "sigaction");
-    struct nstorm_worker w[2] = {{h, 0, 0}, {h, 1, 0}};
-    pthread_t t[2];
-    for (int k = 0; k < 2; k++)
-        CHECK(pthread_create(&t[k], NULL, nstorm_main, &w[k]) == 0, "thread");
-    /* The signals go to the workers only. */
     sigset_t block;
     sigemptyset(&block);
     sigaddset(&block, SIGALRM);
     sigaddset(&block, SIGUSR1);
+    /* Patchers and this thread block the signals; executors do not. */
+    struct nstorm_worker w[4] = {
+        {h, 0, true, 0}, {h, 1, true, 0}, {h, 0, false, 0}, {h, 0, false, 0}};
+    pthread_t t[4];
+    for (int k = 0; k < 4; k++) {
+        CHECK(pthread_sigmask(w[k].patcher ? SIG_BLOCK : SIG_UNBLOCK, &block,
+                              NULL) == 0,
+              "sigmask");
+        CHECK(pthread_create(&t[k], NULL, nstorm_main, &w[k]) == 0, "thread");
+    }
     CHECK(pthread_sigmask(SIG_BLOCK, &block, NULL) == 0, "sigmask");
     struct itimerval timer = {{0, 100}, {0, 100}}, off = {{0, 0}, {0, 0}};
     CHECK(setitimer(ITIMER_REAL, &timer, NULL) == 0, "setitimer");
@@ -701,7 +727,7 @@ static void nstorm_child(void *arg)
     clock_gettime(CLOCK_MONOTONIC, &start);
     unsigned long sent = 0;
     do {
-        for (int k = 0; k < 2; k++, sent++)
+        for (int k = 2; k < 4; k++, sent++)
             pthread_kill(t[k], SIGUSR1);
         nanosleep(&gap, NULL);
         clock_gettime(CLOCK_MONOTONIC, &now);
@@ -710,15 +736,18 @@ static void nstorm_child(void *arg)
              NESTED_STORM_MS);
     atomic_store(&nstorm_stop, true);
     CHECK(setitimer(ITIMER_REAL, &off, NULL) == 0, "setitimer");
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 4; k++)
         pthread_join(t[k], NULL);
     CHECK_EQ(atomic_load(&nstorm_bad), 0);
+    CHECK(atomic_load(&nstorm_handled) > 0, "no signal was handled");
     wxjit_stats st = wxtest_stats_of(h);
-    printf("  %d ms of SIGALRM every 100 us and %lu SIGUSR1, handlers "
-           "calling code on both patched pages: %lu handled, %lu + %lu "
-           "worker rounds, %llu faults retried, process alive\n",
+    printf("  %d ms of SIGALRM every 100 us and %lu SIGUSR1 to 2 executors "
+           "of 2 pages being patched, handlers calling both: %lu handled; "
+           "rounds: patchers %lu + %lu, executors %lu + %lu; %llu faults "
+           "retried; process alive\n",
            NESTED_STORM_MS, sent, atomic_load(&nstorm_handled), w[0].rounds,
-           w[1].rounds, (unsigned long long)st.faults_retried);
+           w[1].rounds, w[2].rounds, w[3].rounds,
+           (unsigned long long)st.faults_retried);
     fflush(stdout);
     CHECK_OK(wxjit_heap_destroy(h));
 }
