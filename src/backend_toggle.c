@@ -39,24 +39,22 @@ static uint32_t released_word(uint32_t held)
     return next ? next : WXJ_PAGE_SEQ_ONE;
 }
 
-static enum take_result page_take(struct wxj_chunk *chunk,
-                                  struct wxj_page *pg, int32_t self,
-                                  uint32_t *seen)
+static enum take_result page_take(struct wxj_chunk *chunk, struct wxj_page *pg,
+                                  int32_t self, uint32_t *seen)
 {
     uint32_t s = atomic_load_explicit(&pg->state, memory_order_acquire);
     if (s & WXJ_PAGE_WRITING) {
-        int32_t writer = atomic_load_explicit(&pg->writer,
-                                              memory_order_acquire);
+        int32_t writer =
+            atomic_load_explicit(&pg->writer, memory_order_acquire);
         if (writer == self)
             return SELF_HELD;
         int32_t stuck = WXJ_WRITER_STUCK;
         /* acquire: the abandoning writer's restored bytes are seen. */
         if (writer == stuck &&
-            atomic_compare_exchange_strong_explicit(
-                &pg->writer, &stuck, self, memory_order_acquire,
-                memory_order_relaxed)) {
-            atomic_fetch_sub_explicit(&chunk->stuck, 1,
-                                      memory_order_relaxed);
+            atomic_compare_exchange_strong_explicit(&pg->writer, &stuck, self,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&chunk->stuck, 1, memory_order_relaxed);
             pg->depth = 1;
             return TAKEN;
         }
@@ -97,8 +95,7 @@ static void page_release(struct wxj_page *pg)
 static void page_abandon(struct wxj_chunk *chunk, struct wxj_page *pg)
 {
     atomic_fetch_add_explicit(&chunk->stuck, 1, memory_order_relaxed);
-    atomic_store_explicit(&pg->writer, WXJ_WRITER_STUCK,
-                          memory_order_release);
+    atomic_store_explicit(&pg->writer, WXJ_WRITER_STUCK, memory_order_release);
 }
 
 /* Sleeps until the word moves on from seen (a writer released the page).
@@ -166,7 +163,7 @@ static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
 {
     size_t ps = heap->page_size;
     int first_err = 0;
-#define FLIPS(pg)                                                            \
+#define FLIPS(pg)                                                             \
     ((pg)->depth == 1 && (pg)->rw != want_rw && !(skip_fresh && (pg)->fresh))
     for (size_t i = first; i <= last; i++) {
         if (!FLIPS(&chunk->pages[i]))
@@ -250,9 +247,8 @@ static bool take_fresh(struct wxj_chunk *chunk, size_t i, int32_t self)
  * leaves them alone. It fails where a side borders a page that another
  * window holds; that window's close merges the two, so the caller waits
  * and tries again. */
-static int protect_rx_widened(struct wxjit_heap *heap,
-                              struct wxj_chunk *chunk, size_t first,
-                              size_t last)
+static int protect_rx_widened(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                              size_t first, size_t last)
 {
     size_t ps = heap->page_size, lo = first, hi = last;
     int32_t self = wxj_os_tid();
@@ -328,8 +324,7 @@ static void unstick(struct wxjit_heap *heap)
                 page_take(c, pg, self, &seen) != TAKEN)
                 continue;
             protect_runs(heap, c, i, i, false, false, false);
-            wxj_code_changed(c->base + i * heap->page_size,
-                             heap->page_size);
+            wxj_code_changed(c->base + i * heap->page_size, heap->page_size);
             pages_drop(c, i, i);
         }
     }
@@ -396,8 +391,8 @@ static void toggle_chunk_unmap(struct wxjit_heap *heap,
  * become the forking thread's, so that the reservations whose owners are
  * gone can be aborted (fork.c) and their pages closed like any window.
  * Abandoned pages stay abandoned. */
-static void toggle_fork_child(struct wxjit_heap *heap,
-                              struct wxj_chunk *chunk, int32_t parent_tid)
+static void toggle_fork_child(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                              int32_t parent_tid)
 {
     (void)heap;
     (void)parent_tid;

@@ -42,16 +42,6 @@ static _Atomic uint32_t handlers_inside;
 static _Atomic uint32_t handlers_using[MAX_REGIONS];
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* This thread's share of those counts, in nesting order, so that a fork
- * child, where only this thread lives on, can count exactly its own: the
- * threads asleep in the parent's handlers do not exist there, and their
- * counts would hold its wxj_region_unregister forever. A fault nested
- * deeper than MAX_NESTING on one thread is declined. */
-#define MAX_NESTING 16
-static __thread uint32_t own_inside __attribute__((tls_model("initial-exec")));
-static __thread uint32_t own_depth __attribute__((tls_model("initial-exec")));
-static __thread int own_slots[MAX_NESTING]
-    __attribute__((tls_model("initial-exec")));
 
 int wxj_region_register(struct wxj_chunk *chunk)
 {
@@ -95,13 +85,26 @@ void wxj_registry_lock(void)
     pthread_mutex_lock(&registry_lock);
 }
 
+/* The threads asleep in the parent's handlers do not exist in a fork
+ * child, and their counts would hold its wxj_region_unregister forever.
+ * The only thread there cannot be destroying a heap from a signal handler
+ * stacked on a fault handler of its own (heap destruction is not
+ * async-signal-safe), so none of the child's handlers needs counting;
+ * one that was running at the fork lowers the counts on its way out, which
+ * stop at zero (leave()). */
 void wxj_registry_after_fork(void)
 {
-    atomic_store(&handlers_inside, own_inside);
+    atomic_store(&handlers_inside, 0);
     for (size_t i = 0; i < MAX_REGIONS; i++)
         atomic_store(&handlers_using[i], 0);
-    for (uint32_t d = 0; d < own_depth; d++)
-        atomic_fetch_add(&handlers_using[own_slots[d]], 1);
+}
+
+/* seq_cst, as the increments (see unregister); never below zero. */
+static void leave(_Atomic uint32_t *count)
+{
+    uint32_t n = atomic_load(count);
+    while (n && !atomic_compare_exchange_weak(count, &n, n - 1))
+        ;
 }
 
 void wxj_registry_unlock(void)
@@ -187,27 +190,18 @@ int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
      * when it straddles a page boundary; any other address is data. */
     bool fetch = addr - pc < WXJ_ARCH_MAX_INSN;
 
-    if (own_depth == MAX_NESTING)
-        return 0;
-    /* Own counts first, shared ones second (and the reverse on the way
-     * out): a fork from a nested handler never counts one it lacks. */
-    own_inside++;
     atomic_fetch_add(&handlers_inside, 1); /* seq_cst: see unregister */
     struct wxj_chunk *chunk = region_find(addr);
     int slot = chunk ? chunk->region_slot : -1;
-    if (chunk) {
-        own_slots[own_depth++] = slot;
+    if (chunk)
         atomic_fetch_add(&handlers_using[slot], 1);
-    }
-    atomic_fetch_sub(&handlers_inside, 1);
-    own_inside--;
+    leave(&handlers_inside);
     bool retry = fetch && chunk && retry_fault(chunk, addr);
     if (chunk) {
         wxj_count(retry ? &chunk->heap->count.faults_retried
                         : &chunk->heap->count.faults_forwarded,
                   1);
-        atomic_fetch_sub(&handlers_using[slot], 1);
-        own_depth--;
+        leave(&handlers_using[slot]);
     }
 
     wxj_count(retry ? &total_retried : &total_declined, 1);

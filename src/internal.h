@@ -18,7 +18,7 @@
 #define WXJ_DEFAULT_CHUNK ((size_t)4 << 20) /* few mmaps, few VMAs */
 #define WXJ_MAX_CHUNK ((size_t)1 << 30)
 
-enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX };
+enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX, WXJ_PROT_NONE };
 /* Kinds of system calls, counted per thread; the ones that can fail can be
  * made to fail by the test seam below. */
 enum wxj_os_call {
@@ -72,8 +72,10 @@ struct wxj_chunk {
     size_t ngranules;
     size_t fresh_next;     /* first page never handed to a pool (heap lock) */
     size_t search_seg;     /* where the next free-run search starts (lock) */
-    _Atomic uint32_t *seg_bound; /* longest free run per segment, at most */
-    _Atomic uint32_t chunk_bound; /* the same for the whole chunk */
+    /* Longest free run per segment, at most, and for the whole chunk; the
+     * high half counts raises (chunk.c, segment bounds). */
+    _Atomic uint64_t *seg_bound;
+    _Atomic uint64_t chunk_bound;
     struct wxj_page *pages;
     /* Granule bitmaps. A block [g, g + n) has used bits on all its
      * granules, a start bit on g and an end bit on g + n - 1. */
@@ -92,6 +94,7 @@ struct wxj_chunk {
      * mapped per write window). */
     int fd;
     uint8_t *alias;
+    size_t rx_pages; /* dualmap: pages [0, rx_pages) mapped RX (heap lock) */
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
     void *windows; /* dualmap on demand: open RW windows */
 };

@@ -99,6 +99,7 @@ static int prot_bits(enum wxj_prot prot)
     case WXJ_PROT_RW: return PROT_READ | PROT_WRITE;
     case WXJ_PROT_RX: return PROT_READ | PROT_EXEC;
     case WXJ_PROT_RWX: return PROT_READ | PROT_WRITE | PROT_EXEC;
+    case WXJ_PROT_NONE: return PROT_NONE;
     }
     return PROT_NONE;
 }

@@ -93,8 +93,7 @@ int wxj_write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
 }
 
 int wxj_in_place_abort(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                       const void *exec, void *write, size_t len,
-                       bool give_up)
+                       const void *exec, void *write, size_t len, bool give_up)
 {
     size_t g = wxj_granule_of(chunk, exec);
     size_t n = wxj_block_extent(chunk, g);

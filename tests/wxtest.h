@@ -238,6 +238,34 @@ static inline int wxtest_wx_mappings(void)
     return n;
 }
 
+/* The permissions ("r-xp", "rw-s", ...) of the mapping that holds addr in
+ * /proc/self/maps, into perms; false if no mapping holds it. */
+static inline bool wxtest_perms_at(const void *addr, char perms[5])
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    CHECK(f, "open maps: %s", strerror(errno));
+    char line[512], p[8];
+    unsigned long start, end, a = (unsigned long)(uintptr_t)addr;
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        if (sscanf(line, "%lx-%lx %7s", &start, &end, p) == 3 &&
+            start <= a && a < end) {
+            memcpy(perms, p, 4);
+            perms[4] = '\0';
+            found = true;
+        }
+    fclose(f);
+    return found;
+}
+
+/* Whether the page holding addr is executable and not writable: what every
+ * page of live code must be between writes, on every backend. */
+static inline bool wxtest_exec_only(const void *addr, char perms[5])
+{
+    return wxtest_perms_at(addr, perms) && perms[0] == 'r' &&
+           perms[1] == '-' && perms[2] == 'x';
+}
+
 /* Lines of /proc/self/maps, for bounds on how many mappings wxjit makes.
  * Natively all of them. Under a checking tool, whose own allocator maps
  * memory in steps as the program allocates (which says nothing about
