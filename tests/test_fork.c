@@ -233,7 +233,72 @@ static void test_in_place_across_fork(void)
     }
 }
 
-int main(void)
+/* ---- fork while an executor sleeps in the fault handler -----------------
+ * Issue 11, defect 2. A holder thread installs f and holds f's page with an
+ * in-place reservation (toggle: the page is RW, not X); an executor calls
+ * f and sleeps in wxjit's handler. The holder forks: in the child, where
+ * the executor does not exist, wxjit_heap_destroy must return. */
+struct asleep {
+    wxjit_heap *heap;
+    void *_Atomic f;
+    _Atomic pid_t executor_tid;
+    pthread_barrier_t sleeping;
+    int result;
+};
+
+static void destroy_in_child(void *arg)
+{
+    CHECK_OK(wxjit_heap_destroy(arg));
+}
+
+static void *asleep_holder(void *arg)
+{
+    struct asleep *a = arg;
+    uint8_t buf[16];
+    void *f;
+    wxjit_reservation r;
+    CHECK_OK(wxjit_install(a->heap, buf, emit_return_int(buf, 31), 0, &f));
+    CHECK_OK(wxjit_reserve(a->heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    CHECK(wxtest_page_of(r.exec) == wxtest_page_of(f),
+          "setup: the reservation is not on f's page");
+    atomic_store(&a->f, f);
+    pthread_barrier_wait(&a->sleeping);
+    wxtest_expect_exit_within("fork while another thread sleeps in the fault "
+                              "handler: the child destroys the heap",
+                              destroy_in_child, a->heap, 10, 0);
+    CHECK_OK(wxjit_commit(a->heap, &r, emit_return_int(r.write, 32)));
+    return NULL;
+}
+
+static void *asleep_executor(void *arg)
+{
+    struct asleep *a = arg;
+    void *f;
+    while (!(f = atomic_load(&a->f)))
+        sched_yield();
+    atomic_store(&a->executor_tid, wxtest_gettid());
+    a->result = as_fn(f)();
+    return NULL;
+}
+
+static void test_fork_while_handler_sleeps(void)
+{
+    struct asleep a = {.heap = wxtest_heap_of(WXJIT_BACKEND_TOGGLE)};
+    pthread_barrier_init(&a.sleeping, NULL, 2);
+    pthread_t holder, executor;
+    CHECK(pthread_create(&holder, NULL, asleep_holder, &a) == 0, "thread");
+    CHECK(pthread_create(&executor, NULL, asleep_executor, &a) == 0,
+          "thread");
+    wxtest_wait_in_futex(&a.executor_tid);
+    pthread_barrier_wait(&a.sleeping);
+    pthread_join(holder, NULL);
+    pthread_join(executor, NULL);
+    CHECK_EQ(a.result, 31);
+    pthread_barrier_destroy(&a.sleeping);
+    CHECK_OK(wxjit_heap_destroy(a.heap));
+}
+
+int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
     wxtest_require_alias_writes_run("test_fork");
@@ -244,12 +309,19 @@ int main(void)
     CHECK_OK(wxjit_heap_backend(heap, &b));
     CHECK_OK(wxjit_backend_name(b, &name));
     printf("test_fork (%s):\n", name);
-    for (int round = 0; round < 20; round++)
-        test_independent(round);
-    printf("  20 rounds: parent and child each freed half the shared code "
-           "and installed over it; neither saw the other's changes\n");
-    test_fork_while_installing();
-    test_in_place_across_fork();
+    if (wxtest_selected(argc, argv, "independent")) {
+        for (int round = 0; round < 20; round++)
+            test_independent(round);
+        printf("  20 rounds: parent and child each freed half the shared "
+               "code and installed over it; neither saw the other's "
+               "changes\n");
+    }
+    if (wxtest_selected(argc, argv, "while_installing"))
+        test_fork_while_installing();
+    if (wxtest_selected(argc, argv, "in_place"))
+        test_in_place_across_fork();
+    if (wxtest_selected(argc, argv, "handler_sleeps"))
+        test_fork_while_handler_sleeps();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
     printf("test_fork: ok\n");

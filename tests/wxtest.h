@@ -5,7 +5,9 @@
 
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,6 +18,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "emit.h"
@@ -310,6 +313,39 @@ static inline wxjit_stats wxtest_stats_of(wxjit_heap *h)
     return s;
 }
 
+/* Fails naming every counter that differs between a and b, optionally
+ * leaving out the ones a new chunk moves (bytes_mapped, chunks, pages). */
+static inline void wxtest_check_stats_same(const char *what,
+                                           const wxjit_stats *a,
+                                           const wxjit_stats *b,
+                                           bool except_mapping)
+{
+#define WXTEST_STAT(f) {#f, a->f, b->f, false}
+#define WXTEST_MAPSTAT(f) {#f, a->f, b->f, true}
+    const struct {
+        const char *name;
+        uint64_t was, now;
+        bool mapping;
+    } fields[] = {WXTEST_STAT(installs),       WXTEST_STAT(frees),
+                  WXTEST_STAT(bytes_live),     WXTEST_MAPSTAT(bytes_mapped),
+                  WXTEST_MAPSTAT(pages),       WXTEST_MAPSTAT(chunks),
+                  WXTEST_STAT(mprotect_calls), WXTEST_STAT(map_calls),
+                  WXTEST_STAT(syscalls),       WXTEST_STAT(faults_retried),
+                  WXTEST_STAT(faults_forwarded)};
+#undef WXTEST_STAT
+#undef WXTEST_MAPSTAT
+    bool same = true;
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        if (fields[i].was != fields[i].now &&
+            !(except_mapping && fields[i].mapping)) {
+            fprintf(stderr, "  %s: stats.%s %llu -> %llu\n", what,
+                    fields[i].name, (unsigned long long)fields[i].was,
+                    (unsigned long long)fields[i].now);
+            same = false;
+        }
+    CHECK(same, "%s changed statistics (listed above)", what);
+}
+
 static inline uintptr_t wxtest_page_of(const void *p)
 {
     return (uintptr_t)p & ~(uintptr_t)(sysconf(_SC_PAGESIZE) - 1);
@@ -387,6 +423,105 @@ static inline void wxtest_expect_exit(const char *what, int status, int code)
           "%s: child %s, expected exit %d", what,
           wxtest_describe(status, buf, sizeof(buf)), code);
     printf("  %s: exited %d, as expected\n", what, code);
+}
+
+/* ---- choosing scenarios --------------------------------------------------
+ * `test_x name...` runs only the named scenarios of a test program (to
+ * see each one fail or pass on its own); with no argument, all of them. */
+static inline bool wxtest_selected(int argc, char **argv, const char *name)
+{
+    if (argc < 2)
+        return true;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], name))
+            return true;
+    return false;
+}
+
+/* ---- hangs become failures ---------------------------------------------
+ * A deadlock must fail the test, not stall ctest: the parent polls the
+ * child and kills it with SIGKILL once `seconds` have passed. Not alarm():
+ * the child may run SIGALRM timers of its own. */
+static inline int wxtest_in_child_within(void (*fn)(void *), void *arg,
+                                         unsigned seconds, bool *hung)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core);
+        fn(arg);
+        fflush(NULL);
+        _exit(0);
+    }
+    struct timespec now, deadline, tick = {0, 1000000}; /* 1 ms */
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += seconds;
+    int status;
+    *hung = false;
+    for (;;) {
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        CHECK(got >= 0, "waitpid: %s", strerror(errno));
+        if (got == pid)
+            return status;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > deadline.tv_sec ||
+            (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec))
+            break;
+        nanosleep(&tick, NULL);
+    }
+    *hung = true;
+    kill(pid, SIGKILL);
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
+    return status;
+}
+
+/* fn(arg) in a child must exit with code within `seconds`; a child still
+ * running then is reported as hung. */
+static inline void wxtest_expect_exit_within(const char *what,
+                                             void (*fn)(void *), void *arg,
+                                             unsigned seconds, int code)
+{
+    bool hung;
+    int status = wxtest_in_child_within(fn, arg, seconds, &hung);
+    CHECK(!hung, "%s: hung (child still running after %u s, killed)", what,
+          seconds);
+    wxtest_expect_exit(what, status, code);
+}
+
+/* ---- threads asleep in the fault handler --------------------------------
+ * Known without timing: an executor whose only system call is the fault
+ * handler's wait shows futex(2) in /proc/self/task/<tid>/syscall. */
+static inline pid_t wxtest_gettid(void)
+{
+    return (pid_t)syscall(SYS_gettid);
+}
+
+static inline long wxtest_kernel_futex_nr(void);
+
+/* True once thread tid sleeps in futex(2). */
+static inline bool wxtest_in_futex(pid_t tid)
+{
+    char path[64];
+    long nr = -1;
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%ld", &nr) != 1)
+            nr = -1;
+        fclose(f);
+    }
+    return nr == wxtest_kernel_futex_nr();
+}
+
+/* Waits until *tid is published and that thread sleeps in futex(2). */
+static inline void wxtest_wait_in_futex(_Atomic pid_t *tid)
+{
+    while (atomic_load(tid) == 0)
+        sched_yield();
+    while (!wxtest_in_futex(atomic_load(tid)))
+        sched_yield();
 }
 
 /* The number the kernel gives futex(2) in /proc/<pid>/task/<tid>/syscall:
