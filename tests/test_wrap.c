@@ -96,6 +96,43 @@ static void wrap_child(void *unused)
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
+/* Reservation serials (64 bits, src/reservations.c) started just below
+ * the wrap: reservations across it commit and abort as usual, and copies
+ * of consumed ones from either side of it, or forged words, are refused. */
+static void serials_across_wrap(void)
+{
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+    h->open.serial = UINT64_MAX - 2;
+    wxjit_reservation r[5], stale[5];
+    uint8_t buf[16];
+    size_t n = emit_return_int(buf, 9);
+    for (int i = 0; i < 5; i++) {
+        CHECK_OK(wxjit_reserve(h, 64, 0, 0, &r[i]));
+        memcpy(r[i].write, buf, n);
+        stale[i] = r[i];
+    }
+    CHECK_EQ(r[2].internal[0], 0); /* UINT64_MAX - 1, UINT64_MAX, 0, ... */
+    wxjit_reservation forged = r[2];
+    forged.internal[1] ^= 1;
+    CHECK_RET(wxjit_commit(h, &forged, n), EINVAL);
+    for (int i = 0; i < 5; i++) {
+        void *exec = r[i].exec;
+        if (i % 2)
+            CHECK_OK(wxjit_abort(h, &r[i]));
+        else {
+            CHECK_OK(wxjit_commit(h, &r[i], n));
+            CHECK_EQ(as_fn(exec)(), 9);
+        }
+    }
+    for (int i = 0; i < 5; i++) {
+        CHECK_RET(wxjit_commit(h, &stale[i], n), EINVAL);
+        CHECK_RET(wxjit_abort(h, &stale[i]), EINVAL);
+    }
+    printf("  reservation serials across the 64-bit wrap: 5 reservations "
+           "committed or aborted, stale and forged copies refused\n");
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -104,6 +141,7 @@ int main(void)
     wxtest_expect_exit_within("patches across the sequence wrap while an "
                               "executor runs other code on the page",
                               wrap_child, NULL, 60, 0);
+    serials_across_wrap();
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_wrap: ok\n");
     return 0;
