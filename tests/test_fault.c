@@ -487,6 +487,12 @@ static void test_forward_mask(void)
                  "%s", m.nodefer ? " (SA_NODEFER)" : "",
                  m.with_wxjit ? "with" : "without",
                  m.nodefer ? "" : " + SIGSEGV");
+        if (m.nodefer && wxtest_valgrind()) {
+            wxtest_skip(what, "Valgrind 3.19 applies no sa_mask to an "
+                              "SA_NODEFER handler (and blocks the signal): "
+                              "the case without wxjit fails the same way");
+            continue;
+        }
         wxtest_expect_exit(what, wxtest_in_child(mask_child, &m), 40);
     }
 }
