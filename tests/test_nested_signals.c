@@ -220,8 +220,28 @@ static void nested_child(void *arg)
     fflush(stdout);
 }
 
+/* Why a signal handler cannot nest inside wxjit's fault handler under the
+ * checking tool in use; NULL natively. */
+static const char *nesting_impossible(void)
+{
+#if defined(WXTEST_TSAN)
+    return "TSan delivers asynchronous signals at points of its own "
+           "choosing, not while the thread sleeps in a signal handler";
+#endif
+    if (wxtest_valgrind())
+        return "under Valgrind wxjit installs its handler without "
+               "SA_NODEFER (Valgrind 3.19 mishandles it; README)";
+    return NULL;
+}
+
 static void test_nested_precise(void)
 {
+    const char *why = nesting_impossible();
+    if (why) {
+        wxtest_skip("signal handler faulting while its thread waits in "
+                    "wxjit's handler", why);
+        return;
+    }
     wxtest_expect_exit_within("signal handler faulting on a held page while "
                               "its thread waits in wxjit's handler",
                               nested_child, NULL, 10, 0);
@@ -365,12 +385,11 @@ static void nstorm_child(void *arg)
 
 static void test_nested_storm(void)
 {
-#if defined(WXTEST_TSAN)
-    wxtest_skip("signal storm nested in the fault handler",
-                "TSan delivers asynchronous signals at points of "
-                "its own choosing");
-    return;
-#endif
+    const char *why = nesting_impossible();
+    if (why) {
+        wxtest_skip("signal storm nested in the fault handler", why);
+        return;
+    }
     wxtest_expect_exit_within("SIGALRM timer and SIGUSR1 storm whose "
                               "handlers call code being patched",
                               nstorm_child, NULL, 20, 0);
