@@ -204,7 +204,7 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
      * handed out, in no pool's tail) must be within the bound of the
      * segment it starts in and of the chunk, or searches would skip it
      * and the space would never be reused. */
-    uint32_t chunk_bound = atomic_load(&c->chunk_bound);
+    uint32_t chunk_bound = (uint32_t)atomic_load(&c->chunk_bound);
     for (size_t g = 0; g < handed;) {
         if (!free_granule(hi, c, used, g)) {
             g++;
@@ -213,7 +213,7 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         size_t b = g;
         while (b < handed && free_granule(hi, c, used, b))
             b++;
-        uint32_t seg = atomic_load(&c->seg_bound[g / FUZZ_SEGMENT]);
+        uint32_t seg = (uint32_t)atomic_load(&c->seg_bound[g / FUZZ_SEGMENT]);
         FUZZ_CHECK(seg >= b - g && chunk_bound >= b - g,
                    "free run [%zu, %zu) of %zu granules, but its segment's "
                    "bound is %u and the chunk's %u",

@@ -49,10 +49,10 @@
  * library is fixed; 1 means "the library still has it". Each guard is
  * listed in fuzz/README.md with its regression input. */
 #ifndef FUZZ_KNOWN_DEFECT_8 /* thread exit leaves its in-place window open */
-#define FUZZ_KNOWN_DEFECT_8 1
+#define FUZZ_KNOWN_DEFECT_8 0
 #endif
 #ifndef FUZZ_KNOWN_DEFECT_9 /* dualmap: another thread commits in place */
-#define FUZZ_KNOWN_DEFECT_9 1
+#define FUZZ_KNOWN_DEFECT_9 0
 #endif
 
 #ifndef FUZZ_KNOWN_RX_FLIP /* toggle: a failed RX flip leaves live code RW */
@@ -132,6 +132,7 @@ struct mfunc {
     int thread;      /* that installed or committed it (messages) */
     uint8_t *exec;
     size_t n;
+    size_t size;     /* committed bytes: patches must stay inside them */
     uint8_t *bytes;  /* n * WXJ_GRANULE expected bytes */
     size_t imm_at;   /* offset of the mov's imm32, if callable */
     size_t code_end; /* bytes from here on are never executed */
@@ -172,6 +173,10 @@ size_t granules(size_t bytes);
 size_t round_page(size_t v);
 int call(const void *exec);
 struct wxj_chunk *chunk_of(int hi, const void *p);
+bool on_open_in_place(int hi, const uint8_t *a, size_t len,
+                      const struct mres *except);
+bool on_open_in_place_of(int hi, const uint8_t *a, size_t len,
+                         const struct mres *except, int t);
 bool held_by_reservation(int hi, const uint8_t *a, size_t len,
                          const struct mres *except);
 bool held_by_other(int hi, const uint8_t *a, size_t len);

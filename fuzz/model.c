@@ -46,13 +46,11 @@ static bool pages_meet(const uint8_t *a, size_t len, const struct mres *m)
     return f <= last && first <= l;
 }
 
-/* Whether an open in-place reservation of heap hi holds a page of
- * [a, a + len) (toggle keeps such pages writable, not executable). */
-NO_COVERAGE bool held_by_reservation(int hi, const uint8_t *a, size_t len,
-                                     const struct mres *except)
+/* Whether an open in-place reservation of heap hi (but except) lies on a
+ * page of [a, a + len). */
+NO_COVERAGE bool on_open_in_place(int hi, const uint8_t *a, size_t len,
+                                  const struct mres *except)
 {
-    if (heaps[hi].backend != WXJIT_BACKEND_TOGGLE)
-        return false;
     for (int i = 0; i < MAX_RES; i++) {
         const struct mres *m = &res[i];
         if (m->used && m != except && m->heap == hi && m->in_place &&
@@ -60,6 +58,27 @@ NO_COVERAGE bool held_by_reservation(int hi, const uint8_t *a, size_t len,
             return true;
     }
     return false;
+}
+
+/* The same, only thread t's own in-place reservations. */
+NO_COVERAGE bool on_open_in_place_of(int hi, const uint8_t *a, size_t len,
+                                     const struct mres *except, int t)
+{
+    for (int i = 0; i < MAX_RES; i++) {
+        const struct mres *m = &res[i];
+        if (m->used && m != except && m->heap == hi && m->in_place &&
+            m->owner == t && pages_meet(a, len, m))
+            return true;
+    }
+    return false;
+}
+
+/* The same, where such pages are held writable, not executable (toggle). */
+NO_COVERAGE bool held_by_reservation(int hi, const uint8_t *a, size_t len,
+                                     const struct mres *except)
+{
+    return heaps[hi].backend == WXJIT_BACKEND_TOGGLE &&
+           on_open_in_place(hi, a, len, except);
 }
 
 /* The same, held by a thread other than the current one: writing there
@@ -92,8 +111,7 @@ struct mfunc *func_holding(int hi, const uint8_t *p, size_t len)
     for (int i = 0; i < MAX_FUNCS; i++) {
         struct mfunc *f = &funcs[i];
         if (f->used && f->heap == hi && p >= f->exec &&
-            p < f->exec + f->n * WXJ_GRANULE &&
-            len <= (size_t)(f->exec + f->n * WXJ_GRANULE - p))
+            p < f->exec + f->size && len <= (size_t)(f->exec + f->size - p))
             return f;
     }
     return NULL;
@@ -231,6 +249,7 @@ struct mfunc *add_func(int hi, uint8_t *exec, const uint8_t *bytes,
     f->thread = cur;
     f->exec = exec;
     f->n = n;
+    f->size = used;
     f->callable = code_len != 0 && used >= code_len;
     f->code_end = code_len ? code_len : 0;
     f->imm_at = imm_at;

@@ -113,10 +113,15 @@ void op_commit(struct input *in)
     stats_before(hi, &before);
     TRACE("commit %p used %zu (reserved by thread %d)\n", r->exec, used,
           m->owner);
+    /* New code on the page of the committing thread's own in-place
+     * window: refused on every backend, the reservation stays open. */
+    if (!rule && !m->in_place &&
+        on_open_in_place_of(hi, r->exec, used, m, cur))
+        rule = EDEADLK;
     int err = wxjit_commit(h, r, used);
     if (rule) {
         EXPECT(err, rule);
-        check_unchanged(hi, &before, err, "commit of another's in-place");
+        check_unchanged(hi, &before, err, "refused commit");
     }
     if (rule || injected(hi, &before, err, "commit")) {
         FUZZ_CHECK(!memcmp(r, &copy, sizeof(copy)),
@@ -219,11 +224,29 @@ void op_commit_batch(struct input *in)
         bool s;
         want = owner_rule(m, &s);
         skip |= s;
+
         if (!m->in_place && (!lo || (uint8_t *)arr[i].exec < lo))
             lo = arr[i].exec;
         if (!m->in_place && (uint8_t *)arr[i].exec + used[i] > hi_end)
             hi_end = (uint8_t *)arr[i].exec + used[i];
     }
+    /* New code on a page of the thread's own in-place window (one not in
+     * the batch, whose in-place items close first): EDEADLK. */
+    for (size_t i = 0; i < count && !want; i++)
+        for (int k = 0; k < MAX_RES && !ms[i]->in_place; k++) {
+            const struct mres *o = &res[k];
+            bool in_batch = false;
+            for (size_t j = 0; j < count; j++)
+                in_batch |= ms[j] == o;
+            if (o->used && o->heap == hi && o->in_place && o->owner == cur &&
+                !in_batch &&
+                on_open_in_place_of(hi, arr[i].exec, used[i], NULL, cur) &&
+                (uintptr_t)o->r.exec / page <=
+                    ((uintptr_t)arr[i].exec + used[i] - 1) / page &&
+                (uintptr_t)arr[i].exec / page <=
+                    ((uintptr_t)o->r.exec + o->r.size - 1) / page)
+                want = EDEADLK;
+        }
     /* Runs of adjacent pages are written through one window: the pages
      * between the items must not be held by another thread either. */
     if (skip || (!want && lo && held_by_other(hi, lo, hi_end - lo)))

@@ -7,12 +7,16 @@
  * Conventions for every function below:
  * - Return 0 on success or a positive errno value on failure; results come
  *   back through out-parameters, which are left untouched on failure.
- * - A call that fails changes nothing (no memory, statistics or code).
+ * - A call that fails changes nothing: no code, no reservation, no
+ *   statistic (not even the system calls it made), also when a system call
+ *   inside it fails. Only capacity it prepared stays, for later calls:
+ *   chunks mapped and pages handed to pools (bytes_mapped, chunks, pages).
  * - "Thread-safe" means the call may run concurrently with any other wxjit
  *   call on the same heap, except wxjit_heap_destroy.
  * - fork() is safe at any time: operations in progress finish first, and
  *   the child gets heaps of its own (a dual-mapped heap is copied); code
- *   from before the fork runs in both processes. */
+ *   from before the fork runs in both processes. In the child, in-place
+ *   reservations of threads other than the forking one are aborted. */
 #ifndef WXJIT_H
 #define WXJIT_H
 
@@ -47,7 +51,9 @@ typedef enum wxjit_backend {
     WXJIT_BACKEND_AUTO = 0,
     /* mprotect the pages that receive code RW, copy, back to RX; threads
      * executing those pages meanwhile are held by the fault-retry handler.
-     * No second mapping of code exists. */
+     * No second mapping of code exists. Unavailable (the probe's errno)
+     * where the system refuses to make a page executable again (Linux
+     * PR_SET_MDWE, SELinux without execmod/execmem). */
     WXJIT_BACKEND_TOGGLE = 1,
     /* Each chunk is a shared memory object mapped twice: RX where code
      * runs, RW at an unrelated address where wxjit writes. No system call
@@ -128,9 +134,13 @@ enum {
      * writable and not executable from reserve to commit or abort: threads
      * executing other code on those pages wait meanwhile (fault retry), so
      * keep the window short; the reserving thread must not execute code on
-     * those pages until commit, and must commit or abort itself. With
+     * those pages until commit (not from a signal handler either). With
      * dualmap the write view is the RW alias of the executable address
-     * (write - exec is constant within a reservation) and nobody waits. */
+     * (write - exec is constant within a reservation) and nobody waits.
+     * On every backend alike: only the reserving thread may commit or
+     * abort it (EPERM otherwise); while it is open, that thread's commits
+     * of other reservations onto the same pages fail with EDEADLK; if the
+     * thread exits or is cancelled first, the reservation is aborted. */
     WXJIT_RESERVE_IN_PLACE = 1u << 0,
 };
 
@@ -164,10 +174,16 @@ WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigne
  * back to the pool and is filled with trap instructions. Once this returns,
  * res->exec can be called from every thread. The reservation is consumed
  * (its fields are cleared).
- * Errors: EINVAL heap NULL/destroyed, res NULL or not an open reservation
- *                of this heap, used 0 or larger than res->size;
- *         EPERM  an in-place reservation committed by another thread;
- *         other  errno of a failed mprotect (the reservation stays open).
+ * Errors: EINVAL  heap NULL/destroyed, res NULL or not an open reservation
+ *                 of this heap, used 0 or larger than res->size;
+ *         EPERM   an in-place reservation committed by another thread;
+ *         EDEADLK a scratch reservation on a page where the calling thread
+ *                 has an in-place reservation open (its code could not run
+ *                 until that one is committed): commit that one first;
+ *         other   errno of a failed mprotect (ENOMEM at vm.max_map_count,
+ *                 after retries): the reservation stays open, to commit
+ *                 again or abort; an in-place one keeps its write view
+ *                 (its bytes past `used` are traps already).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used);
 
@@ -175,7 +191,10 @@ WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used
  * reservation is consumed (its fields are cleared).
  * Errors: EINVAL heap NULL/destroyed, res NULL or not an open reservation
  *                of this heap;
- *         EPERM  an in-place reservation aborted by another thread.
+ *         EPERM  an in-place reservation aborted by another thread;
+ *         other  toggle, in place: errno of a failed mprotect; the
+ *                reservation stays open (its bytes are traps now): abort
+ *                or commit it again.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res);
 
@@ -188,9 +207,14 @@ WXJIT_API int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res);
  *                used[i] of 0 or above res[i].size, a res[i] that is not an
  *                open reservation of this heap, the same one twice;
  *         EPERM  an in-place reservation of another thread;
- *         other  errno of a failed mprotect: the reservations before the
- *                failing page run (in address order) are committed and
- *                cleared (res[i].exec == NULL), the others stay open.
+ *         EDEADLK a scratch reservation on a page of an in-place
+ *                reservation the calling thread has open and that is not
+ *                in the batch;
+ *         other  errno of a failed mprotect: the in-place reservations and
+ *                the page runs before the failing one (in address order)
+ *                are committed and cleared (res[i].exec == NULL), and
+ *                count as installs; the others stay open. The system
+ *                calls of such a call are not counted.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
                                  const size_t *used, size_t count);
@@ -203,13 +227,17 @@ WXJIT_API int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
                   size_t align, void **exec);
 
 /* Rewrites size bytes of live (committed, not freed) code at addr, which
- * must lie within one function installed in this heap. Threads executing
- * that page wait until the new bytes are in place and the instruction cache
- * is flushed. Not atomic for concurrent executors of the patched bytes: use
- * wxjit_patch_atomic for a store an executor may race with.
+ * must lie within the committed bytes of one function installed in this
+ * heap. Threads executing that page wait until the new bytes are in place
+ * and the instruction cache is flushed. Not atomic for concurrent
+ * executors of the patched bytes: use wxjit_patch_atomic for a store an
+ * executor may race with.
  * Errors: EINVAL heap NULL/destroyed, addr or bytes NULL, size 0, the range
- *                is not entirely inside one live function of this heap;
- *         other  errno of a failed mprotect (nothing changed).
+ *                is not entirely inside the committed bytes of one live
+ *                function of this heap;
+ *         other  errno of a failed mprotect (nothing changed; toggle:
+ *                threads executing other code on that page may wait until
+ *                the next call on this heap makes it executable again). 
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_t size);
 
@@ -228,7 +256,8 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
  *                function of this heap (foreign pointer, interior pointer,
  *                open reservation, double free);
- *         other  errno of a failed mprotect (nothing changed).
+ *         other  errno of a failed mprotect (nothing changed; as for
+ *                wxjit_patch).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_free(wxjit_heap *heap, void *exec);
 
@@ -242,8 +271,8 @@ typedef struct wxjit_stats {
     uint64_t pages;            /* pages handed out to pools so far */
     uint64_t chunks;           /* chunks mapped */
     uint64_t mprotect_calls;   /* permission changes made (toggle) */
-    uint64_t map_calls;        /* mmap/munmap calls for chunks and RW
-                                  windows (dualmap, rwx) */
+    uint64_t map_calls;        /* mmap/munmap calls made (chunks, dualmap's
+                                  RW windows and executable steps) */
     uint64_t syscalls;         /* every system call made inside this
                                   heap's operations (mprotect, mmap,
                                   munmap, futex, memfd_create, ...) */
@@ -262,7 +291,9 @@ WXJIT_API int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out);
  * handler that was there before; faults that are not wxjit's own reach that
  * handler (SA_SIGINFO or not) or the default action exactly as they would
  * without wxjit. Calls nest: each successful install needs one uninstall.
- * The handler runs on the alternate signal stack when the thread has one.
+ * The handler runs on the alternate signal stack when the thread has one,
+ * and with SA_NODEFER: a signal handler that interrupts a thread waiting
+ * in it and faults on another page being written is retried too.
  * Runtimes that own SIGSEGV call wxjit_handle_fault instead.
  * Errors: none beyond sigaction's (EINVAL). Thread-safe (serialised).
  * Not async-signal-safe. */
@@ -284,7 +315,12 @@ WXJIT_API int wxjit_fault_handler_uninstall(void);
  * handler should then return at once so the instruction is retried.
  * Returns 0 for every other fault, which the runtime handles as usual.
  * Async-signal-safe; never calls mprotect and never takes a lock. May wait
- * (futex) until the page's writer has finished. */
+ * (futex) until the page's writer has finished. The runtime's handler
+ * must be installed with SA_NODEFER (else a nested fault while a thread
+ * waits here, from a signal handler that runs JIT code, is fatal: the
+ * kernel kills a thread that faults with SIGSEGV blocked), must leave
+ * other signals unblocked that may need to run meanwhile, and must not
+ * longjmp out of a wait here (the wait is counted until it returns). */
 WXJIT_API int wxjit_handle_fault(int sig, void *info, void *ucontext);
 
 /* Process-wide fault counters: faults retried by wxjit_handle_fault, and

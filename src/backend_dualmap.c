@@ -105,6 +105,13 @@ static int map_rw_view(int fd, size_t size, void **out)
     }
 }
 
+/* The executable view is mapped in steps as pages are handed out, each
+ * trap-filled first: space never handed out stays PROT_NONE, so a stray
+ * jump there faults at its target (toggle's fresh pages do: they are not
+ * executable) instead of running the object's zeros. 64 KiB: one mmap
+ * per 16 pages handed out, merged by the kernel into one mapping. */
+#define RX_STEP_PAGES 16
+
 static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
 {
     void *rx, *rw = NULL;
@@ -112,7 +119,7 @@ static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
     int err = wxj_os_shared_object(heap->object_first, chunk->size, &fd);
     if (err)
         return err;
-    err = wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RX, NULL, false, &rx);
+    err = wxj_os_map_anon(chunk->size, WXJ_PROT_NONE, &rx);
     if (err == 0 && !on_demand(heap)) {
         err = map_rw_view(fd, chunk->size, &rw);
         if (err)
@@ -122,12 +129,8 @@ static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
         wxj_os_close(fd);
         return err;
     }
-    /* With a standing alias the mappings keep the object alive: one
-     * descriptor less per chunk. On demand, windows map it again. */
-    if (rw) {
-        wxj_os_close(fd);
-        fd = -1;
-    }
+    /* The descriptor maps the executable view's steps, and on demand the
+     * windows; dualmap_fill_fresh closes it when neither needs it. */
     chunk->base = rx;
     chunk->alias = rw;
     chunk->fd = fd;
@@ -206,14 +209,42 @@ static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
     return 0;
 }
 
+/* A chunk whose executable view is complete and that has a standing
+ * alias needs its descriptor no more: the mappings keep the object. */
+static void keep_fd_if_needed(struct wxj_chunk *c)
+{
+    if (c->alias && c->rx_pages == c->npages && c->fd >= 0) {
+        wxj_os_close(c->fd);
+        c->fd = -1;
+    }
+}
+
+/* Under the heap lock (a refill). Fresh pages lie at or beyond the
+ * executable frontier's start: pages are handed out in order. */
 static int dualmap_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
 {
+    struct wxj_chunk *c = w->chunk;
+    size_t ps = heap->page_size, from = c->rx_pages, to = w->last + 1;
+    if (to > from) {
+        to = from + RX_STEP_PAGES > to ? from + RX_STEP_PAGES : to;
+        to = to < c->npages ? to : c->npages;
+        w->last = to - 1; /* the whole step is filled before it maps */
+    }
     int err = dualmap_open(heap, w);
     if (err)
         return err;
     wxj_arch_trap_fill(w->view, window_bytes(heap, w));
-    return dualmap_close(heap, w, w->chunk->base + w->first * heap->page_size,
-                         window_bytes(heap, w));
+    dualmap_close(heap, w, c->base + w->first * ps, window_bytes(heap, w));
+    if (to > from) {
+        void *p;
+        if ((err = wxj_os_map_shared(c->fd, from * ps, (to - from) * ps,
+                                     WXJ_PROT_RX, c->base + from * ps, true,
+                                     &p)))
+            return err;
+        c->rx_pages = to;
+        keep_fd_if_needed(c);
+    }
+    return 0;
 }
 
 /* fork(): the child must not keep writing into the parent's object. With
@@ -228,7 +259,9 @@ static void dualmap_fork_prepare(struct wxjit_heap *heap,
     chunk->fork_fd = -1;
     if (wxj_os_shared_object(heap->object_first, chunk->size, &fd))
         return;
-    if (wxj_os_copy_to(fd, chunk->base, chunk->fresh_next * heap->page_size))
+    /* The whole executable view: its steps reach past the pages handed
+     * out, and the child maps it from this copy (traps there too). */
+    if (wxj_os_copy_to(fd, chunk->base, chunk->rx_pages * heap->page_size))
         wxj_os_close(fd);
     else
         chunk->fork_fd = fd;
@@ -248,22 +281,19 @@ static void dualmap_fork_child(struct wxjit_heap *heap,
 {
     (void)parent_tid;
     int fd = chunk->fork_fd;
+    size_t rx_len = chunk->rx_pages * heap->page_size;
     void *p;
     chunk->fork_fd = -1;
     /* Without a private copy the child would write into the parent's
      * code: the child's heap refuses every call instead. */
     if (fd < 0 ||
-        wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RX, chunk->base, true,
-                          &p) ||
+        (rx_len && wxj_os_map_shared(fd, 0, rx_len, WXJ_PROT_RX, chunk->base,
+                                     true, &p)) ||
         (chunk->alias && wxj_os_map_shared(fd, 0, chunk->size, WXJ_PROT_RW,
                                            chunk->alias, true, &p))) {
         wxj_heap_disable(heap);
         if (fd >= 0)
             wxj_os_close(fd);
-        return;
-    }
-    if (chunk->alias) {
-        wxj_os_close(fd);
         return;
     }
     /* Windows still open belong to in-place reservations; the forking
@@ -272,8 +302,10 @@ static void dualmap_fork_child(struct wxjit_heap *heap,
         if (wxj_os_map_shared(fd, rec->offset, rec->len, WXJ_PROT_RW,
                               rec->view, true, &p))
             wxj_heap_disable(heap);
-    wxj_os_close(chunk->fd);
+    if (chunk->fd >= 0)
+        wxj_os_close(chunk->fd);
     chunk->fd = fd;
+    keep_fd_if_needed(chunk);
 }
 
 const struct wxj_backend wxj_backend_dualmap = {

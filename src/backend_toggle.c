@@ -6,23 +6,57 @@
  * A page is taken by setting WRITING in its protocol word; that bit is the
  * writer lock. A thread may take a page it already holds (an in-place
  * reservation open on it, then a free on the same page): the hold nests and
- * the page stays RW until the outermost release. */
+ * the page stays RW until the outermost release.
+ *
+ * A page is released only while it is executable (or fresh, never
+ * executable and holding only traps): executors retry once after a
+ * release and must then run. A page whose RX flip failed (ENOMEM at
+ * vm.max_map_count) and that nobody will close is left WRITING with the
+ * writer WXJ_WRITER_STUCK: executors keep waiting, any later window takes
+ * it over, and every later window of the heap tries to flip it. */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
 #include <errno.h>
 
 #include "code_changed.h"
 #include "internal.h"
 
-enum take_result { TAKEN, NESTED, BUSY };
+enum take_result { TAKEN, BUSY, SELF_HELD };
 
-static enum take_result page_take(struct wxj_page *pg, int32_t self,
-                                  uint32_t *seen)
+/* Tries for a failed RX flip (ENOMEM) before giving up: each waits for
+ * other windows to close, which may merge the mappings it would split. */
+#define RX_RETRIES 64
+/* How long a writer lets executors woken by its last release run before
+ * it takes the page again (fairness, not correctness): a woken thread is
+ * usually running within tens of microseconds. */
+#define HANDOFF_NS 1000000
+
+/* The word of a released page. A page that held code never reads 0 (the
+ * handler's "never held code"): the sequence skips 0 when it wraps. */
+static uint32_t released_word(uint32_t held)
+{
+    uint32_t next =
+        (held & ~(WXJ_PAGE_WRITING | WXJ_PAGE_WAITERS)) + WXJ_PAGE_SEQ_ONE;
+    return next ? next : WXJ_PAGE_SEQ_ONE;
+}
+
+static enum take_result page_take(struct wxj_chunk *chunk, struct wxj_page *pg,
+                                  int32_t self, uint32_t *seen)
 {
     uint32_t s = atomic_load_explicit(&pg->state, memory_order_acquire);
     if (s & WXJ_PAGE_WRITING) {
-        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) == self) {
-            pg->depth++;
-            return NESTED;
+        int32_t writer =
+            atomic_load_explicit(&pg->writer, memory_order_acquire);
+        if (writer == self)
+            return SELF_HELD;
+        int32_t stuck = WXJ_WRITER_STUCK;
+        /* acquire: the abandoning writer's restored bytes are seen. */
+        if (writer == stuck &&
+            atomic_compare_exchange_strong_explicit(&pg->writer, &stuck, self,
+                                                    memory_order_acquire,
+                                                    memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&chunk->stuck, 1, memory_order_relaxed);
+            pg->depth = 1;
+            return TAKEN;
         }
         *seen = s;
         return BUSY;
@@ -45,20 +79,34 @@ static void page_release(struct wxj_page *pg)
 {
     atomic_store_explicit(&pg->writer, 0, memory_order_relaxed);
     uint32_t old = atomic_load_explicit(&pg->state, memory_order_relaxed);
-    uint32_t next;
-    do {
-        next = (old & ~(WXJ_PAGE_WRITING | WXJ_PAGE_WAITERS)) +
-               WXJ_PAGE_SEQ_ONE;
-        /* release: the page is RX again and the icache flushed before any
-         * waiter sees the new sequence and retries. */
-    } while (!atomic_compare_exchange_weak_explicit(
-        &pg->state, &old, next, memory_order_release, memory_order_relaxed));
+    /* release: the page is RX again and the icache flushed before any
+     * waiter sees the new sequence and retries. */
+    while (!atomic_compare_exchange_weak_explicit(
+        &pg->state, &old, released_word(old), memory_order_release,
+        memory_order_relaxed))
+        ;
     if (old & WXJ_PAGE_WAITERS)
         wxj_os_futex_wake_all(&pg->state);
 }
 
-/* Sleeps until the word moves on from seen (a writer released the page). */
-static void page_wait(struct wxj_page *pg, uint32_t seen)
+/* The last hold of a page that is still writable: nobody will close it,
+ * so it stays WRITING for nobody (executors keep waiting) until a later
+ * window takes it over. release: the bytes put back before. */
+static void page_abandon(struct wxj_chunk *chunk, struct wxj_page *pg)
+{
+    atomic_fetch_add_explicit(&chunk->stuck, 1, memory_order_relaxed);
+    atomic_store_explicit(&pg->writer, WXJ_WRITER_STUCK, memory_order_release);
+    /* Writers asleep on the page may take it over now; executors look,
+     * see it still WRITING and sleep again. */
+    if (atomic_load_explicit(&pg->state, memory_order_relaxed) &
+        WXJ_PAGE_WAITERS)
+        wxj_os_futex_wake_all(&pg->state);
+}
+
+/* Sleeps until the word moves on from seen (a writer released the page).
+ * pause: let a fork proceed meanwhile; not while the caller holds the heap
+ * lock, which the fork's preparation takes. */
+static void page_wait(struct wxj_page *pg, uint32_t seen, bool pause)
 {
     if (!(seen & WXJ_PAGE_WRITING))
         return; /* lost a race with another taker: just try again */
@@ -67,49 +115,108 @@ static void page_wait(struct wxj_page *pg, uint32_t seen)
             &pg->state, &seen, seen | WXJ_PAGE_WAITERS, memory_order_relaxed,
             memory_order_relaxed))
         return;
-    wxj_op_pause();
+    if (pause)
+        wxj_op_pause();
     wxj_os_futex_wait(&pg->state, seen | WXJ_PAGE_WAITERS);
-    wxj_op_resume();
+    if (pause)
+        wxj_op_resume();
 }
 
-/* Drops one hold on each page of [first, last]; the last hold releases. */
+/* Executors woken by the page's last release get to run before a writer
+ * takes it again, so back-to-back windows do not starve them. Only while
+ * the page is released (waiters of a page held by someone else wait for
+ * that writer, as the caller will); bounded, so that a waiter that is not
+ * scheduled does not stall writers for long. */
+static bool handing_off(struct wxj_page *pg)
+{
+    return atomic_load_explicit(&pg->waiting, memory_order_relaxed) &&
+           !(atomic_load_explicit(&pg->state, memory_order_relaxed) &
+             WXJ_PAGE_WRITING);
+}
+
+static void let_waiters_run(struct wxj_page *pg)
+{
+    if (!handing_off(pg))
+        return;
+    uint64_t until = wxj_os_now_ns() + HANDOFF_NS;
+    while (handing_off(pg) && wxj_os_now_ns() < until)
+        wxj_os_yield();
+}
+
+/* Drops one hold on each page of [first, last]; the last hold releases,
+ * or abandons a page left writable. */
 static void pages_drop(struct wxj_chunk *chunk, size_t first, size_t last)
 {
-    for (size_t i = first; i <= last; i++)
-        if (--chunk->pages[i].depth == 0)
-            page_release(&chunk->pages[i]);
+    for (size_t i = first; i <= last; i++) {
+        struct wxj_page *pg = &chunk->pages[i];
+        if (--pg->depth == 0) {
+            if (pg->rw && !pg->fresh)
+                page_abandon(chunk, pg);
+            else
+                page_release(pg);
+        }
+    }
 }
 
-/* Applies protect to each maximal run of pages in [first, last] that match
- * (depth == 1 and, when skip_fresh, not fresh): the pages this call took.
- * On failure, undo (if non-NULL) is applied to the runs already done. */
+/* Flips each maximal run of pages in [first, last] that this window holds
+ * alone (depth 1), whose protection differs from the wanted one and, with
+ * skip_fresh, that are not fresh. Each run that succeeds is marked; with
+ * stop, the first failure ends the walk. Returns the first error. */
 static int protect_runs(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                        size_t first, size_t last, bool skip_fresh,
-                        int (*protect)(void *, size_t),
-                        int (*undo)(void *, size_t))
+                        size_t first, size_t last, bool want_rw,
+                        bool skip_fresh, bool stop)
 {
     size_t ps = heap->page_size;
-    size_t i = first;
-    while (i <= last) {
-        struct wxj_page *pg = &chunk->pages[i];
-        if (pg->depth != 1 || (skip_fresh && pg->fresh)) {
-            i++;
+    int first_err = 0;
+#define FLIPS(pg)                                                             \
+    ((pg)->depth == 1 && (pg)->rw != want_rw && !(skip_fresh && (pg)->fresh))
+    for (size_t i = first; i <= last; i++) {
+        if (!FLIPS(&chunk->pages[i]))
             continue;
-        }
         size_t j = i;
-        while (j + 1 <= last && chunk->pages[j + 1].depth == 1 &&
-               !(skip_fresh && chunk->pages[j + 1].fresh))
+        while (j + 1 <= last && FLIPS(&chunk->pages[j + 1]))
             j++;
-        int err = protect(chunk->base + i * ps, (j - i + 1) * ps);
-        if (err) {
-            if (undo && i > first)
-                protect_runs(heap, chunk, first, i - 1, skip_fresh, undo,
-                             NULL);
+        int err = (want_rw ? wxj_os_protect_rw : wxj_os_protect_rx)(
+            chunk->base + i * ps, (j - i + 1) * ps);
+        if (err && !first_err)
+            first_err = err;
+        if (err && stop)
             return err;
+        /* A failed mprotect over several mappings may have changed the
+         * first ones: after a failed RW flip, treat the run as writable,
+         * so that it is flipped back (or abandoned), never released. */
+        for (size_t k = i; k <= j && (!err || want_rw); k++) {
+            chunk->pages[k].rw = want_rw;
+            chunk->pages[k].fresh &= want_rw;
         }
-        i = j + 1;
+        i = j;
     }
-    return 0;
+#undef FLIPS
+    return first_err;
+}
+
+/* Abandoned pages of the heap, if any: each is taken over and flipped,
+ * and released if that works. One relaxed load per chunk otherwise. */
+static void unstick(struct wxjit_heap *heap)
+{
+    int32_t self = wxj_os_tid();
+    uint32_t seen;
+    for (struct wxj_chunk *c =
+             atomic_load_explicit(&heap->chunks, memory_order_acquire);
+         c; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+        if (!atomic_load_explicit(&c->stuck, memory_order_relaxed))
+            continue;
+        for (size_t i = 0; i < c->npages; i++) {
+            struct wxj_page *pg = &c->pages[i];
+            if (atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
+                    WXJ_WRITER_STUCK ||
+                page_take(c, pg, self, &seen) != TAKEN)
+                continue;
+            protect_runs(heap, c, i, i, false, false, false);
+            wxj_code_changed(c->base + i * heap->page_size, heap->page_size);
+            pages_drop(c, i, i);
+        }
+    }
 }
 
 static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
@@ -119,18 +226,25 @@ static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
     uint32_t seen;
 retry:
     for (size_t i = w->first; i <= w->last; i++) {
-        if (page_take(&chunk->pages[i], self, &seen) == BUSY) {
-            /* Never hold pages while waiting: no lock-order cycle between
-             * two writers whose ranges overlap. */
-            if (i > w->first)
-                pages_drop(chunk, w->first, i - 1);
-            page_wait(&chunk->pages[i], seen);
-            goto retry;
-        }
+        struct wxj_page *pg = &chunk->pages[i];
+        let_waiters_run(pg);
+        enum take_result t = page_take(chunk, pg, self, &seen);
+        if (t == SELF_HELD)
+            pg->depth++; /* code.c refuses new code there (EDEADLK) */
+        if (t != BUSY)
+            continue;
+        /* Never hold pages while waiting: no lock-order cycle between
+         * two writers whose ranges overlap. */
+        if (i > w->first)
+            pages_drop(chunk, w->first, i - 1);
+        page_wait(pg, seen, true);
+        goto retry;
     }
-    int err = protect_runs(heap, chunk, w->first, w->last, true,
-                           wxj_os_protect_rw, wxj_os_protect_rx);
+    int err = protect_runs(heap, chunk, w->first, w->last, true, true, true);
     if (err) {
+        /* Pages flipped before the failure go back to RX; any that will
+         * not stay abandoned, never released writable. */
+        protect_runs(heap, chunk, w->first, w->last, false, true, false);
         pages_drop(chunk, w->first, w->last);
         return err;
     }
@@ -138,49 +252,49 @@ retry:
     return 0;
 }
 
-/* Takes pg if it is fresh and nobody holds it (the caller not either). */
-static bool take_fresh(struct wxj_page *pg, int32_t self)
+/* Takes page i if it is fresh and nobody holds it (the caller not
+ * either). */
+static bool take_fresh(struct wxj_chunk *chunk, size_t i, int32_t self)
 {
     uint32_t seen;
-    enum take_result t = page_take(pg, self, &seen);
-    if (t == TAKEN && pg->fresh)
+    enum take_result t = page_take(chunk, &chunk->pages[i], self, &seen);
+    if (t == TAKEN && chunk->pages[i].fresh)
         return true;
-    if (t != BUSY && --pg->depth == 0)
-        page_release(pg);
+    if (t == TAKEN)
+        pages_drop(chunk, i, i);
     return false;
 }
 
 /* At vm.max_map_count the RX flip can fail (ENOMEM): the RW flip merged
  * the window with RW neighbours (fresh pages, pages other windows hold)
  * into one mapping, and cutting it out again takes mappings the kernel
- * refuses. Code must not stay unexecutable, so the flip is retried over
- * the window widened to the fresh pages beside it that nobody holds:
- * taken first so that nobody writes them meanwhile, trap-filled (they
- * hold traps or were never handed out) and flipped with the window, which
- * spares the split on that side. They stop being fresh: their next write
- * flips them like any page, and fill_fresh leaves them alone. It can
- * still fail where both sides border pages that other windows hold. */
-static int protect_rx_widened(struct wxjit_heap *heap,
-                              struct wxj_chunk *chunk, size_t first,
-                              size_t last)
+ * refuses. The flip is retried over the window widened to the fresh pages
+ * beside it that nobody holds: taken first so that nobody writes them
+ * meanwhile, trap-filled (they hold traps or were never handed out) and
+ * flipped with the window, which spares the split on that side. They stop
+ * being fresh: their next write flips them like any page, and fill_fresh
+ * leaves them alone. It fails where a side borders a page that another
+ * window holds; that window's close merges the two, so the caller waits
+ * and tries again. */
+static int protect_rx_widened(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                              size_t first, size_t last)
 {
     size_t ps = heap->page_size, lo = first, hi = last;
     int32_t self = wxj_os_tid();
     for (size_t i = first; i <= last; i++)
         if (chunk->pages[i].depth != 1)
             return ENOMEM; /* a nested page stays RW: not one range */
-    while (lo > 0 && take_fresh(&chunk->pages[lo - 1], self))
+    while (lo > 0 && take_fresh(chunk, lo - 1, self))
         lo--;
-    while (hi + 1 < chunk->npages && take_fresh(&chunk->pages[hi + 1], self))
+    while (hi + 1 < chunk->npages && take_fresh(chunk, hi + 1, self))
         hi++;
     if (lo < first)
         wxj_arch_trap_fill(chunk->base + lo * ps, (first - lo) * ps);
     if (hi > last)
         wxj_arch_trap_fill(chunk->base + (last + 1) * ps, (hi - last) * ps);
     int err = wxj_os_protect_rx(chunk->base + lo * ps, (hi - lo + 1) * ps);
-    for (size_t i = lo; i <= hi; i++)
-        if (err == 0 && (i < first || i > last))
-            chunk->pages[i].fresh = false;
+    for (size_t i = lo; err == 0 && i <= hi; i++)
+        chunk->pages[i].rw = chunk->pages[i].fresh = false;
     if (lo < first)
         pages_drop(chunk, lo, first - 1);
     if (hi > last)
@@ -188,36 +302,52 @@ static int protect_rx_widened(struct wxjit_heap *heap,
     return err;
 }
 
+/* Makes every page of [first, last] that the window holds alone
+ * executable, retrying a flip that failed for want of mappings. */
+static int flip_rx(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                   size_t first, size_t last)
+{
+    int err = protect_runs(heap, chunk, first, last, false, false, false);
+    for (int i = 0; err == ENOMEM && i < RX_RETRIES; i++) {
+        if ((err = protect_rx_widened(heap, chunk, first, last)) == 0)
+            break;
+        wxj_os_yield();
+        err = protect_runs(heap, chunk, first, last, false, false, false);
+    }
+    return err;
+}
+
 static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
                         const void *flush, size_t flush_len)
 {
-    struct wxj_chunk *chunk = w->chunk;
-    int err = protect_runs(heap, chunk, w->first, w->last, false,
-                           wxj_os_protect_rx, NULL);
-    if (err == ENOMEM)
-        err = protect_rx_widened(heap, chunk, w->first, w->last);
+    int err = flip_rx(heap, w->chunk, w->first, w->last);
     wxj_code_changed(flush, flush_len);
-    /* Even if RX failed: the page holds code now and needs the RW flip
-     * before the next write; that window retries the RX flip. */
-    for (size_t i = w->first; i <= w->last; i++)
-        if (chunk->pages[i].depth == 1)
-            chunk->pages[i].fresh = false;
-    pages_drop(chunk, w->first, w->last);
-    return err;
+    if (err)
+        return err; /* still open and held: the caller decides */
+    pages_drop(w->chunk, w->first, w->last);
+    unstick(heap);
+    return 0;
+}
+
+static void toggle_abandon(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    (void)heap;
+    pages_drop(w->chunk, w->first, w->last);
 }
 
 /* Fresh pages are still RW from the chunk mapping and nobody can execute
  * them yet: fill them directly, no mprotect. Each is taken meanwhile: a
  * widened RX flip (protect_rx_widened) may be filling and flipping it,
- * and then leaves it trap-filled and not fresh any more. */
+ * and then leaves it trap-filled and not fresh any more. The caller holds
+ * the heap lock: waiting here must not let a fork in (page_wait). */
 static int toggle_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
 {
     int32_t self = wxj_os_tid();
     uint32_t seen;
     for (size_t i = w->first; i <= w->last; i++) {
         struct wxj_page *pg = &w->chunk->pages[i];
-        while (page_take(pg, self, &seen) == BUSY)
-            page_wait(pg, seen);
+        while (page_take(w->chunk, pg, self, &seen) != TAKEN)
+            page_wait(pg, seen, false);
         if (pg->fresh)
             wxj_arch_trap_fill(w->chunk->base + i * heap->page_size,
                                heap->page_size);
@@ -226,9 +356,18 @@ static int toggle_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
     return 0;
 }
 
+/* A page made writable and then executable again: refused where the
+ * system forbids gaining PROT_EXEC (PR_SET_MDWE, SELinux execmod). */
 static int toggle_probe(void)
 {
-    return 0; /* mprotect exists everywhere */
+    size_t page = wxj_os_page_size();
+    void *p;
+    int err = wxj_os_map_anon(page, WXJ_PROT_RW, &p);
+    if (err)
+        return err;
+    err = wxj_os_protect_rx(p, page);
+    wxj_os_unmap(p, page);
+    return err;
 }
 
 static int toggle_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
@@ -237,9 +376,11 @@ static int toggle_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
     void *base;
     /* Mapped RW, never X: fresh pages are written before their first
      * mprotect to RX, which is then the only syscall they need. */
-    int err = wxj_os_map_anon(chunk->size, false, &base);
+    int err = wxj_os_map_anon(chunk->size, WXJ_PROT_RW, &base);
     if (err == 0)
         chunk->base = base;
+    for (size_t i = 0; err == 0 && i < chunk->npages; i++)
+        chunk->pages[i].rw = true;
     return err;
 }
 
@@ -250,32 +391,26 @@ static void toggle_chunk_unmap(struct wxjit_heap *heap,
     wxj_os_unmap(chunk->base, chunk->size);
 }
 
-/* In a fork child only the forking thread lives on. Pages it held keep
- * being its own under its new tid; pages held by the other threads (open
- * in-place reservations) would stay writable and locked forever: they are
- * made executable and released, and those reservations are abandoned. */
-static void toggle_fork_child(struct wxjit_heap *heap,
-                              struct wxj_chunk *chunk, int32_t parent_tid)
+/* In a fork child only the forking thread lives on. The pages other
+ * threads held are open in-place windows (operations had drained): they
+ * become the forking thread's, so that the reservations whose owners are
+ * gone can be aborted (fork.c) and their pages closed like any window.
+ * Abandoned pages stay abandoned. */
+static void toggle_fork_child(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                              int32_t parent_tid)
 {
+    (void)heap;
+    (void)parent_tid;
     int32_t self = wxj_os_tid();
     for (size_t i = 0; i < chunk->fresh_next; i++) {
         struct wxj_page *pg = &chunk->pages[i];
         uint32_t s = atomic_load_explicit(&pg->state, memory_order_relaxed);
-        if (!(s & WXJ_PAGE_WRITING))
-            continue;
-        if (atomic_load_explicit(&pg->writer, memory_order_relaxed) ==
-            parent_tid) {
+        if ((s & WXJ_PAGE_WRITING) &&
+            atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
+                WXJ_WRITER_STUCK)
             atomic_store_explicit(&pg->writer, self, memory_order_relaxed);
-            continue;
-        }
-        wxj_os_protect_rx(chunk->base + i * heap->page_size, heap->page_size);
-        pg->fresh = false;
-        pg->depth = 0;
-        atomic_store_explicit(&pg->writer, 0, memory_order_relaxed);
-        atomic_store_explicit(
-            &pg->state,
-            (s & ~(WXJ_PAGE_WRITING | WXJ_PAGE_WAITERS)) + WXJ_PAGE_SEQ_ONE,
-            memory_order_relaxed);
+        /* Executors asleep in the parent do not exist here. */
+        atomic_store_explicit(&pg->waiting, 0, memory_order_relaxed);
     }
 }
 
@@ -288,5 +423,7 @@ const struct wxj_backend wxj_backend_toggle = {
     .fill_fresh = toggle_fill_fresh,
     .open = toggle_open,
     .close = toggle_close,
+    .abandon = toggle_abandon,
+    .recover = unstick,
     .fork_child = toggle_fork_child,
 };

@@ -263,17 +263,36 @@ static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
  * free run that starts in it. Frees raise it (lock-free, fetch-max); a
  * search that scans a segment in vain lowers it to what it saw. Searches
  * skip segments whose bound is too small, so a failing search costs a
- * walk over the bounds, not over the bitmaps. */
+ * walk over the bounds, not over the bitmaps.
+ * A bound word holds the bound in its low half and, in its high half, a
+ * count of the raises: a search lowers the bound only if no free raised
+ * it since the search read it, even a raise that left the value as it
+ * was (a free the scan may have missed, behind a bound already high). */
+#define BOUND_OF(word) ((uint32_t)(word))
+#define RAISES_ONE ((uint64_t)1 << 32)
 #define WXJ_SEGMENT 4096u /* 64 KiB of code: 64 bitmap words */
 
-static void bound_raise(_Atomic uint32_t *bound, size_t len)
+/* release: a search that reads the raise also sees the freed bits. */
+static void bound_raise(_Atomic uint64_t *bound, size_t len)
 {
     uint32_t v = len > UINT32_MAX ? UINT32_MAX : (uint32_t)len;
-    uint32_t old = atomic_load_explicit(bound, memory_order_relaxed);
-    while (old < v && !atomic_compare_exchange_weak_explicit(
-                          bound, &old, v, memory_order_relaxed,
-                          memory_order_relaxed))
-        ;
+    uint64_t old = atomic_load_explicit(bound, memory_order_relaxed), next;
+    do
+        next = ((old >> 32) + 1) << 32 | (BOUND_OF(old) > v ? BOUND_OF(old) : v);
+    while (!atomic_compare_exchange_weak_explicit(
+        bound, &old, next, memory_order_release, memory_order_relaxed));
+}
+
+/* Lowers *bound to len unless a free raised it since it read seen. */
+static uint32_t bound_lower(_Atomic uint64_t *bound, uint64_t seen,
+                            size_t len)
+{
+    uint64_t lowered = (seen & ~(uint64_t)UINT32_MAX) | (uint32_t)len;
+    if (atomic_compare_exchange_strong_explicit(bound, &seen, lowered,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed))
+        return (uint32_t)len;
+    return BOUND_OF(seen);
 }
 
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
@@ -301,17 +320,17 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 {
     size_t limit = chunk->fresh_next * (chunk->heap->page_size / WXJ_GRANULE);
     size_t nseg = (limit + WXJ_SEGMENT - 1) / WXJ_SEGMENT;
-    uint32_t chunk_seen =
-        atomic_load_explicit(&chunk->chunk_bound, memory_order_relaxed);
-    if (chunk_seen < n)
+    uint64_t chunk_seen =
+        atomic_load_explicit(&chunk->chunk_bound, memory_order_acquire);
+    if (BOUND_OF(chunk_seen) < n)
         return false;
     uint32_t largest = 0;
     for (size_t k = 0; k < nseg; k++) {
         size_t seg = (chunk->search_seg + k) % nseg, longest;
-        _Atomic uint32_t *bound = &chunk->seg_bound[seg];
-        uint32_t seen = atomic_load_explicit(bound, memory_order_relaxed);
-        if (seen < n) {
-            largest = seen > largest ? seen : largest;
+        _Atomic uint64_t *bound = &chunk->seg_bound[seg];
+        uint64_t seen = atomic_load_explicit(bound, memory_order_acquire);
+        if (BOUND_OF(seen) < n) {
+            largest = BOUND_OF(seen) > largest ? BOUND_OF(seen) : largest;
             continue;
         }
         size_t to = (seg + 1) * WXJ_SEGMENT;
@@ -320,17 +339,11 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
             chunk->search_seg = seg;
             return true;
         }
-        /* Lower it to what the scan saw, unless a free raised it since. */
-        if (atomic_compare_exchange_strong_explicit(
-                bound, &seen, (uint32_t)longest, memory_order_relaxed,
-                memory_order_relaxed))
-            seen = (uint32_t)longest;
-        largest = seen > largest ? seen : largest;
+        uint32_t now = bound_lower(bound, seen, longest);
+        largest = now > largest ? now : largest;
     }
     /* The chunk's bound is the largest of its segments' (same rule). */
-    atomic_compare_exchange_strong_explicit(&chunk->chunk_bound, &chunk_seen,
-                                            largest, memory_order_relaxed,
-                                            memory_order_relaxed);
+    bound_lower(&chunk->chunk_bound, chunk_seen, largest);
     return false;
 }
 
@@ -341,6 +354,7 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->start);
     free((void *)chunk->end);
     free((void *)chunk->open);
+    free(chunk->slack);
     free((void *)chunk->seg_bound);
     free(chunk);
 }
@@ -363,11 +377,12 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     chunk->start = calloc(words, sizeof(uint64_t));
     chunk->end = calloc(words, sizeof(uint64_t));
     chunk->open = calloc(words, sizeof(uint64_t));
+    chunk->slack = calloc(chunk->ngranules, 1);
     chunk->seg_bound = calloc(
-        (chunk->ngranules + WXJ_SEGMENT - 1) / WXJ_SEGMENT, sizeof(uint32_t));
+        (chunk->ngranules + WXJ_SEGMENT - 1) / WXJ_SEGMENT, sizeof(uint64_t));
     int err = ENOMEM;
     if (chunk->pages && chunk->used && chunk->start && chunk->end &&
-        chunk->open && chunk->seg_bound) {
+        chunk->open && chunk->slack && chunk->seg_bound) {
         for (size_t i = 0; i < chunk->npages; i++)
             chunk->pages[i].fresh = true;
         err = heap->backend->chunk_map(heap, chunk);

@@ -10,15 +10,6 @@
 #include "arch/arch.h"
 #include "internal.h"
 
-/* ---- writing through windows -------------------------------------------- */
-static size_t page_of(const struct wxjit_heap *heap,
-                      const struct wxj_chunk *chunk, const uint8_t *p)
-{
-    return (size_t)(p - chunk->base) / heap->page_size;
-}
-
-typedef void (*fill_fn)(uint8_t *dst, size_t len, const void *arg);
-
 static void fill_copy(uint8_t *dst, size_t len, const void *src)
 {
     memcpy(dst, src, len);
@@ -28,36 +19,6 @@ static void fill_trap(uint8_t *dst, size_t len, const void *unused)
 {
     (void)unused;
     wxj_arch_trap_fill(dst, len);
-}
-
-/* The window over the pages of [exec, exec + len); view set by open. */
-static struct wxj_window window_over(const struct wxjit_heap *heap,
-                                     struct wxj_chunk *chunk,
-                                     const uint8_t *exec, size_t len)
-{
-    struct wxj_window w = {chunk, page_of(heap, chunk, exec),
-                           page_of(heap, chunk, exec + len - 1), NULL};
-    return w;
-}
-
-/* Where the byte that executes at exec is written through window w. */
-static uint8_t *window_at(const struct wxjit_heap *heap,
-                          const struct wxj_window *w, const uint8_t *exec)
-{
-    return w->view + (exec - (w->chunk->base + w->first * heap->page_size));
-}
-
-/* Writes [exec, exec + len) through a write window of the backend. */
-static int write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
-                      uint8_t *exec, size_t len, fill_fn fill,
-                      const void *arg)
-{
-    struct wxj_window w = window_over(heap, chunk, exec, len);
-    int err = heap->backend->open(heap, &w);
-    if (err)
-        return err;
-    fill(window_at(heap, &w, exec), len, arg);
-    return heap->backend->close(heap, &w, exec, len);
 }
 
 static size_t granules(size_t bytes)
@@ -99,10 +60,11 @@ static int install(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (err)
         return err;
     uint8_t *at = wxj_granule_addr(chunk, g);
-    if ((err = write_code(heap, chunk, at, size, fill_copy, code))) {
+    if ((err = wxj_write_code(heap, chunk, at, size, fill_copy, code, 0))) {
         wxj_pool_give_back(pool, chunk, g, n);
         return err;
     }
+    chunk->slack[g] = (uint8_t)(n * WXJ_GRANULE - size);
     wxj_block_mark(chunk, g, n, false);
     account_live(pool, (int64_t)n, true);
     *exec = at;
@@ -124,6 +86,18 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     return err;
 }
 
+/* New code on a page where the calling thread has an in-place window open
+ * would not be executable when its commit returns (toggle keeps that page
+ * writable until the window closes), so it is refused, on every backend
+ * alike (EDEADLK): a JIT behaves the same whichever backend it runs on. */
+static bool on_own_window(struct wxjit_heap *heap, const void *exec,
+                          size_t len)
+{
+    return wxj_open_own_in_place() &&
+           wxj_open_holds_pages(&heap->open, wxj_os_tid(), (uintptr_t)exec,
+                                (uintptr_t)exec + len - 1, heap->page_size);
+}
+
 /* ---- reservations -------------------------------------------------------
  * wxjit records each open reservation (reservations.c); internal[] holds
  * its serial, so commit and abort accept only the reservation as handed
@@ -141,17 +115,19 @@ static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
     uint8_t *at = wxj_granule_addr(chunk, g);
     if (in_place) {
         /* The window stays open from now to commit or abort. */
-        w = window_over(heap, chunk, at, size);
+        w = wxj_window_over(heap, chunk, at, size);
         if ((err = heap->backend->open(heap, &w))) {
             wxj_pool_give_back(pool, chunk, g, n);
             return err;
         }
-        write = window_at(heap, &w, at);
+        write = wxj_window_at(heap, &w, at);
     }
-    struct wxj_open_rec rec = {(uintptr_t)at, write, size, 0, in_place};
+    struct wxj_open_rec rec = {(uintptr_t)at, write, size, 0, in_place,
+                               wxj_os_tid()};
     if ((err = wxj_open_add(&heap->open, &rec))) {
-        if (in_place)
-            heap->backend->close(heap, &w, at, size);
+        /* Nothing was written: a close that fails leaves traps. */
+        if (in_place && heap->backend->close(heap, &w, at, size))
+            heap->backend->abandon(heap, &w);
         wxj_pool_give_back(pool, chunk, g, n);
         return err;
     }
@@ -197,28 +173,27 @@ struct open_res {
 };
 
 /* Takes res out of the open reservations, or fails if it is not one as
- * handed out; the claim makes a racing second commit or abort fail. */
+ * handed out; the claim makes a racing second commit or abort fail. used:
+ * the bytes a commit makes live (0 for an abort), recorded before the
+ * block can look live. */
 static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
-                             struct open_res *r)
+                             size_t used, struct open_res *r)
 {
     if (!res->exec || wxj_open_take(&heap->open, res, &r->rec))
         return EINVAL;
+    /* An in-place window belongs to the thread that opened it, on every
+     * backend: toggle holds its pages for that thread alone. */
+    if (r->rec.in_place && r->rec.owner != wxj_os_tid()) {
+        wxj_open_put_back(&heap->open, &r->rec);
+        return EPERM;
+    }
     r->in_place = r->rec.in_place;
     r->chunk = wxj_chunk_find(heap, res->exec);
     r->g = wxj_granule_of(r->chunk, res->exec);
     r->n = wxj_block_extent(r->chunk, r->g);
-    if (r->in_place) {
-        /* A backend that holds pages for the window (toggle) holds them
-         * for the reserving thread only. */
-        struct wxj_page *pg =
-            &r->chunk->pages[page_of(heap, r->chunk, res->exec)];
-        int32_t writer =
-            atomic_load_explicit(&pg->writer, memory_order_relaxed);
-        if (writer != 0 && writer != wxj_os_tid()) {
-            wxj_open_put_back(&heap->open, &r->rec);
-            return EPERM;
-        }
-    }
+    if (used)
+        r->chunk->slack[r->g] =
+            (uint8_t)(granules(used) * WXJ_GRANULE - used);
     wxj_bit_clear(r->chunk->open, r->g);
     return 0;
 }
@@ -228,17 +203,6 @@ static void unclaim(struct wxjit_heap *heap, const struct open_res *r)
 {
     wxj_bit_set(r->chunk->open, r->g);
     wxj_open_put_back(&heap->open, &r->rec);
-}
-
-/* Closes an in-place reservation's window, opened by reserve. */
-static int close_in_place(struct wxjit_heap *heap, const struct open_res *r,
-                          const wxjit_reservation *res)
-{
-    struct wxj_window w = window_over(heap, r->chunk, res->exec, res->size);
-    w.view = (uint8_t *)res->write -
-             ((uint8_t *)res->exec -
-              (r->chunk->base + w.first * heap->page_size));
-    return heap->backend->close(heap, &w, res->exec, res->size);
 }
 
 /* The bytes are in place: return the unused tail, release the scratch
@@ -258,24 +222,30 @@ static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
 }
 
 /* An in-place reservation: the bytes are there already; whatever the JIT
- * left past `used` must not stay executable. */
+ * left past `used` must not stay executable. If the close fails the
+ * window stays open and held by its owner, for a retry or an abort. */
 static int commit_in_place(struct wxjit_heap *heap, wxjit_reservation *res,
                            const struct open_res *r, size_t used)
 {
     fill_trap((uint8_t *)res->write + used, r->n * WXJ_GRANULE - used, NULL);
-    return close_in_place(heap, r, res);
+    return wxj_close_in_place(heap, r->chunk, res->exec, res->write,
+                              res->size);
 }
 
 static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
                   wxjit_reservation *res, size_t used)
 {
     struct open_res r;
-    int err = claim_reservation(heap, res, &r);
+    int err = claim_reservation(heap, res, used, &r);
     if (err)
         return err;
-    err = r.in_place ? commit_in_place(heap, res, &r, used)
-                     : write_code(heap, r.chunk, res->exec, used, fill_copy,
-                                  res->write);
+    if (!r.in_place && on_own_window(heap, res->exec, used))
+        err = EDEADLK;
+    else if (r.in_place)
+        err = commit_in_place(heap, res, &r, used);
+    else
+        err = wxj_write_code(heap, r.chunk, res->exec, used, fill_copy,
+                             res->write, 0);
     if (err) {
         unclaim(heap, &r); /* still open: retry or abort */
         return err;
@@ -301,16 +271,19 @@ static int abort_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
                              wxjit_reservation *res)
 {
     struct open_res r;
-    int err = claim_reservation(heap, res, &r);
+    int err = claim_reservation(heap, res, 0, &r);
     if (err)
         return err;
     if (r.in_place) {
-        fill_trap(res->write, r.n * WXJ_GRANULE, NULL);
-        close_in_place(heap, &r, res);
+        if ((err = wxj_in_place_abort(heap, r.chunk, res->exec, res->write,
+                                      res->size, false))) {
+            unclaim(heap, &r); /* still open and held: retry */
+            return err;
+        }
     } else {
         free(res->write);
+        wxj_block_unmark(r.chunk, r.g, r.n);
     }
-    wxj_block_unmark(r.chunk, r.g, r.n);
     wxj_pool_give_back(pool, r.chunk, r.g, r.n);
     memset(res, 0, sizeof(*res));
     return 0;
@@ -359,9 +332,9 @@ static size_t run_end(const struct wxjit_heap *heap,
     size_t end = i;
     while (end < count && items[end].r.chunk == c) {
         const uint8_t *exec = items[end].res->exec;
-        if (page_of(heap, c, exec) > *last + 1)
+        if (wxj_page_of(heap, c, exec) > *last + 1)
             break;
-        size_t l = page_of(heap, c, exec + items[end].used - 1);
+        size_t l = wxj_page_of(heap, c, exec + items[end].used - 1);
         *last = l > *last ? l : *last;
         end++;
     }
@@ -374,7 +347,7 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
     size_t i = 0;
     while (i < count) {
         struct wxj_chunk *c = items[i].r.chunk;
-        size_t first = page_of(heap, c, items[i].res->exec), last = first;
+        size_t first = wxj_page_of(heap, c, items[i].res->exec), last = first;
         size_t end = run_end(heap, items, i, count, &last);
         struct wxj_window w = {c, first, last, NULL};
         uint8_t *flush = c->base + first * heap->page_size;
@@ -382,11 +355,17 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
         if (err)
             return err;
         for (size_t k = i; k < end; k++)
-            memcpy(window_at(heap, &w, items[k].res->exec),
+            memcpy(wxj_window_at(heap, &w, items[k].res->exec),
                    items[k].res->write, items[k].used);
         if ((err = heap->backend->close(heap, &w, flush,
-                                        (last - first + 1) * heap->page_size)))
+                                        (last - first + 1) * heap->page_size))) {
+            /* The run's space was free: traps again, as before. */
+            for (size_t k = i; k < end; k++)
+                fill_trap(wxj_window_at(heap, &w, items[k].res->exec),
+                          items[k].used, NULL);
+            heap->backend->abandon(heap, &w);
             return err;
+        }
         for (; i < end; i++)
             commit_finish(pool, items[i].res, &items[i].r,
                           items[i].used);
@@ -410,9 +389,16 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
     int err = 0;
     while (claimed < count && !err)
         if (!(err = claim_reservation(heap, items[claimed].res,
+                                      items[claimed].used,
                                       &items[claimed].r)))
             claimed++;
     qsort(items, claimed, sizeof(*items), by_kind_and_address);
+    /* The batch's own in-place reservations are claimed (out of the
+     * table) and close first: only others count here. */
+    for (size_t i = 0; !err && i < claimed; i++)
+        if (!items[i].r.in_place &&
+            on_own_window(heap, items[i].res->exec, items[i].used))
+            err = EDEADLK;
     for (; !err && in_place < claimed && items[in_place].r.in_place;
          in_place++) {
         struct batch_item *it = &items[in_place];
@@ -462,9 +448,13 @@ static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
     if (!c || !wxj_block_find_start(c, wxj_granule_of(c, addr), &start) ||
         wxj_bit_get(c->open, start))
         return EINVAL;
+    /* The committed bytes, not the granules: a patch past them would
+     * write over the trap fill after the function. */
     const uint8_t *end =
-        wxj_granule_addr(c, start + wxj_block_extent(c, start));
-    if (size > (size_t)(end - (const uint8_t *)addr))
+        wxj_granule_addr(c, start + wxj_block_extent(c, start)) -
+        c->slack[start];
+    if ((const uint8_t *)addr >= end ||
+        size > (size_t)(end - (const uint8_t *)addr))
         return EINVAL;
     *chunk = c;
     return 0;
@@ -472,7 +462,7 @@ static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
 
 /* Checks, then writes fill(arg) over live code at [addr, addr + size). */
 static int patch(struct wxjit_heap *heap, void *addr, size_t size,
-                 fill_fn fill, const void *arg)
+                 wxj_fill_fn fill, const void *arg)
 {
     struct wxj_chunk *chunk;
     struct wxj_pool *pool;
@@ -482,7 +472,8 @@ static int patch(struct wxjit_heap *heap, void *addr, size_t size,
     if (err)
         return err;
     if ((err = live_range(heap, addr, size, &chunk)) == 0)
-        err = write_code(heap, chunk, addr, size, fill, arg);
+        err = wxj_write_code(heap, chunk, addr, size, fill, arg,
+                             WXJ_WRITE_OVER_CODE);
     wxj_op_end(heap, pool, err);
     return err;
 }
@@ -544,7 +535,8 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (!wxj_bit_clear(chunk->start, g))
         return EINVAL;
     size_t n = wxj_block_extent(chunk, g);
-    int err = write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap, NULL);
+    int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
+                             NULL, WXJ_WRITE_OVER_CODE);
     if (err) {
         wxj_bit_set(chunk->start, g);
         return err;

@@ -15,6 +15,8 @@
 #ifndef WXJ_CODE_CHANGED_H
 #define WXJ_CODE_CHANGED_H
 
+#include <stdbool.h>
+
 #include "arch/arch.h"
 
 #ifdef WXJIT_HAVE_VALGRIND_H
@@ -23,6 +25,16 @@
 
 /* Called on every close of a write window, before the window's pages are
  * released to executors waiting in the fault handler. */
+/* Whether the process runs under Valgrind (never without its header). */
+static inline bool wxj_under_valgrind(void)
+{
+#ifdef WXJIT_HAVE_VALGRIND_H
+    return RUNNING_ON_VALGRIND;
+#else
+    return false;
+#endif
+}
+
 static inline void wxj_code_changed(const void *exec, size_t len)
 {
     wxj_arch_flush_icache(exec, len);

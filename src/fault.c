@@ -9,9 +9,16 @@
  *      no way to make memory writable and executable;
  *   I2 a declined fault is untouched, so whoever handles it next sees what
  *      the kernel delivered;
- *   I3 no endless retry: a fetch fault that repeats at the same address
- *      while the page word is unchanged and not WRITING is declined;
- *   I4 no self-deadlock: a thread never waits for a page it holds itself. */
+ *   I3 no endless retry: a fetch fault that repeats at the same address,
+ *      from the same stack pointer, while the page word is unchanged and
+ *      not WRITING is declined (a retried instruction faults again with
+ *      the same stack pointer; a signal handler that ran JIT code on top
+ *      of a fault still to be delivered did not);
+ *   I4 no self-deadlock: a thread never waits for a page it holds itself;
+ *   I5 nesting: the handler runs with SIGSEGV unblocked (SA_NODEFER), so a
+ *      signal handler that interrupts a wait and faults on another page
+ *      being written is retried too, not killed by the kernel; every
+ *      counter it raises it lowers before it returns. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -20,6 +27,7 @@
 #include <unistd.h>
 
 #include "arch/arch.h"
+#include "code_changed.h"
 #include "internal.h"
 
 /* ---- region registry ----------------------------------------------------
@@ -37,6 +45,7 @@ static _Atomic size_t regions_high; /* slots [0, high) may be in use */
 static _Atomic uint32_t handlers_inside;
 static _Atomic uint32_t handlers_using[MAX_REGIONS];
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+
 
 int wxj_region_register(struct wxj_chunk *chunk)
 {
@@ -80,6 +89,28 @@ void wxj_registry_lock(void)
     pthread_mutex_lock(&registry_lock);
 }
 
+/* The threads asleep in the parent's handlers do not exist in a fork
+ * child, and their counts would hold its wxj_region_unregister forever.
+ * The only thread there cannot be destroying a heap from a signal handler
+ * stacked on a fault handler of its own (heap destruction is not
+ * async-signal-safe), so none of the child's handlers needs counting;
+ * one that was running at the fork lowers the counts on its way out, which
+ * stop at zero (leave()). */
+void wxj_registry_after_fork(void)
+{
+    atomic_store(&handlers_inside, 0);
+    for (size_t i = 0; i < MAX_REGIONS; i++)
+        atomic_store(&handlers_using[i], 0);
+}
+
+/* seq_cst, as the increments (see unregister); never below zero. */
+static void leave(_Atomic uint32_t *count)
+{
+    uint32_t n = atomic_load(count);
+    while (n && !atomic_compare_exchange_weak(count, &n, n - 1))
+        ;
+}
+
 void wxj_registry_unlock(void)
 {
     pthread_mutex_unlock(&registry_lock);
@@ -105,10 +136,14 @@ static _Atomic uint64_t total_retried, total_declined;
 static __thread uintptr_t last_addr __attribute__((tls_model("initial-exec")));
 static __thread uint32_t last_state
     __attribute__((tls_model("initial-exec")));
+static __thread uintptr_t last_sp __attribute__((tls_model("initial-exec")));
 
-/* Sleeps while the page is WRITING; returns the word that ended the wait. */
+/* Sleeps while the page is WRITING; returns the word that ended the wait.
+ * Counted in pg->waiting meanwhile, so that the writer lets us run before
+ * it takes the page again (backend_toggle.c, let_waiters_run). */
 static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
 {
+    atomic_fetch_add_explicit(&pg->waiting, 1, memory_order_relaxed);
     while (s & WXJ_PAGE_WRITING) {
         if ((s & WXJ_PAGE_WAITERS) ||
             atomic_compare_exchange_strong_explicit(
@@ -119,11 +154,13 @@ static uint32_t wait_while_writing(struct wxj_page *pg, uint32_t s)
          * comes after the RX flip and the icache flush. */
         s = atomic_load_explicit(&pg->state, memory_order_acquire);
     }
+    atomic_fetch_sub_explicit(&pg->waiting, 1, memory_order_relaxed);
     return s;
 }
 
 /* Decides for a fault inside chunk; true means "retry the instruction". */
-static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr)
+static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr,
+                        uintptr_t sp)
 {
     struct wxj_page *pg =
         &chunk->pages[(addr - (uintptr_t)chunk->base) /
@@ -136,13 +173,14 @@ static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr)
             wxj_os_tid())
             return false; /* I4: we hold it; waiting would never end */
         s = wait_while_writing(pg, s);
-    } else if (last_addr == addr && last_state == s) {
+    } else if (last_addr == addr && last_state == s && last_sp == sp) {
         return false; /* I3: retried once already with nothing changed */
     }
     /* Either we waited for a window to close, or the writer closed it
      * between the fault and our load (the page is RX now): one retry. */
     last_addr = addr;
     last_state = s;
+    last_sp = sp;
     return true;
 }
 
@@ -164,13 +202,15 @@ int wxjit_handle_fault(int sig, void *siginfo, void *ucontext)
     int slot = chunk ? chunk->region_slot : -1;
     if (chunk)
         atomic_fetch_add(&handlers_using[slot], 1);
-    atomic_fetch_sub(&handlers_inside, 1);
-    bool retry = fetch && chunk && retry_fault(chunk, addr);
+    leave(&handlers_inside);
+    bool retry = fetch && chunk &&
+                 retry_fault(chunk, addr,
+                             wxj_arch_sp((const ucontext_t *)ucontext));
     if (chunk) {
         wxj_count(retry ? &chunk->heap->count.faults_retried
                         : &chunk->heap->count.faults_forwarded,
                   1);
-        atomic_fetch_sub(&handlers_using[slot], 1);
+        leave(&handlers_using[slot]);
     }
 
     wxj_count(retry ? &total_retried : &total_declined, 1);
@@ -201,14 +241,13 @@ static void forward(int sig, siginfo_t *info, void *ucontext)
 
     if (prev.sa_flags & SA_SIGINFO || (prev.sa_handler != SIG_DFL &&
                                        prev.sa_handler != SIG_IGN)) {
-        /* Run it with the mask the kernel would have given it. */
+        /* Run it with the mask the kernel would have given it: its
+         * sa_mask, plus the signal unless it asked for SA_NODEFER. Ours
+         * runs with nothing more blocked than the thread had (I5). */
         sigset_t saved, mask = prev.sa_mask;
-        pthread_sigmask(SIG_BLOCK, &mask, &saved);
-        if (prev.sa_flags & SA_NODEFER) {
-            sigemptyset(&mask);
+        if (!(prev.sa_flags & SA_NODEFER))
             sigaddset(&mask, sig);
-            pthread_sigmask(SIG_UNBLOCK, &mask, NULL);
-        }
+        pthread_sigmask(SIG_BLOCK, &mask, &saved);
         if (prev.sa_flags & SA_RESETHAND)
             previous.sa_handler = SIG_DFL, previous.sa_flags = 0;
         if (prev.sa_flags & SA_SIGINFO)
@@ -222,13 +261,18 @@ static void forward(int sig, siginfo_t *info, void *ucontext)
         return; /* an ignored kill(2) SIGSEGV stays ignored */
     /* Default action (the kernel forces it for an ignored fault too). The
      * same siginfo is queued to this thread with SIG_DFL in place; it is
-     * delivered as the handler returns, before the instruction could run
-     * again: the same death, core dump and exit status, even if another
-     * thread changed the page meanwhile. */
+     * delivered as the handler returns (blocked until then: ours runs
+     * with SA_NODEFER), before the instruction could run again: the same
+     * death, core dump and exit status, even if another thread changed
+     * the page meanwhile. */
     struct sigaction dfl;
+    sigset_t block;
     memset(&dfl, 0, sizeof(dfl));
     dfl.sa_handler = SIG_DFL;
     sigaction(sig, &dfl, NULL);
+    sigemptyset(&block);
+    sigaddset(&block, sig);
+    pthread_sigmask(SIG_BLOCK, &block, NULL);
     syscall(SYS_rt_tgsigqueueinfo, getpid(), wxj_os_tid(), sig, info);
 }
 
@@ -248,8 +292,11 @@ int wxjit_fault_handler_install(void)
         sa.sa_sigaction = fault_handler;
         sigemptyset(&sa.sa_mask);
         /* SA_ONSTACK: a fault on a thread with an alternate stack (stack
-         * overflow handling in runtimes) must not need the main stack. */
-        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+         * overflow handling in runtimes) must not need the main stack.
+         * SA_NODEFER: see I5; not under Valgrind (3.19), which then blocks
+         * the signal in the handler and stops delivering fetch faults. */
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART |
+                      (wxj_under_valgrind() ? 0 : SA_NODEFER);
         if (sigaction(SIGSEGV, NULL, &previous) != 0 ||
             sigaction(SIGSEGV, &sa, NULL) != 0)
             err = errno;

@@ -52,11 +52,17 @@ static void parent(void)
 static void child(void)
 {
     wxj_os_forget_tid();
+    int32_t self = wxj_os_tid();
+    wxj_registry_after_fork();
     for (struct wxjit_heap *h = heaps; h; h = h->live_next) {
         wxj_pools_after_fork(h);
         if (h->backend->fork_child)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_child(h, c, parent_tid);
+        /* In-place windows of threads that do not exist here. */
+        wxj_open_after_fork(&h->open, parent_tid, self);
+        if (wxj_heap_ok(h))
+            wxj_open_abort_orphans(h, self, true);
     }
     release_all();
 }

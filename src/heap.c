@@ -35,6 +35,17 @@ static void unlink_live(struct wxjit_heap *heap)
     *p = heap->live_next;
 }
 
+void wxj_heaps_abort_in_place_of(int32_t tid)
+{
+    pthread_mutex_lock(&heaps_lock);
+    for (struct wxjit_heap *h = live; h; h = h->live_next) {
+        pthread_mutex_lock(&h->lock); /* order: heaps_lock, heap->lock */
+        wxj_open_abort_orphans(h, tid, false);
+        pthread_mutex_unlock(&h->lock);
+    }
+    pthread_mutex_unlock(&heaps_lock);
+}
+
 void wxj_heap_disable(struct wxjit_heap *heap)
 {
     atomic_store_explicit(&heap->magic, WXJ_HEAP_DEAD, memory_order_release);

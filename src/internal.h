@@ -18,7 +18,7 @@
 #define WXJ_DEFAULT_CHUNK ((size_t)4 << 20) /* few mmaps, few VMAs */
 #define WXJ_MAX_CHUNK ((size_t)1 << 30)
 
-enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX };
+enum wxj_prot { WXJ_PROT_RW, WXJ_PROT_RX, WXJ_PROT_RWX, WXJ_PROT_NONE };
 /* Kinds of system calls, counted per thread; the ones that can fail can be
  * made to fail by the test seam below. */
 enum wxj_os_call {
@@ -46,12 +46,18 @@ enum wxj_object { WXJ_OBJECT_MEMFD, WXJ_OBJECT_SHM, WXJ_OBJECT_TMPFILE };
 #define WXJ_PAGE_WAITERS 2u
 #define WXJ_PAGE_SEQ_ONE 4u
 
+/* The writer of a page abandoned after its RX flip failed (toggle). */
+#define WXJ_WRITER_STUCK (-1)
+
 struct wxj_page {
     _Atomic uint32_t state;  /* the protocol word above */
     _Atomic int32_t writer;  /* tid holding WRITING, 0 when none */
+    _Atomic uint32_t waiting; /* executors asleep in the fault handler */
     uint32_t depth;          /* nested holds by the writer (writer only) */
     bool fresh;              /* never executable: still RW from the chunk
                                 mapping, so writing needs no mprotect */
+    bool rw;                 /* writable, not executable, now (toggle;
+                                changed by the page's writer only) */
 };
 
 /* A chunk: one contiguous mapping of code pages plus out-of-line metadata.
@@ -66,8 +72,10 @@ struct wxj_chunk {
     size_t ngranules;
     size_t fresh_next;     /* first page never handed to a pool (heap lock) */
     size_t search_seg;     /* where the next free-run search starts (lock) */
-    _Atomic uint32_t *seg_bound; /* longest free run per segment, at most */
-    _Atomic uint32_t chunk_bound; /* the same for the whole chunk */
+    /* Longest free run per segment, at most, and for the whole chunk; the
+     * high half counts raises (chunk.c, segment bounds). */
+    _Atomic uint64_t *seg_bound;
+    _Atomic uint64_t chunk_bound;
     struct wxj_page *pages;
     /* Granule bitmaps. A block [g, g + n) has used bits on all its
      * granules, a start bit on g and an end bit on g + n - 1. */
@@ -75,12 +83,18 @@ struct wxj_chunk {
     _Atomic uint64_t *start;
     _Atomic uint64_t *end;
     _Atomic uint64_t *open; /* start granule of a reservation not committed */
+    /* Per start granule of a committed block: the bytes of its last
+     * granule past its committed size (0-15), for patch range checks.
+     * Written before the block is published by its start or open bit. */
+    uint8_t *slack;
     int region_slot;
+    _Atomic size_t stuck; /* toggle: pages abandoned writable */
     /* dualmap: the shared object (-1 once both views are mapped and it is
      * no longer needed) and the standing RW view (NULL when the RW view is
      * mapped per write window). */
     int fd;
     uint8_t *alias;
+    size_t rx_pages; /* dualmap: pages [0, rx_pages) mapped RX (heap lock) */
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
     void *windows; /* dualmap on demand: open RW windows */
 };
@@ -124,9 +138,17 @@ struct wxj_backend {
     /* Makes the window writable and sets w->view. */
     int (*open)(struct wxjit_heap *heap, struct wxj_window *w);
     /* Makes the window's pages executable again and flushes the
-     * instruction cache over [flush, flush + flush_len). */
+     * instruction cache over [flush, flush + flush_len). On failure the
+     * window stays open (still writable, still held). */
     int (*close)(struct wxjit_heap *heap, struct wxj_window *w,
                  const void *flush, size_t flush_len);
+    /* After a failed close, for a window nobody will close: its pages stay
+     * unexecutable, held for nobody (executors wait), until a later window
+     * takes them over and closes them. NULL where close cannot fail. */
+    void (*abandon)(struct wxjit_heap *heap, struct wxj_window *w);
+    /* At the start of every operation: retries what abandon left (toggle:
+     * makes abandoned pages executable again if it can). Optional. */
+    void (*recover)(struct wxjit_heap *heap);
     /* fork(), each optional (fork.c): before, with every operation
      * stopped; after, in the parent; after, in the child, where only the
      * thread that was parent_tid lives on. */
@@ -149,6 +171,7 @@ struct wxj_open_rec {
     size_t size;
     uint64_t serial; /* handed to the caller in internal[0] */
     bool in_place;
+    int32_t owner; /* the reserving thread; an in-place window is its own */
 };
 
 struct wxj_open_table {
@@ -233,6 +256,7 @@ void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
                    int err);
 void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
+uint64_t wxj_os_now_ns(void); /* CLOCK_MONOTONIC: vDSO, no system call */
 
 /* ---- chunk.c: chunks and their granule bitmaps ------------------------ */
 int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
@@ -254,6 +278,36 @@ void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         const struct wxj_pool *pools, size_t *run_start,
                         size_t *run_len);
+
+/* ---- window.c: writing code through a backend's windows ---------------- */
+typedef void (*wxj_fill_fn)(uint8_t *dst, size_t len, const void *arg);
+size_t wxj_page_of(const struct wxjit_heap *heap,
+                   const struct wxj_chunk *chunk, const void *p);
+/* The window over the pages of [exec, exec + len); view set by open. */
+struct wxj_window wxj_window_over(const struct wxjit_heap *heap,
+                                  struct wxj_chunk *chunk, const void *exec,
+                                  size_t len);
+/* Where the byte that executes at exec is written through window w. */
+uint8_t *wxj_window_at(const struct wxjit_heap *heap,
+                       const struct wxj_window *w, const void *exec);
+/* wxj_write_code: how */
+#define WXJ_WRITE_OVER_CODE 1u /* live code is overwritten (else traps) */
+/* Writes fill(arg) over [exec, exec + len) through a window. If the close
+ * fails, the old bytes are put back (traps, or the code saved first) and
+ * the window abandoned: the call then changed nothing. */
+int wxj_write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                   void *exec, size_t len, wxj_fill_fn fill, const void *arg,
+                   unsigned how);
+/* Closes the window an in-place reservation opened (commit). */
+int wxj_close_in_place(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                       const void *exec, void *write, size_t len);
+/* Trap-fills an open in-place reservation, closes its window and unmarks
+ * its block; the caller gives the space back. If the close fails: with
+ * give_up the window is abandoned and the block unmarked anyway (its
+ * owner is gone), else the errno is returned with the window still open. */
+int wxj_in_place_abort(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                       const void *exec, void *write, size_t len,
+                       bool give_up);
 
 /* ---- pool.c: per-thread pools and the operation gate ------------------ */
 int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **pool);
@@ -284,6 +338,9 @@ struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
 /* For fork.c: hold the registry still and walk the live heaps. */
 struct wxjit_heap *wxj_heaps_lock_all(void);
 void wxj_heaps_unlock_all(void);
+/* At thread exit: aborts the thread's open in-place reservations in every
+ * live heap. */
+void wxj_heaps_abort_in_place_of(int32_t tid);
 /* Makes a heap refuse every call from now on (a fork child that could not
  * get a private copy of it). */
 void wxj_heap_disable(struct wxjit_heap *heap);
@@ -302,11 +359,28 @@ int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
                   struct wxj_open_rec *out);
 void wxj_open_put_back(struct wxj_open_table *t,
                        const struct wxj_open_rec *rec);
+/* In-place reservations the calling thread has open, in every heap. */
+unsigned wxj_open_own_in_place(void);
+/* Aborts the open in-place reservations of thread tid (others: of every
+ * thread but tid), whose owners are gone: at thread exit, in a fork
+ * child. Heap lock held, no operation running on the heap. */
+void wxj_open_abort_orphans(struct wxjit_heap *heap, int32_t tid,
+                            bool others);
+/* Whether thread tid has an in-place reservation open on a page of
+ * [lo, hi]. */
+bool wxj_open_holds_pages(struct wxj_open_table *t, int32_t tid,
+                          uintptr_t lo, uintptr_t hi, size_t page);
+/* In a fork child: the forking thread's reservations are its own under
+ * its new tid. */
+void wxj_open_after_fork(struct wxj_open_table *t, int32_t parent_tid,
+                         int32_t self);
 
 /* ---- fault.c: region registry ----------------------------------------- */
 int wxj_region_register(struct wxj_chunk *chunk);
 void wxj_region_unregister(struct wxj_chunk *chunk);
 void wxj_registry_lock(void);
 void wxj_registry_unlock(void);
+/* In a fork child: handlers counted in use are the forking thread's own. */
+void wxj_registry_after_fork(void);
 
 #endif /* WXJ_INTERNAL_H */

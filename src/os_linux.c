@@ -99,6 +99,7 @@ static int prot_bits(enum wxj_prot prot)
     case WXJ_PROT_RW: return PROT_READ | PROT_WRITE;
     case WXJ_PROT_RX: return PROT_READ | PROT_EXEC;
     case WXJ_PROT_RWX: return PROT_READ | PROT_WRITE | PROT_EXEC;
+    case WXJ_PROT_NONE: return PROT_NONE;
     }
     return PROT_NONE;
 }
@@ -297,4 +298,11 @@ void wxj_os_forget_tid(void)
 void wxj_os_yield(void)
 {
     sched_yield();
+}
+
+uint64_t wxj_os_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }

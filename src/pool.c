@@ -49,9 +49,14 @@ static void tls_entry_retire(struct tls_entry *e)
     e->pool = NULL;
 }
 
+/* The thread is going away, and with it the in-place windows it holds
+ * open, in any heap: nobody else may close them (they are its own), and
+ * pages left writable would hold up their executors forever. */
 static void thread_exit(void *unused)
 {
     (void)unused;
+    if (wxj_open_own_in_place())
+        wxj_heaps_abort_in_place_of(wxj_os_tid());
     for (int i = 0; i < TLS_POOLS; i++)
         if (tls_pools[i].heap)
             tls_entry_retire(&tls_pools[i]);
@@ -215,8 +220,13 @@ int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
 void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n)
 {
-    if (pool->chunk == chunk && pool->cursor == g + n)
-        pool->cursor = g; /* the tail's last block: append over it again */
+    /* The tail's last block: append over it again. Only inside the tail:
+     * a block carved from an older tail can end where the cursor stands
+     * (the new tail began at the old one's free rest), and rewinding over
+     * it would hand out space that other refills see as free. */
+    if (pool->chunk == chunk && pool->cursor == g + n &&
+        g >= pool->tail_start)
+        pool->cursor = g;
     else
         wxj_chunk_note_free(chunk, g, n);
 }
@@ -262,6 +272,8 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
         return err;
     raise_busy(pool);
     tls_busy = pool;
+    if (heap->backend->recover)
+        heap->backend->recover(heap);
     for (int k = 0; k < WXJ_CALL_KINDS; k++)
         pool->calls_at_begin[k] = wxj_os_calls_of(k);
     *out = pool;

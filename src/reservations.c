@@ -9,6 +9,24 @@
 
 #include "internal.h"
 
+/* In-place records the calling thread owns, in every table: while there
+ * are none, neither new code nor a thread's exit needs to look for them.
+ * Only the owner changes its own count (adds, takes, puts back, and the
+ * orphan aborts at its exit); the forking thread's count carries over
+ * into the child with its records. */
+static __thread unsigned own_in_place;
+
+unsigned wxj_open_own_in_place(void)
+{
+    return own_in_place;
+}
+
+static void count_own(const struct wxj_open_rec *rec, int by)
+{
+    if (rec->in_place && rec->owner == wxj_os_tid())
+        own_in_place += (unsigned)by;
+}
+
 static size_t home(const struct wxj_open_table *t, uintptr_t exec)
 {
     /* Granule-aligned addresses: mix the bits before masking. */
@@ -52,6 +70,7 @@ int wxj_open_add(struct wxj_open_table *t, struct wxj_open_rec *rec)
     if (err == 0) {
         rec->serial = ++t->serial;
         insert(t, rec);
+        count_own(rec, 1);
     }
     pthread_mutex_unlock(&t->lock);
     return err;
@@ -90,6 +109,7 @@ int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
             ~rec->serial == res->internal[1]) {
             *out = *rec;
             remove_at(t, i);
+            count_own(out, -1);
             err = 0;
         }
         break;
@@ -104,6 +124,7 @@ void wxj_open_put_back(struct wxj_open_table *t,
     pthread_mutex_lock(&t->lock);
     /* Room exists: the record was taken out a moment ago. */
     insert(t, rec);
+    count_own(rec, 1);
     pthread_mutex_unlock(&t->lock);
 }
 
@@ -119,4 +140,60 @@ void wxj_open_forget(struct wxj_open_table *t)
 {
     free(t->slots);
     pthread_mutex_destroy(&t->lock);
+}
+
+/* Takes out one in-place record of tid (or of anyone else); false if none. */
+static bool take_orphan(struct wxj_open_table *t, int32_t tid, bool others,
+                        struct wxj_open_rec *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->cap && !found; i++) {
+        const struct wxj_open_rec *rec = &t->slots[i];
+        if (rec->exec && rec->in_place && (rec->owner == tid) != others) {
+            *out = *rec;
+            remove_at(t, i);
+            count_own(out, -1);
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
+}
+
+void wxj_open_abort_orphans(struct wxjit_heap *heap, int32_t tid,
+                            bool others)
+{
+    struct wxj_open_rec rec;
+    while (take_orphan(&heap->open, tid, others, &rec)) {
+        struct wxj_chunk *chunk = wxj_chunk_find(heap, (void *)rec.exec);
+        size_t g = wxj_granule_of(chunk, (void *)rec.exec);
+        size_t n = wxj_block_extent(chunk, g);
+        wxj_in_place_abort(heap, chunk, (void *)rec.exec, rec.write,
+                           rec.size, true);
+        wxj_chunk_note_free(chunk, g, n);
+    }
+}
+
+void wxj_open_after_fork(struct wxj_open_table *t, int32_t parent_tid,
+                         int32_t self)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i].exec && t->slots[i].owner == parent_tid)
+            t->slots[i].owner = self;
+}
+
+bool wxj_open_holds_pages(struct wxj_open_table *t, int32_t tid,
+                          uintptr_t lo, uintptr_t hi, size_t page)
+{
+    bool found = false;
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < t->cap && !found; i++) {
+        const struct wxj_open_rec *rec = &t->slots[i];
+        found = rec->exec && rec->in_place && rec->owner == tid &&
+                rec->exec / page <= hi / page &&
+                lo / page <= (rec->exec + rec->size - 1) / page;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return found;
 }

@@ -361,18 +361,136 @@ static void test_destroy(void)
     printf("  destroy: later use and double destroy refused\n");
 }
 
-int main(void)
+/* ---- patch ranges end where the function ends ----------------------------
+ * Issue 11, defect 10: a patch is checked against the function's committed
+ * size, not the 16-byte granules it occupies. */
+static void patch_bounds_case(void *f, const uint8_t *code, size_t n,
+                              int32_t v, const char *what)
+{
+    uint8_t more[32];
+    memcpy(more, code, n);
+    memset(more + n, emit_trap_byte(more + n), sizeof(more) - n);
+    size_t at8 = n & ~(size_t)7; /* an aligned 8 bytes that run past n */
+    wxjit_stats before;
+    int err[3];
+    snapshot(&before);
+    err[0] = wxjit_patch(heap, f, more, n + 1);
+    err[1] = wxjit_patch(heap, (uint8_t *)f + n, more + n, 1);
+    err[2] = wxjit_patch_atomic(heap, (uint8_t *)f + at8, 0, 8);
+    CHECK(err[0] == EINVAL && err[1] == EINVAL && err[2] == EINVAL,
+          "%s of %zu bytes: wxjit_patch of %zu bytes at its start returned "
+          "%d, of 1 byte at its end %d, wxjit_patch_atomic of 8 bytes at "
+          "+%zu %d; expected EINVAL (%d) for each",
+          what, n, n + 1, err[0], err[1], at8, err[2], EINVAL);
+    unchanged("refused patches", &before);
+    CHECK_OK(wxjit_patch(heap, f, code, n));
+    CHECK_EQ(as_fn(f)(), v);
+    printf("  patch bounds, %s of %zu bytes: patch of %zu bytes, 1 byte past "
+           "the end, 8-byte atomic at +%zu refused; %zu bytes accepted\n",
+           what, n, n + 1, at8, n);
+}
+
+static void test_patch_bounds(void)
+{
+    CHECK_OK(wxjit_fault_handler_install());
+    uint8_t buf[32];
+    size_t n = emit_return_int(buf, 21); /* 6 bytes on x86_64 */
+    void *f;
+    CHECK_OK(wxjit_install(heap, buf, n, 0, &f));
+    patch_bounds_case(f, buf, n, 21, "installed function");
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(heap, 64, 0, 0, &r));
+    n = emit_return_int(r.write, 22);
+    memcpy(buf, r.write, n);
+    void *g = r.exec;
+    CHECK_OK(wxjit_commit(heap, &r, n));
+    patch_bounds_case(g, buf, n, 22, "reservation of 64 committed with used");
+    CHECK_OK(wxjit_free(heap, f));
+    CHECK_OK(wxjit_free(heap, g));
+    CHECK_OK(wxjit_fault_handler_uninstall());
+}
+
+/* ---- a failed reserve changes no statistic --------------------------------
+ * Issue 11, defect 11: dualmap needs a descriptor for a new chunk's shared
+ * memory object. With RLIMIT_NOFILE used up, a reserve that needs a new
+ * chunk fails with EMFILE and no counter moves (syscalls, map_calls
+ * included). */
+static void emfile_child(void *arg)
+{
+    (void)arg;
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    CHECK_OK(wxjit_fault_handler_install());
+    o.backend = WXJIT_BACKEND_DUALMAP;
+    o.chunk_size = page; /* the first install fills the first chunk */
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    uint8_t *code = malloc(page);
+    CHECK(code, "malloc");
+    void *f;
+    CHECK_OK(wxjit_install(h, code, emit_return_int_sized(code, page, 3), 0,
+                           &f));
+    free(code);
+    CHECK_EQ(as_fn(f)(), 3);
+    struct rlimit lim = {64, 64};
+    CHECK(setrlimit(RLIMIT_NOFILE, &lim) == 0, "setrlimit");
+    while (dup(0) >= 0)
+        ;
+    CHECK(errno == EMFILE, "dup: %s", strerror(errno));
+    wxjit_stats before = wxtest_stats_of(h), after;
+    wxjit_reservation r;
+    CHECK_RET(wxjit_reserve(h, 64, 0, 0, &r), EMFILE);
+    after = wxtest_stats_of(h);
+    wxtest_check_stats_same("dualmap reserve failing with EMFILE", &before,
+                            &after, false);
+    void *g;
+    uint8_t buf[16];
+    CHECK_RET(wxjit_install(h, buf, emit_return_int(buf, 4), 0, &g), EMFILE);
+    before = wxtest_stats_of(h);
+    wxtest_check_stats_same("dualmap install failing with EMFILE", &after,
+                            &before, false);
+    CHECK_EQ(as_fn(f)(), 3);
+    printf("  dualmap at RLIMIT_NOFILE: reserve and install failed with "
+           "EMFILE, every statistic unchanged (syscalls %llu)\n",
+           (unsigned long long)after.syscalls);
+    fflush(stdout);
+    CHECK_OK(wxjit_heap_destroy(h));
+}
+
+static void test_failed_reserve_stats(void)
+{
+    if (backend != WXJIT_BACKEND_DUALMAP)
+        return; /* toggle needs no descriptor */
+    if (wxtest_valgrind()) {
+        wxtest_skip("dualmap at RLIMIT_NOFILE", "Valgrind keeps descriptors "
+                    "of its own below the limit");
+        return;
+    }
+    wxtest_expect_exit("dualmap reserve at RLIMIT_NOFILE",
+                       wxtest_in_child(emfile_child, NULL), 0);
+}
+
+int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
     page = (size_t)sysconf(_SC_PAGESIZE);
     printf("test_api:\n");
-    test_create();
-    test_install();
-    test_reserve_commit();
-    test_batch();
-    test_patch_free();
-    test_stats_and_handler();
-    test_destroy();
+    test_create(); /* every other scenario uses its heap */
+    if (wxtest_selected(argc, argv, "install"))
+        test_install();
+    if (wxtest_selected(argc, argv, "reserve_commit"))
+        test_reserve_commit();
+    if (wxtest_selected(argc, argv, "batch"))
+        test_batch();
+    if (wxtest_selected(argc, argv, "patch_free"))
+        test_patch_free();
+    if (wxtest_selected(argc, argv, "patch_bounds"))
+        test_patch_bounds();
+    if (wxtest_selected(argc, argv, "failed_reserve_stats"))
+        test_failed_reserve_stats();
+    if (wxtest_selected(argc, argv, "stats_and_handler"))
+        test_stats_and_handler();
+    if (wxtest_selected(argc, argv, "destroy"))
+        test_destroy();
     CHECK_OK(wxjit_heap_destroy(heap));
     CHECK_EQ(wxtest_wx_mappings(), 0);
     printf("test_api: ok\n");

@@ -161,9 +161,27 @@ static void test_no_exported_descriptor(void)
     wxjit_heap *h = dualmap_heap(0);
     for (int i = 0; i < 10; i++)
         check_views(h, "/memfd:wxjit", i, NULL);
-    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before);
-    printf("  standing RW view: no descriptor stays open\n");
+    /* One per chunk whose executable view still grows (it maps the next
+     * steps), close-on-exec; none once the heap is gone. */
+    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before + 1);
+    CHECK(cloexec, "the chunk's descriptor is not close-on-exec");
     CHECK_OK(wxjit_heap_destroy(h));
+    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before);
+    /* A chunk whose pages are all handed out keeps no descriptor. */
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = WXJIT_BACKEND_DUALMAP;
+    o.chunk_size = 16 * (size_t)sysconf(_SC_PAGESIZE);
+    o.max_bytes = o.chunk_size;
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    uint8_t buf[16];
+    void *f;
+    size_t n = emit_return_int(buf, 3);
+    for (size_t i = 0; i < o.chunk_size / 16; i++)
+        CHECK_OK(wxjit_install(h, buf, n, 0, &f));
+    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before);
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  standing RW view: one close-on-exec descriptor while the "
+           "chunk grows, none once it is full or destroyed\n");
 }
 
 static void test_rw_on_demand(void)

@@ -416,7 +416,94 @@ static void test_cross_thread_free(void)
            (unsigned long long)retried);
 }
 
-int main(void)
+/* ---- an adopted pool gives back a block of an older tail -----------------
+ * Issue 11, defect 1. Thread A reserves 4112 bytes (257 granules, two
+ * pages) and exits: the rest of its tail becomes free space. Thread B
+ * adopts A's pool, reserves 64 bytes and aborts them (its cursor is back
+ * at the start of its tail), then ends A's reservation: commits it with
+ * used = 16, giving back the other 256 granules, or aborts it. That space
+ * lies before B's tail. Thread C then installs, and B installs again:
+ * every live function must have a range of its own and return its own
+ * value. */
+struct rewind {
+    wxjit_heap *heap;
+    bool abort_a;
+    wxjit_reservation a;
+    void *fa, *fb, *fc;
+    pthread_barrier_t c_done;
+};
+
+static void *rewind_a(void *arg)
+{
+    struct rewind *w = arg;
+    CHECK_OK(wxjit_reserve(w->heap, 4112, 0, 0, &w->a));
+    emit_return_int_sized(w->a.write, 16, 1);
+    return NULL; /* exits with the reservation open */
+}
+
+static void *rewind_b(void *arg)
+{
+    struct rewind *w = arg;
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(w->heap, 64, 0, 0, &r));
+    CHECK_OK(wxjit_abort(w->heap, &r));
+    w->fa = w->a.exec;
+    if (w->abort_a) {
+        CHECK_OK(wxjit_abort(w->heap, &w->a));
+        w->fa = NULL;
+    } else {
+        CHECK_OK(wxjit_commit(w->heap, &w->a, 16));
+    }
+    pthread_barrier_wait(&w->c_done); /* B lives on while C installs */
+    pthread_barrier_wait(&w->c_done);
+    w->fb = install_int(w->heap, 2);
+    return NULL;
+}
+
+static void *rewind_c(void *arg)
+{
+    struct rewind *w = arg;
+    w->fc = install_int(w->heap, 3);
+    return NULL;
+}
+
+static bool ranges_overlap(const void *p, const void *q)
+{
+    uintptr_t a = (uintptr_t)p, b = (uintptr_t)q;
+    return p && q && a < b + 16 && b < a + 16;
+}
+
+static void rewind_case(bool abort_a)
+{
+    struct rewind w = {.heap = heap_new(), .abort_a = abort_a};
+    pthread_barrier_init(&w.c_done, NULL, 2);
+    join(spawn(rewind_a, &w));
+    pthread_t b = spawn(rewind_b, &w);
+    pthread_barrier_wait(&w.c_done); /* B has ended A's reservation */
+    join(spawn(rewind_c, &w));
+    pthread_barrier_wait(&w.c_done);
+    join(b);
+    pthread_barrier_destroy(&w.c_done);
+    const char *what = abort_a ? "A's reservation aborted by B"
+                               : "A's reservation committed by B, used 16";
+    void *f[3] = {w.fa, w.fb, w.fc};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            CHECK(!ranges_overlap(f[i], f[j]),
+                  "%s: live functions %c (%p) and %c (%p) overlap: two "
+                  "installs at one address",
+                  what, "ABC"[i], f[i], "ABC"[j], f[j]);
+    if (w.fa)
+        expect_returns(w.fa, 1);
+    expect_returns(w.fb, 2);
+    expect_returns(w.fc, 3);
+    printf("  adopted pool, %s: A at %p, C at %p, B at %p: distinct, each "
+           "returns its own value\n",
+           what, w.fa, w.fc, w.fb);
+    CHECK_OK(wxjit_heap_destroy(w.heap));
+}
+
+int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
     page = (size_t)sysconf(_SC_PAGESIZE);
@@ -424,11 +511,20 @@ int main(void)
     CHECK_OK(wxjit_fault_handler_install());
     printf("test_pool:\n");
     wxtest_print_backend();
-    test_two_threads();
-    test_retirement();
-    test_many_heaps();
-    test_outlive();
-    test_cross_thread_free();
+    if (wxtest_selected(argc, argv, "two_threads"))
+        test_two_threads();
+    if (wxtest_selected(argc, argv, "retirement"))
+        test_retirement();
+    if (wxtest_selected(argc, argv, "many_heaps"))
+        test_many_heaps();
+    if (wxtest_selected(argc, argv, "outlive"))
+        test_outlive();
+    if (wxtest_selected(argc, argv, "cross_thread_free"))
+        test_cross_thread_free();
+    if (wxtest_selected(argc, argv, "rewind_commit"))
+        rewind_case(false);
+    if (wxtest_selected(argc, argv, "rewind_abort"))
+        rewind_case(true);
     CHECK_OK(wxjit_fault_handler_uninstall());
     CHECK_EQ(wxtest_wx_mappings(), 0);
     printf("test_pool: ok\n");

@@ -1,15 +1,15 @@
-/* Signal edge cases around the fault-retry handler:
+/* Signal edge cases around the fault-retry handler, and its place among
+ * the process's signal handlers:
  * - a fault retried on the alternate signal stack, when the thread's own
  *   stack could not take a signal frame;
  * - a fault taken while the faulting thread holds a lock the installer
  *   needs next, and installers that take wxjit's own locks (another
  *   heap's creation, installs and destruction, handler installs) while an
  *   executor sleeps in the handler;
- * - SIGALRM storms delivered to threads inside wxjit calls, whose handler
- *   runs JIT code that another thread keeps patching;
  * - a runtime's own handler installed after wxjit's that calls
  *   wxjit_handle_fault first;
  * - repeated handler install/uninstall, while faults are retried.
+ * Signal handlers that run JIT code themselves: test_nested_signals.c.
  * Stalls are detected without timing: the executor is known to sleep in
  * the handler when /proc shows it blocked in futex(2). Each scenario that
  * could hang runs in a child under alarm(), which turns a deadlock into a
@@ -18,71 +18,16 @@
 #include <stdatomic.h>
 
 #include "emit.h"
+#include "held_page.h"
 #include "wxtest.h"
 
 static size_t page;
-
-static void *install_int(wxjit_heap *h, int32_t v)
-{
-    uint8_t buf[32];
-    void *exec;
-    CHECK_OK(wxjit_install(h, buf, emit_return_int_patchable(buf, v), 0,
-                           &exec));
-    return exec;
-}
 
 static uint64_t retried(wxjit_heap *h)
 {
     wxjit_stats s;
     CHECK_OK(wxjit_stats_get(h, &s));
     return s.faults_retried;
-}
-
-/* True once thread tid sleeps in futex(2): an executor whose only system
- * call is the fault handler's wait. */
-static bool in_futex(pid_t tid)
-{
-    char path[64];
-    long nr = -1;
-    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", (int)tid);
-    FILE *f = fopen(path, "r");
-    if (f) {
-        if (fscanf(f, "%ld", &nr) != 1)
-            nr = -1;
-        fclose(f);
-    }
-    return nr == wxtest_kernel_futex_nr();
-}
-
-static void wait_in_futex(_Atomic pid_t *tid)
-{
-    while (atomic_load(tid) == 0)
-        sched_yield();
-    while (!in_futex(atomic_load(tid)))
-        sched_yield();
-}
-
-/* A function on a page the caller holds writable (toggle in place): any
- * other thread calling it sleeps in the handler until *r is committed. */
-struct held {
-    wxjit_heap *h;
-    void *fn;
-    wxjit_reservation r;
-};
-
-static void hold(struct held *x, int32_t v)
-{
-    x->h = wxtest_heap_of(WXJIT_BACKEND_TOGGLE);
-    x->fn = install_int(x->h, v);
-    CHECK_OK(wxjit_reserve(x->h, 64, 0, WXJIT_RESERVE_IN_PLACE, &x->r));
-    CHECK(((uintptr_t)x->r.exec & ~(page - 1)) ==
-              ((uintptr_t)x->fn & ~(page - 1)),
-          "the reservation is on the function's page");
-}
-
-static void release(struct held *x)
-{
-    CHECK_OK(wxjit_commit(x->h, &x->r, emit_return_int(x->r.write, 1)));
 }
 
 /* ---- the alternate signal stack ----------------------------------------
@@ -102,8 +47,7 @@ static void *alt_executor(void *arg)
 {
     struct alt *a = arg;
     size_t size = (size_t)sysconf(_SC_SIGSTKSZ) * 4;
-    stack_t ss = {.ss_sp = a->altstack ? malloc(size) : NULL,
-                  .ss_size = size},
+    stack_t ss = {.ss_sp = a->altstack ? malloc(size) : NULL, .ss_size = size},
             old;
     if (a->altstack)
         CHECK(ss.ss_sp && sigaltstack(&ss, &old) == 0, "sigaltstack");
@@ -131,16 +75,17 @@ static void alt_run(bool altstack)
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
     uint8_t code[128]; /* the trampoline: 80 bytes on riscv64 */
     void *tramp;
-    CHECK_OK(wxjit_install(h, code,
-                           emit_call_on_stack(code,
-                                              (uintptr_t)stack + page + 256,
-                                              (uintptr_t)x.fn),
-                           0, &tramp));
+    CHECK_OK(
+        wxjit_install(h, code,
+                      emit_call_on_stack(code, (uintptr_t)stack + page + 256,
+                                         (uintptr_t)x.fn),
+                      0, &tramp));
     struct alt a = {tramp, altstack, 0, 0};
     pthread_t t;
     uint64_t before = retried(x.h);
     CHECK(pthread_create(&t, NULL, alt_executor, &a) == 0, "thread");
-    wait_in_futex(&a.tid); /* never reached without the alternate stack */
+    /* never reached without the alternate stack: */
+    wxtest_wait_in_futex(&a.tid);
     release(&x);
     pthread_join(t, NULL);
     CHECK_EQ(a.result, 5);
@@ -159,8 +104,8 @@ static void alt_child(void *arg)
 static void test_altstack(void)
 {
     if (wxtest_valgrind()) {
-        wxtest_skip("fault on the alternate signal stack", "Valgrind "
-                    "delivers signals on stacks of its own");
+        wxtest_skip("fault on the alternate signal stack",
+                    "Valgrind delivers signals on stacks of its own");
         return;
     }
     alt_run(true);
@@ -209,7 +154,7 @@ static void locks_child(void *arg)
     struct locked l = {x.fn, 0, 0};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, locked_executor, &l) == 0, "thread");
-    wait_in_futex(&l.tid);
+    wxtest_wait_in_futex(&l.tid);
 
     wxjit_heap *other;
     CHECK_OK(wxjit_heap_create(NULL, &other));
@@ -217,7 +162,7 @@ static void locks_child(void *arg)
     CHECK_OK(wxjit_heap_destroy(other));
     CHECK_OK(wxjit_fault_handler_install());
     CHECK_OK(wxjit_fault_handler_uninstall());
-    CHECK(in_futex(l.tid), "the executor left the handler early");
+    CHECK(wxtest_in_futex(l.tid), "the executor left the handler early");
 
     release(&x);
     pthread_mutex_lock(&jit_lock); /* the executor finishes first */
@@ -235,124 +180,6 @@ static void test_locks(void)
                        wxtest_in_child(locks_child, NULL), 0);
 }
 
-/* ---- SIGALRM storms ------------------------------------------------------
- * Installer threads run install/patch/free loops while a signaller sends
- * them SIGALRM as fast as it can. The handler calls a JIT function that a
- * patcher thread keeps rewriting (its page toggles under toggle), so
- * handlers also fault and wait, interrupting wxjit calls at any point. */
-#define STORM_INSTALLERS 2
-#define STORM_ROUNDS 3000
-
-static void *storm_fn;
-static _Atomic unsigned long storm_signals, storm_bad;
-static atomic_bool storm_stop;
-
-static void storm_handler(int sig)
-{
-    (void)sig;
-    int saved = errno;
-    int v = as_fn(storm_fn)();
-    if (v != 100 && v != 101)
-        atomic_fetch_add(&storm_bad, 1);
-    atomic_fetch_add(&storm_signals, 1);
-    errno = saved;
-}
-
-struct storm {
-    wxjit_heap *h;
-    pthread_t self;
-    _Atomic bool done;
-};
-
-static void *storm_installer(void *arg)
-{
-    struct storm *s = arg;
-    void *f[8] = {0};
-    /* Not done before signals have arrived, however fast the backend. */
-    for (int i = 0;
-         i < STORM_ROUNDS || atomic_load(&storm_signals) < STORM_INSTALLERS;
-         i++) {
-        int k = i % 8;
-        if (f[k]) {
-            CHECK_EQ(as_fn(f[k])(), k + i - 8);
-            CHECK_OK(wxjit_free(s->h, f[k]));
-        }
-        f[k] = install_int(s->h, k);
-        CHECK_OK(wxjit_patch_atomic(s->h,
-                                    (uint8_t *)f[k] + EMIT_PATCHABLE_IMM_OFFSET,
-                                    (uint32_t)(k + i), 4));
-    }
-    for (int k = 0; k < 8; k++)
-        CHECK_OK(wxjit_free(s->h, f[k]));
-    atomic_store(&s->done, true);
-    return NULL;
-}
-
-static void *storm_patcher(void *arg)
-{
-    wxjit_heap *h = arg;
-    uint8_t *imm = (uint8_t *)storm_fn + EMIT_PATCHABLE_IMM_OFFSET;
-    for (uint32_t i = 0; !atomic_load(&storm_stop); i++)
-        CHECK_OK(wxjit_patch_atomic(h, imm, 100 + i % 2, 4));
-    return NULL;
-}
-
-static void test_storm(void)
-{
-#if defined(WXTEST_TSAN)
-    /* TSan defers asynchronous signals and runs their handlers later, from
-     * inside its interceptors: a handler that calls JIT code then runs at
-     * points no real delivery reaches, and the run dies there. */
-    wxtest_skip("SIGALRM storm during installs", "TSan delivers "
-                "asynchronous signals at points of its own choosing");
-    return;
-#endif
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = storm_handler;
-    sa.sa_flags = SA_RESTART;
-    CHECK(sigaction(SIGALRM, &sa, NULL) == 0, "sigaction");
-    wxjit_heap *h;
-    CHECK_OK(wxjit_heap_create(NULL, &h));
-    storm_fn = install_int(h, 100);
-    atomic_store(&storm_stop, false);
-    pthread_t patcher;
-    CHECK(pthread_create(&patcher, NULL, storm_patcher, h) == 0, "thread");
-    struct storm s[STORM_INSTALLERS];
-    for (int i = 0; i < STORM_INSTALLERS; i++) {
-        s[i].h = h;
-        atomic_store(&s[i].done, false);
-        CHECK(pthread_create(&s[i].self, NULL, storm_installer, &s[i]) == 0,
-              "thread");
-    }
-    unsigned long sent = 0;
-    for (bool all_done = false; !all_done;) {
-        all_done = true;
-        for (int i = 0; i < STORM_INSTALLERS; i++)
-            if (!atomic_load(&s[i].done)) {
-                all_done = false;
-                pthread_kill(s[i].self, SIGALRM);
-                sent++;
-            }
-    }
-    for (int i = 0; i < STORM_INSTALLERS; i++)
-        pthread_join(s[i].self, NULL);
-    atomic_store(&storm_stop, true);
-    pthread_join(patcher, NULL);
-    signal(SIGALRM, SIG_DFL);
-    CHECK_EQ(atomic_load(&storm_bad), 0);
-    CHECK(atomic_load(&storm_signals) > 0, "no signal was handled");
-    wxjit_stats st;
-    CHECK_OK(wxjit_stats_get(h, &st));
-    CHECK_EQ(st.bytes_live, 16);
-    CHECK_OK(wxjit_heap_destroy(h));
-    printf("  SIGALRM storm: %lu sent, %lu handled inside %d installers' "
-           "install/patch/free loops (%d rounds each), handlers ran code "
-           "being patched: all calls succeeded, all values right\n",
-           sent, atomic_load(&storm_signals), STORM_INSTALLERS,
-           STORM_ROUNDS);
-}
-
 /* ---- a runtime's handler in front of wxjit's ----------------------------
  * Installed after wxjit_fault_handler_install, as Mono or a JVM would: it
  * asks wxjit_handle_fault first and forwards what it does not handle to
@@ -366,20 +193,6 @@ static void runtime_handler(int sig, siginfo_t *info, void *uc)
     if (wxjit_handle_fault(sig, info, uc))
         return;
     runtime_prev.sa_sigaction(sig, info, uc); /* chain */
-}
-
-struct plain_exec {
-    void *fn;
-    _Atomic pid_t tid;
-    int result;
-};
-
-static void *plain_executor(void *arg)
-{
-    struct plain_exec *e = arg;
-    atomic_store(&e->tid, (pid_t)syscall(SYS_gettid));
-    e->result = as_fn(e->fn)();
-    return NULL;
 }
 
 /* A jump to address 0. Through a volatile: a call through a literal
@@ -419,7 +232,7 @@ static void test_runtime_after(void)
     pthread_t t;
     uint64_t before = retried(x.h);
     CHECK(pthread_create(&t, NULL, plain_executor, &e) == 0, "thread");
-    wait_in_futex(&e.tid);
+    wxtest_wait_in_futex(&e.tid);
     release(&x);
     pthread_join(t, NULL);
     CHECK_EQ(e.result, 9);
@@ -440,8 +253,7 @@ static void test_runtime_after(void)
                     wxtest_emulator_loses_requeued_fault());
     else
         wxtest_expect_signal("NULL call through the runtime's handler",
-                             wxtest_in_child(null_call_child, NULL),
-                             SIGSEGV);
+                             wxtest_in_child(null_call_child, NULL), SIGSEGV);
 
     CHECK(sigaction(SIGSEGV, &runtime_prev, NULL) == 0, "sigaction");
     CHECK_OK(wxjit_fault_handler_uninstall());
@@ -453,7 +265,7 @@ static void test_runtime_after(void)
            atomic_load(&runtime_calls));
 }
 
-/* ---- repeated install/uninstall ------------------------------------------ */
+/* ---- repeated install/uninstall ----------------------------------------- */
 static void sigaction_same(const struct sigaction *a,
                            const struct sigaction *b, const char *what)
 {
@@ -520,7 +332,7 @@ static void reinstall_child(void *arg)
         struct plain_exec e = {x.fn, 0, 0};
         pthread_t t;
         CHECK(pthread_create(&t, NULL, plain_executor, &e) == 0, "thread");
-        wait_in_futex(&e.tid);
+        wxtest_wait_in_futex(&e.tid);
         release(&x);
         pthread_join(t, NULL);
         CHECK_EQ(e.result, round);
@@ -532,7 +344,8 @@ static void reinstall_child(void *arg)
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("  1000 nested install/uninstall pairs restored the previous "
            "handler each time; 20 retried faults during %lu concurrent "
-           "install/uninstall cycles\n", c.cycles);
+           "install/uninstall cycles\n",
+           c.cycles);
     fflush(stdout);
     /* The previous handler still gets foreign faults. */
     call_null();
@@ -545,18 +358,21 @@ static void test_reinstall(void)
                        wxtest_in_child(reinstall_child, NULL), 42);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
     page = (size_t)sysconf(_SC_PAGESIZE);
     CHECK_OK(wxjit_fault_handler_install());
     printf("test_signals: faults held by toggle pages; other heaps use "
            "the backend WXJIT_BACKEND picks\n");
-    test_altstack();
-    test_locks();
-    test_storm();
-    test_runtime_after();
-    test_reinstall();
+    if (wxtest_selected(argc, argv, "altstack"))
+        test_altstack();
+    if (wxtest_selected(argc, argv, "locks"))
+        test_locks();
+    if (wxtest_selected(argc, argv, "runtime_after"))
+        test_runtime_after();
+    if (wxtest_selected(argc, argv, "reinstall"))
+        test_reinstall();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_signals: ok\n");

@@ -136,6 +136,15 @@ int main(int argc, char **argv)
     struct timespec ts = {(time_t)seconds,
                           (long)((seconds - (double)(time_t)seconds) * 1e9)};
     nanosleep(&ts, NULL);
+    /* toggle must show the retry path ran: a one-thread-at-a-time
+     * scheduler (Valgrind) may need longer to let an executor meet a page
+     * mid-write; up to 5 times the time asked for. */
+    wxjit_backend chosen;
+    CHECK_OK(wxjit_heap_backend(heap, &chosen));
+    while (chosen == WXJIT_BACKEND_TOGGLE &&
+           wxtest_stats_of(heap).faults_retried == 0 &&
+           now_s() - start < 5 * seconds)
+        usleep(100 * 1000);
     atomic_store(&stop, true);
     for (int i = 0; i < installers + executors; i++)
         pthread_join(threads[i], NULL);

@@ -15,6 +15,11 @@ static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
     return (uintptr_t)uc->uc_mcontext.pc;
 }
 
+static inline uintptr_t wxj_arch_sp(const ucontext_t *uc)
+{
+    return (uintptr_t)uc->uc_mcontext.sp;
+}
+
 /* brk #0: SIGTRAP (TRAP_BRKPT) wherever an aligned fetch lands. Each byte
  * gets the byte of that encoding its address selects, so a range that
  * starts or ends inside a word (the tail after `used` bytes of an in-place

@@ -20,6 +20,11 @@ static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
     return (uintptr_t)uc->uc_mcontext.__gregs[0]; /* REG_PC */
 }
 
+static inline uintptr_t wxj_arch_sp(const ucontext_t *uc)
+{
+    return (uintptr_t)uc->uc_mcontext.__gregs[2]; /* REG_SP */
+}
+
 /* c.ebreak (0x9002): SIGTRAP (TRAP_BRKPT) at every 2-byte boundary, where
  * a C-extension fetch may land; a 4-byte ebreak entered at its middle
  * decodes as something else. A hart without C takes SIGILL instead, still

@@ -16,6 +16,11 @@ static inline uintptr_t wxj_arch_pc(const ucontext_t *uc)
     return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
 }
 
+static inline uintptr_t wxj_arch_sp(const ucontext_t *uc)
+{
+    return (uintptr_t)uc->uc_mcontext.gregs[REG_RSP];
+}
+
 static inline void wxj_arch_trap_fill(void *dst, size_t n)
 {
     memset(dst, 0xcc, n); /* int3: one byte, so every offset traps */
