@@ -7,9 +7,16 @@ import os
 import struct
 
 OPS = ['create', 'destroy', 'reserve', 'commit', 'abort', 'install', 'patch',
-       'patch_atomic', 'free', 'stats', 'handle_fault', 'handler', 'backend']
+       'patch_atomic', 'free', 'stats', 'handle_fault', 'handler', 'backend',
+       'commit_batch', 'thread_exit', 'fork', 'inject', 'share']
 OP = {name: i for i, name in enumerate(OPS)}
 HEAP0 = 0  # heap selector: the first live heap
+
+
+def on(t, data):
+    """The same op run on thread t (0 main, 1-4 workers): the op byte
+    names its thread as op + len(OPS) * t."""
+    return bytes([data[0] + len(OPS) * t]) + data[1:]
 
 
 def code(k=0, value=42, seed=7):
@@ -60,6 +67,24 @@ def patch_atomic(width_sel=2, sel=0, off=4, data=b'\x55\x66\x77\x88'):
         struct.pack('<H', off) + bytes([0]) + data
 
 
+def commit_batch(sels_used):
+    out = bytes([OP['commit_batch'], HEAP0, len(sels_used) - 1])
+    for sel, usel in sels_used:
+        out += bytes([sel, usel])
+    return out
+
+
+def thread_exit(worker):
+    return bytes([OP['thread_exit'], worker - 1])
+
+
+def inject(kind=0, nth=1, many=False, err=0):
+    """kind: 0 mmap, 1 mprotect, 2 memfd/shm/tmpfile, 3 ftruncate,
+    4 pwrite; err: ENOMEM EACCES EMFILE EAGAIN ENOSPC EIO."""
+    return bytes([OP['inject'], kind + 5 * (nth - 1) + (20 if many else 0),
+                  err])
+
+
 SEEDS = {
     'install-call-free': install(value=1) + install(value=2, k=3) +
     install(value=3, align=1) + free(0) + free(8) + bytes([OP['stats'], 0, 0]),
@@ -80,6 +105,32 @@ SEEDS = {
     create(7) + bytes([OP['destroy'], 0, OP['backend'], 6, 0]) + install(),
     'churn': b''.join(install(value=i, n=16 + 8 * (i % 9)) + free(i % 3 * 16)
                       for i in range(24)),
+    # Multi-threaded: each worker installs into its own pool, all call.
+    'threads-install': b''.join(on(t, install(value=t, n=24 + 8 * t))
+                                for t in range(5)) +
+    on(2, free(0)) + on(3, install(value=9)),
+    # A worker reserves and exits; another thread adopts its pool and
+    # commits the orphaned reservation; a third installs.
+    'thread-exit-adopt': on(1, reserve(200, value=5)) + thread_exit(1) +
+    on(2, reserve(64, value=6)) + on(2, abort(0)) + on(2, commit(0, 3)) +
+    on(3, install(value=7)) + on(2, install(value=8)),
+    # In-place ownership: another thread's commit and abort get EPERM.
+    'in-place-owner': on(1, reserve(40, in_place=True, value=3)) +
+    on(2, commit(0, 2)) + on(3, abort(0)) + on(1, commit(0, 2)),
+    'batch': reserve(40, value=1) + reserve(90, value=2) +
+    reserve(30, in_place=True, value=3) +
+    commit_batch([(0, 2), (16, 2), (32, 3)]),
+    'fork': install(value=4) + on(1, install(value=5)) +
+    on(2, reserve(40, in_place=True)) + on(1, bytes([OP['fork'], 0])),
+    'inject': inject(0, 1) + install(value=1) + inject(1, 2, True, 1) +
+    install(value=2) + inject(2, 1, False, 2) + reserve(48) +
+    inject(1, 1, False, 0) + free(0) + inject(3, 1) + on(1, install()),
+    # Concurrent mode: publish a function, patch its immediate
+    # atomically (k=3 puts imm32 at offset 4) while others churn.
+    'share-patch': install(value=11, k=3) + bytes([OP['share'], 0]) +
+    on(1, install(value=12)) + patch_atomic(2, 0, 4) +
+    on(2, install(value=13, k=3)) + on(2, bytes([OP['share'], 1])) +
+    on(3, free(16)) + on(4, patch_atomic(2, 1, 4)),
 }
 
 

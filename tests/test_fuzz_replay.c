@@ -1,15 +1,21 @@
 /* Replays the fuzzer's inputs, fuzz/corpus/ (seeds and what fuzzing kept)
  * and fuzz/regressions/ (inputs that once found a bug), through the same
- * harness and its model checks, built with the test compiler and without
- * libFuzzer, so every `make test` runs them on both backends. */
+ * harness and its model checks (the fuzz/ sources, built into this test
+ * with the test compiler and without libFuzzer), so every `make test` runs
+ * them on both backends: everything in the serial mode, the regressions
+ * and seeds also in the concurrent mode. */
 #include <dirent.h>
 #ifdef WXJIT_HAVE_VALGRIND_H
 #include <valgrind/valgrind.h>
 #endif
 
-#include "../fuzz/fuzz_api.c"
+#include "../fuzz/fuzz.h"
 
-static int replay_dir(const char *root, const char *sub)
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* prefix: replay only the files whose name starts with it ("" for all). */
+static int replay_dir(const char *root, const char *sub, const char *prefix)
 {
     char path[4096];
     snprintf(path, sizeof(path), "%s/fuzz/%s", root, sub);
@@ -20,7 +26,8 @@ static int replay_dir(const char *root, const char *sub)
     }
     int count = 0;
     for (struct dirent *e; (e = readdir(dir));) {
-        if (e->d_name[0] == '.')
+        if (e->d_name[0] == '.' ||
+            strncmp(e->d_name, prefix, strlen(prefix)))
             continue;
         snprintf(path, sizeof(path), "%s/fuzz/%s/%s", root, sub, e->d_name);
         FILE *f = fopen(path, "rb");
@@ -35,7 +42,9 @@ static int replay_dir(const char *root, const char *sub)
         count++;
     }
     closedir(dir);
-    printf("  fuzz/%s: %d inputs replayed, every check held\n", sub, count);
+    printf("  fuzz/%s%s%s: %d inputs replayed (%s mode), every check held\n",
+           sub, *prefix ? "/" : "", *prefix ? prefix : "", count,
+           concurrent ? "concurrent" : "serial");
     return count;
 }
 
@@ -65,7 +74,11 @@ int main(int argc, char **argv)
     }
     LLVMFuzzerInitialize(&argc, &argv);
     printf("test_fuzz_replay: the fuzz harness on its saved inputs\n");
-    int n = replay_dir(root, "corpus") + replay_dir(root, "regressions");
+    int n = replay_dir(root, "corpus", "") +
+            replay_dir(root, "regressions", "");
+    concurrent = true;
+    n += replay_dir(root, "corpus", "seed-") +
+         replay_dir(root, "regressions", "");
     if (n == 0) {
         fprintf(stderr, "test_fuzz_replay: no inputs found\n");
         return 1;

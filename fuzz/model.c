@@ -1,0 +1,329 @@
+/* The model: what must exist (heaps, live functions with their bytes and
+ * return values, open reservations and the thread that owns each), looked
+ * up and updated by the ops, and arguments picked from it: mostly valid
+ * ones, sometimes stale, forged or garbage ones that must be refused. */
+#include "fuzz.h"
+
+struct mheap heaps[MAX_HEAPS];
+struct mfunc funcs[MAX_FUNCS];
+struct mres res[MAX_RES];
+wxjit_heap *dead[MAX_STALE];            /* destroyed handles */
+void *stale_ptrs[MAX_STALE];            /* freed function starts */
+wxjit_reservation stale_res[MAX_STALE]; /* consumed reservations */
+unsigned n_dead, n_stale_ptr, n_stale_res;
+size_t page;
+bool trace, concurrent, injecting;
+wxjit_backend env_backend;
+int cur;
+
+size_t granules(size_t bytes)
+{
+    return (bytes + WXJ_GRANULE - 1) / WXJ_GRANULE;
+}
+
+size_t round_page(size_t v) { return (v + page - 1) / page * page; }
+
+typedef int (*int_fn)(void);
+
+int call(const void *exec)
+{
+    int_fn fn;
+    memcpy(&fn, &exec, sizeof(fn));
+    return fn();
+}
+
+struct wxj_chunk *chunk_of(int hi, const void *p)
+{
+    return heaps[hi].alive ? wxj_chunk_find(heaps[hi].h, p) : NULL;
+}
+
+static bool pages_meet(const uint8_t *a, size_t len, const struct mres *m)
+{
+    uintptr_t first = (uintptr_t)a / page,
+              last = ((uintptr_t)a + len - 1) / page;
+    uintptr_t f = (uintptr_t)m->r.exec / page,
+              l = ((uintptr_t)m->r.exec + m->r.size - 1) / page;
+    return f <= last && first <= l;
+}
+
+/* Whether an open in-place reservation of heap hi (but except) lies on a
+ * page of [a, a + len). */
+NO_COVERAGE bool on_open_in_place(int hi, const uint8_t *a, size_t len,
+                                  const struct mres *except)
+{
+    for (int i = 0; i < MAX_RES; i++) {
+        const struct mres *m = &res[i];
+        if (m->used && m != except && m->heap == hi && m->in_place &&
+            pages_meet(a, len, m))
+            return true;
+    }
+    return false;
+}
+
+/* The same, only thread t's own in-place reservations. */
+NO_COVERAGE bool on_open_in_place_of(int hi, const uint8_t *a, size_t len,
+                                     const struct mres *except, int t)
+{
+    for (int i = 0; i < MAX_RES; i++) {
+        const struct mres *m = &res[i];
+        if (m->used && m != except && m->heap == hi && m->in_place &&
+            m->owner == t && pages_meet(a, len, m))
+            return true;
+    }
+    return false;
+}
+
+/* The same, where such pages are held writable, not executable (toggle). */
+NO_COVERAGE bool held_by_reservation(int hi, const uint8_t *a, size_t len,
+                                     const struct mres *except)
+{
+    return heaps[hi].backend == WXJIT_BACKEND_TOGGLE &&
+           on_open_in_place(hi, a, len, except);
+}
+
+/* The same, held by a thread other than the current one: writing there
+ * waits until that thread commits or aborts, which with ops run one at a
+ * time never comes (documented: keep windows short). */
+NO_COVERAGE bool held_by_other(int hi, const uint8_t *a, size_t len)
+{
+    if (heaps[hi].backend != WXJIT_BACKEND_TOGGLE)
+        return false;
+    for (int i = 0; i < MAX_RES; i++) {
+        const struct mres *m = &res[i];
+        if (m->used && m->heap == hi && m->in_place && m->owner != cur &&
+            pages_meet(a, len, m))
+            return true;
+    }
+    return false;
+}
+
+struct mfunc *func_at(int hi, const uint8_t *p)
+{
+    for (int i = 0; i < MAX_FUNCS; i++)
+        if (funcs[i].used && funcs[i].heap == hi && funcs[i].exec == p)
+            return &funcs[i];
+    return NULL;
+}
+
+/* The live function of heap hi whose block holds [p, p + len). */
+struct mfunc *func_holding(int hi, const uint8_t *p, size_t len)
+{
+    for (int i = 0; i < MAX_FUNCS; i++) {
+        struct mfunc *f = &funcs[i];
+        if (f->used && f->heap == hi && p >= f->exec &&
+            p < f->exec + f->size && len <= (size_t)(f->exec + f->size - p))
+            return f;
+    }
+    return NULL;
+}
+
+struct mfunc *func_slot(void)
+{
+    for (int i = 0; i < MAX_FUNCS; i++)
+        if (!funcs[i].used)
+            return &funcs[i];
+    return NULL;
+}
+
+struct mres *res_slot(void)
+{
+    for (int i = 0; i < MAX_RES; i++)
+        if (!res[i].used)
+            return &res[i];
+    return NULL;
+}
+
+/* A used entry chosen by the input, or NULL when there is none. */
+struct mfunc *pick_func(unsigned sel)
+{
+    for (unsigned i = 0; i < MAX_FUNCS; i++)
+        if (funcs[(sel + i) % MAX_FUNCS].used)
+            return &funcs[(sel + i) % MAX_FUNCS];
+    return NULL;
+}
+
+struct mres *pick_open(unsigned sel)
+{
+    for (unsigned i = 0; i < MAX_RES; i++)
+        if (res[(sel + i) % MAX_RES].used)
+            return &res[(sel + i) % MAX_RES];
+    return NULL;
+}
+
+void remember_ptr(void *p)
+{
+    stale_ptrs[n_stale_ptr++ % MAX_STALE] = p;
+}
+
+/* A heap argument: usually a live heap (*hi its index), sometimes a
+ * destroyed handle or NULL (*hi -1, unless a new heap reuses the handle). */
+wxjit_heap *pick_heap(struct input *in, int *hi)
+{
+    unsigned sel = u8(in);
+    wxjit_heap *h = NULL;
+    *hi = -1;
+    if (sel % 8 < 6) {
+        for (int i = 0; i < MAX_HEAPS; i++) {
+            int j = (int)((sel / 8 + i) % MAX_HEAPS);
+            if (heaps[j].alive) {
+                *hi = j;
+                return heaps[j].h;
+            }
+        }
+    } else if (sel % 8 == 6 && n_dead) {
+        h = dead[(sel / 8) % (n_dead < MAX_STALE ? n_dead : MAX_STALE)];
+    }
+    for (int i = 0; i < MAX_HEAPS; i++)
+        if (h && heaps[i].alive && heaps[i].h == h)
+            *hi = i;
+    return h;
+}
+
+/* Could the current checks take r for an open reservation? Only when one
+ * is open at r->exec with as many granules (claim_reservation in code.c
+ * checks exec, granule count and that the fields agree with each other,
+ * not that they are that reservation's own). Strict mode asks more. */
+static bool passes_for_open(const wxjit_reservation *r)
+{
+    for (int i = 0; i < MAX_RES; i++)
+        if (res[i].used && res[i].r.exec == r->exec &&
+            (FUZZ_STRICT_RESERVATIONS
+                 ? !memcmp(&res[i].r, r, sizeof(*r))
+                 : granules(res[i].r.size) == granules(r->size)))
+            return true;
+    return false;
+}
+
+/* A reservation argument: an open one (*open set), or a forged one, a
+ * stale copy of a consumed one, or NULL, which must all be refused. */
+wxjit_reservation *pick_res(struct input *in, wxjit_reservation *tmp,
+                            struct mres **open)
+{
+    unsigned sel = u8(in), k = sel % 16;
+    struct mres *m = pick_open(sel / 16);
+    *open = NULL;
+    if (k >= 14)
+        return NULL;
+    if (k >= 10 || !m) {
+        if (!n_stale_res)
+            return NULL;
+        *tmp = stale_res[(sel / 16) %
+                         (n_stale_res < MAX_STALE ? n_stale_res : MAX_STALE)];
+        return passes_for_open(tmp) ? NULL : tmp;
+    }
+    if (k < 7) {
+        *open = m;
+        return &m->r;
+    }
+    *tmp = m->r;
+    switch (u8(in) % 5) {
+    case 0: tmp->exec = (uint8_t *)tmp->exec + WXJ_GRANULE; break;
+    case 1: tmp->internal[1] ^= (uintptr_t)1 << (u8(in) % 64); break;
+    case 2: /* bit 0 is the in-place flag: see FUZZ_STRICT_RESERVATIONS */
+        tmp->internal[0] ^= (uintptr_t)1 << (u8(in) % 64);
+        break;
+    case 3: tmp->size += 1 + u8(in) % 32; break;
+    default: tmp->write = (uint8_t *)tmp->write + 1; break;
+    }
+    if (!FUZZ_STRICT_RESERVATIONS &&
+        (tmp->internal[0] ^ m->r.internal[0]) == 1)
+        return NULL;
+    return passes_for_open(tmp) ? NULL : tmp;
+}
+
+struct mfunc *add_func(int hi, uint8_t *exec, const uint8_t *bytes,
+                       size_t used, size_t code_len, size_t imm_at,
+                       int32_t value)
+{
+    struct mfunc *f = func_slot();
+    FUZZ_CHECK(f, "function table full");
+    size_t n = granules(used);
+    /* Invariant 2, at the moment it would break: say who holds the space. */
+    check_no_overlap(hi, exec, n, "new function", NULL);
+    f->bytes = malloc(n * WXJ_GRANULE);
+    FUZZ_CHECK(f->bytes, "malloc");
+    memcpy(f->bytes, bytes, used);
+    memset(f->bytes + used, TRAP, n * WXJ_GRANULE - used);
+    f->used = true;
+    f->heap = hi;
+    f->thread = cur;
+    f->exec = exec;
+    f->n = n;
+    f->size = used;
+    f->callable = code_len != 0 && used >= code_len;
+    f->code_end = code_len ? code_len : 0;
+    f->imm_at = imm_at;
+    f->value = value;
+    f->shared = 0;
+    heaps[hi].installs++;
+    return f;
+}
+
+void drop_func(struct mfunc *f)
+{
+    free(f->bytes);
+    memset(f, 0, sizeof(*f));
+}
+
+void drop_res(struct mres *m)
+{
+    stale_res[n_stale_res++ % MAX_STALE] = m->r;
+    free(m->bytes);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ENOMEM is correct only when the heap's cap leaves no room. */
+void check_enomem(int hi, size_t size)
+{
+    wxjit_stats s;
+    EXPECT(wxjit_stats_get(heaps[hi].h, &s), 0);
+    FUZZ_CHECK(heaps[hi].max_bytes &&
+                   s.bytes_mapped + round_page(size) > heaps[hi].max_bytes,
+               "ENOMEM for %zu bytes with %llu mapped, cap %zu", size,
+               (unsigned long long)s.bytes_mapped, heaps[hi].max_bytes);
+}
+
+void stats_before(int hi, wxjit_stats *s)
+{
+    memset(s, 0, sizeof(*s));
+    if (hi >= 0 && heaps[hi].alive)
+        EXPECT(wxjit_stats_get(heaps[hi].h, s), 0);
+}
+
+NO_COVERAGE void check_unchanged(int hi, const wxjit_stats *before, int err,
+                                 const char *what)
+{
+    if (hi < 0 || !heaps[hi].alive)
+        return;
+    wxjit_stats after;
+    EXPECT(wxjit_stats_get(heaps[hi].h, &after), 0);
+    if (concurrent) /* executors' faults are retried meanwhile */
+        after.faults_retried = before->faults_retried;
+    if (FUZZ_KNOWN_FAILED_GROWTH && injecting) {
+        /* A failed call keeps the chunk it mapped (listed in README). */
+        after.bytes_mapped = before->bytes_mapped;
+        after.chunks = before->chunks;
+        after.pages = before->pages;
+    }
+    const uint64_t *a = (const uint64_t *)before, *b = (const uint64_t *)&after;
+    static const char *const names[] = {
+        "installs", "frees", "bytes_live", "bytes_mapped", "pages", "chunks",
+        "mprotect_calls", "map_calls", "syscalls", "faults_retried",
+        "faults_forwarded"};
+    for (size_t i = 0; i < sizeof(after) / sizeof(uint64_t); i++)
+        FUZZ_CHECK(a[i] == b[i],
+                   "%s failed (%d, %s) but changed %s: %llu -> %llu", what,
+                   err, strerror(err), names[i], (unsigned long long)a[i],
+                   (unsigned long long)b[i]);
+}
+
+bool injected(int hi, const wxjit_stats *before, int err, const char *what)
+{
+    if (!injecting || err == 0)
+        return false;
+    FUZZ_CHECK(err > 0 && err != EINVAL, "%s: injected failure gave %d",
+               what, err);
+    TRACE("%s failed by injection: %s\n", what, strerror(err));
+    check_unchanged(hi, before, err, what);
+    return true;
+}
