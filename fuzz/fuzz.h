@@ -55,12 +55,6 @@
 #define FUZZ_KNOWN_DEFECT_9 0
 #endif
 
-#ifndef FUZZ_KNOWN_RX_FLIP /* toggle: a failed RX flip leaves live code RW */
-#define FUZZ_KNOWN_RX_FLIP 1
-#endif
-#ifndef FUZZ_KNOWN_FAILED_GROWTH /* a failed call keeps the chunk it mapped */
-#define FUZZ_KNOWN_FAILED_GROWTH 1
-#endif
 
 /* The checks are not what is being fuzzed: their loops would only slow
  * the fuzzer down and flood it with meaningless coverage. */
@@ -168,6 +162,10 @@ extern int cur;            /* the thread running the current op */
 /* Failure injection armed for the current op (ops_other.c): a call may
  * then fail with any errno, and must change nothing when it does. */
 extern bool injecting;
+/* The heap whose injected failure may have left a page abandoned (toggle:
+ * writable, held for nobody, its executors waiting); -1 if none. The
+ * header's contract: the next call on the heap makes it executable. */
+extern int recover_heap;
 
 size_t granules(size_t bytes);
 size_t round_page(size_t v);

@@ -80,6 +80,11 @@ static void run_step(void *p)
     ops[s->op](s->in);
     if (s->injected)
         inject_disarm();
+    if (recover_heap >= 0 && heaps[recover_heap].alive) {
+        /* Any call on the heap, even one refused: a foreign free. */
+        EXPECT(wxjit_free(heaps[recover_heap].h, (void *)page), EINVAL);
+    }
+    recover_heap = -1;
     check_calls();
 }
 

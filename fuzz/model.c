@@ -15,6 +15,7 @@ size_t page;
 bool trace, concurrent, injecting;
 wxjit_backend env_backend;
 int cur;
+int recover_heap = -1;
 
 size_t granules(size_t bytes)
 {
@@ -299,8 +300,9 @@ NO_COVERAGE void check_unchanged(int hi, const wxjit_stats *before, int err,
     EXPECT(wxjit_stats_get(heaps[hi].h, &after), 0);
     if (concurrent) /* executors' faults are retried meanwhile */
         after.faults_retried = before->faults_retried;
-    if (FUZZ_KNOWN_FAILED_GROWTH && injecting) {
-        /* A failed call keeps the chunk it mapped (listed in README). */
+    if (injecting) {
+        /* A failed call keeps the capacity it mapped (the header's
+         * conventions): chunks and pages handed to pools. */
         after.bytes_mapped = before->bytes_mapped;
         after.chunks = before->chunks;
         after.pages = before->pages;
@@ -325,5 +327,7 @@ bool injected(int hi, const wxjit_stats *before, int err, const char *what)
                what, err);
     TRACE("%s failed by injection: %s\n", what, strerror(err));
     check_unchanged(hi, before, err, what);
+    if (hi >= 0)
+        recover_heap = hi;
     return true;
 }

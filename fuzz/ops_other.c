@@ -362,9 +362,6 @@ bool inject_arm(enum op op)
     if (!pending.armed)
         return false;
     pending.armed = false;
-    if (FUZZ_KNOWN_RX_FLIP && pending.kind == WXJ_CALL_MPROTECT &&
-        env_backend == WXJIT_BACKEND_TOGGLE)
-        return false;
     TRACE("inject: call %u (x%u) of kind %d fails with %s\n", pending.nth,
           pending.count, (int)pending.kind, strerror(pending.err));
     wxj_os_inject(pending.kind, pending.nth, pending.count, pending.err);
