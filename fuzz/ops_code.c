@@ -431,15 +431,17 @@ void op_patch_atomic(struct input *in)
     patch_bytes(in, f, off, width, false, b);
     uint64_t v = 0;
     memcpy(&v, b, width); /* little-endian host */
-    struct mfunc old = *f;
+    uint8_t old_bytes[8];
+    int32_t old_value = f->value;
+    memcpy(old_bytes, f->bytes + off, width); /* f->bytes changes below */
     apply_patch(f, off, b, width);
     share_patched(f); /* executors accept the new value from now on */
     wxjit_stats before;
     stats_before(hi, &before);
     int err = wxjit_patch_atomic(h, addr, v, width);
     if (injected(hi, &before, err, "patch_atomic")) {
-        memcpy(f->bytes + off, old.bytes + off, width);
-        f->value = old.value;
+        memcpy(f->bytes + off, old_bytes, width);
+        f->value = old_value;
         share_patched(f);
         return;
     }
