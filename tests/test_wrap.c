@@ -138,9 +138,16 @@ int main(void)
     wxtest_enter_wx_policy();
     CHECK_OK(wxjit_fault_handler_install());
     printf("test_wrap: page sequence words started near the wrap (toggle)\n");
-    wxtest_expect_exit_within("patches across the sequence wrap while an "
-                              "executor runs other code on the page",
-                              wrap_child, NULL, 60, 0);
+    if (wxtest_emulator())
+        wxtest_skip("patches across the sequence wrap while an executor "
+                    "runs other code on the page",
+                    "qemu-user 7.2 aborts itself under this fault load "
+                    "(cpu_exec: assertion cpu == current_cpu), with or "
+                    "without wxjit's SA_NODEFER");
+    else
+        wxtest_expect_exit_within("patches across the sequence wrap while "
+                                  "an executor runs other code on the page",
+                                  wrap_child, NULL, 60, 0);
     serials_across_wrap();
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_wrap: ok\n");
