@@ -40,9 +40,15 @@ def install(n=32, value=42, k=0, align=0):
         code(k, value)
 
 
-def reserve(n=48, in_place=False, value=7, k=0):
-    return bytes([OP['reserve'], HEAP0]) + small(n) + \
+def reserve(n=48, in_place=False, value=7, k=0, size=None):
+    return bytes([OP['reserve'], HEAP0]) + (size or small(n)) + \
         bytes([0, 5 if in_place else 0, 0]) + code(k, value)
+
+
+def over_page(granules=1, extra=1):
+    """pick_size() class 15: a page + 16 * granules + extra bytes, a block
+    that spans two pages."""
+    return bytes([15, granules, extra - 1])
 
 
 def commit(sel=0, used_class=2):
@@ -114,6 +120,11 @@ SEEDS = {
     'thread-exit-adopt': on(1, reserve(200, value=5)) + thread_exit(1) +
     on(2, reserve(64, value=6)) + on(2, abort(0)) + on(2, commit(0, 3)) +
     on(3, install(value=7)) + on(2, install(value=8)),
+    # The same with a reservation spanning two pages, committed whole: the
+    # adopting thread's tail then starts on the second page.
+    'thread-exit-adopt-two-pages': on(1, reserve(size=over_page(), value=5)) +
+    thread_exit(1) + on(2, reserve(64, value=6)) + on(2, abort(16)) +
+    on(2, commit(0, 2)) + on(3, install(value=7)) + on(2, install(value=8)),
     # In-place ownership: another thread's commit and abort get EPERM.
     'in-place-owner': on(1, reserve(40, in_place=True, value=3)) +
     on(2, commit(0, 2)) + on(3, abort(0)) + on(1, commit(0, 2)),
