@@ -345,6 +345,27 @@ NO_COVERAGE void check_calls(void)
     }
 }
 
+/* Each pool's tail: the cursor inside [tail_start, limit], and nothing
+ * from the cursor on is in use (it is the pool's to hand out next). Space
+ * before tail_start is visible to other pools' refills: a cursor below it
+ * is the first step to two functions at one address (issue 11, defect 1),
+ * caught here before any install lands there. Checked between ops, when
+ * no owner is inside an operation. */
+NO_COVERAGE static void check_pools(int hi)
+{
+    for (struct wxj_pool *p = heaps[hi].h->pools; p; p = p->next) {
+        if (!p->chunk)
+            continue;
+        FUZZ_CHECK(p->tail_start <= p->cursor && p->cursor <= p->limit,
+                   "pool tail [%zu, %zu) with its cursor at %zu", p->tail_start,
+                   p->limit, p->cursor);
+        for (size_t g = p->cursor; g < p->limit; g++)
+            FUZZ_CHECK(!bit((const uint64_t *)p->chunk->used, g),
+                       "granule %zu of a pool's unused tail [%zu, %zu) is in "
+                       "use", g, p->cursor, p->limit);
+    }
+}
+
 NO_COVERAGE void check_all(bool protections)
 {
     for (int hi = 0; hi < MAX_HEAPS; hi++) {
@@ -352,6 +373,7 @@ NO_COVERAGE void check_all(bool protections)
             continue;
         check_stats(hi);
         check_overlaps(hi);
+        check_pools(hi);
         for (struct wxj_chunk *c = heaps[hi].h->chunks; c; c = c->next) {
             check_chunk(hi, c);
             if (protections && heaps[hi].backend == WXJIT_BACKEND_TOGGLE)
