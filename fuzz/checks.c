@@ -246,12 +246,12 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
                        "page %zu: writer %d depth %u, owner thread %d", i,
                        (int)atomic_load(&pg->writer), pg->depth, m->owner);
         /* Or, toggle, widened into by an RX flip at the mapping limit
-         * (injected ENOMEM): taken, trap-filled, made executable. */
+         * (injected ENOMEM): taken and trap-filled, and made executable
+         * (not fresh any more) unless that flip failed too. */
         if (i >= c->fresh_next)
-            FUZZ_CHECK((s == 0 && pg->fresh) ||
-                           (!pg->fresh && s != 0 &&
-                            !(s & WXJ_PAGE_WRITING) &&
-                            all_traps(c->base + i * page, page)),
+            FUZZ_CHECK(s == 0 ? pg->fresh
+                              : !(s & WXJ_PAGE_WRITING) &&
+                                    all_traps(c->base + i * page, page),
                        "page %zu never handed out: state %#x fresh %d", i,
                        s, pg->fresh);
     }
