@@ -228,6 +228,7 @@ int32_t thread_tid(int t);
  * modelled per thread; a new thread starts with none. */
 extern uintptr_t fault_last_addr[NTHREADS];
 extern uint32_t fault_last_state[NTHREADS];
+extern uint64_t fault_last_heap[NTHREADS];
 
 /* ---- concurrent.c -------------------------------------------------------- */
 void executors_start(void);

@@ -182,10 +182,12 @@ void op_handle_fault(struct input *in)
             return;
         if (fetch && s != 0 && !(s & WXJ_PAGE_WRITING) &&
             !(fault_last_addr[cur] == (uintptr_t)addr &&
-              fault_last_state[cur] == s)) {
+              fault_last_state[cur] == s &&
+              fault_last_heap[cur] == chunk->heap->id)) {
             want = 1;
             fault_last_addr[cur] = (uintptr_t)addr;
             fault_last_state[cur] = s;
+            fault_last_heap[cur] = chunk->heap->id;
         }
         if (want)
             heaps[hi].retried++;

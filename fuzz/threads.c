@@ -32,6 +32,7 @@ static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static int32_t main_tid;
 uintptr_t fault_last_addr[NTHREADS];
 uint32_t fault_last_state[NTHREADS];
+uint64_t fault_last_heap[NTHREADS];
 
 /* Lock held. Runs the job posted to thread me, if any. */
 static bool serve(int me)
@@ -74,6 +75,7 @@ NO_COVERAGE static void start(int t)
         sched_yield();
     fault_last_addr[t] = 0;
     fault_last_state[t] = 0;
+    fault_last_heap[t] = 0;
 }
 
 NO_COVERAGE void threads_init(void)

@@ -10,10 +10,11 @@
  *   I2 a declined fault is untouched, so whoever handles it next sees what
  *      the kernel delivered;
  *   I3 no endless retry: a fetch fault that repeats at the same address,
- *      from the same stack pointer, while the page word is unchanged and
- *      not WRITING is declined (a retried instruction faults again with
- *      the same stack pointer; a signal handler that ran JIT code on top
- *      of a fault still to be delivered did not);
+ *      from the same stack pointer, in the same heap, while the page word
+ *      is unchanged and not WRITING is declined (a retried instruction
+ *      faults again with the same stack pointer; a signal handler that ran
+ *      JIT code on top of a fault still to be delivered did not; a heap
+ *      created again at the same address starts its page words afresh);
  *   I4 no self-deadlock: a thread never waits for a page it holds itself;
  *   I5 nesting: the handler runs with SIGSEGV unblocked (SA_NODEFER), so a
  *      signal handler that interrupts a wait and faults on another page
@@ -137,6 +138,7 @@ static __thread uintptr_t last_addr __attribute__((tls_model("initial-exec")));
 static __thread uint32_t last_state
     __attribute__((tls_model("initial-exec")));
 static __thread uintptr_t last_sp __attribute__((tls_model("initial-exec")));
+static __thread uint64_t last_heap __attribute__((tls_model("initial-exec")));
 
 /* Sleeps while the page is WRITING; returns the word that ended the wait.
  * Counted in pg->waiting meanwhile, so that the writer lets us run before
@@ -173,7 +175,8 @@ static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr,
             wxj_os_tid())
             return false; /* I4: we hold it; waiting would never end */
         s = wait_while_writing(pg, s);
-    } else if (last_addr == addr && last_state == s && last_sp == sp) {
+    } else if (last_addr == addr && last_state == s && last_sp == sp &&
+               last_heap == chunk->heap->id) {
         return false; /* I3: retried once already with nothing changed */
     }
     /* Either we waited for a window to close, or the writer closed it
@@ -181,6 +184,7 @@ static bool retry_fault(struct wxj_chunk *chunk, uintptr_t addr,
     last_addr = addr;
     last_state = s;
     last_sp = sp;
+    last_heap = chunk->heap->id;
     return true;
 }
 

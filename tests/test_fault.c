@@ -580,6 +580,57 @@ static void test_unused_space_traps(void)
            WEXITSTATUS(status) == 10 ? "SIGSEGV" : "SIGTRAP");
 }
 
+/* A fetch fault retried once in a heap, then the same fault (address,
+ * page word, stack pointer) in a heap created again at the same address
+ * after the first was destroyed: page words start afresh there, so it is
+ * a new write window's fault, to be retried, not "the same fault again"
+ * (I3). Made by hand through wxjit_handle_fault, as a runtime's own
+ * handler would pass it. Found by the concurrent fuzzer: an executor
+ * calling from the same frame was killed. */
+static int fault_at(void *addr)
+{
+    siginfo_t si;
+    ucontext_t uc;
+    memset(&si, 0, sizeof(si));
+    memset(&uc, 0, sizeof(uc));
+    si.si_signo = SIGSEGV;
+    si.si_code = SEGV_ACCERR;
+    si.si_addr = addr;
+#if defined(__x86_64__)
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)(uintptr_t)addr;
+#elif defined(__aarch64__)
+    uc.uc_mcontext.pc = (uintptr_t)addr;
+#elif defined(__riscv)
+    uc.uc_mcontext.__gregs[0] = (uintptr_t)addr;
+#endif
+    return wxjit_handle_fault(SIGSEGV, &si, &uc);
+}
+
+static void test_fault_in_recreated_heap(void)
+{
+    uint8_t buf[16];
+    size_t n = emit_return_int(buf, 3);
+    void *first = NULL;
+    /* Small chunks: their metadata comes from malloc's heap, not from
+     * mappings that could take the freed chunk's place. */
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = WXJIT_BACKEND_TOGGLE;
+    o.chunk_size = 16 * (size_t)sysconf(_SC_PAGESIZE);
+    for (int round = 0; round < 2; round++) {
+        wxjit_heap *h;
+        void *f;
+        CHECK_OK(wxjit_heap_create(&o, &h));
+        CHECK_OK(wxjit_install(h, buf, n, 0, &f));
+        CHECK(round == 0 || f == first,
+              "setup: the heap created again is at %p, not %p", f, first);
+        first = f;
+        CHECK_EQ(fault_at(f), 1);
+        CHECK_OK(wxjit_heap_destroy(h));
+    }
+    printf("  the same fault in a heap created again at the same address: "
+           "retried\n");
+}
+
 int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
@@ -598,6 +649,8 @@ int main(int argc, char **argv)
     printf("test_fault: forwarding\n");
     if (wxtest_selected(argc, argv, "forward_mask"))
         test_forward_mask();
+    if (wxtest_selected(argc, argv, "recreated_heap"))
+        test_fault_in_recreated_heap();
     if (wxtest_selected(argc, argv, "unused_space_traps"))
         test_unused_space_traps();
     if (argc > 1) {
