@@ -32,20 +32,6 @@ static void *install_int(wxjit_heap *h, int32_t v)
     return exec;
 }
 
-static pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int err = pthread_create(&t, NULL, fn, arg);
-    CHECK(err == 0, "pthread_create: %s", strerror(err));
-    return t;
-}
-
-static void join(pthread_t t)
-{
-    int err = pthread_join(t, NULL);
-    CHECK(err == 0, "pthread_join: %s", strerror(err));
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -78,7 +64,7 @@ static void foreign_end_case(wxjit_heap *h, const char *what)
     struct owner o = {.h = h};
     pthread_barrier_init(&o.reserved, NULL, 2);
     pthread_barrier_init(&o.tried, NULL, 2);
-    pthread_t t = spawn(owner_main, &o);
+    pthread_t t = wxtest_spawn(owner_main, &o);
     pthread_barrier_wait(&o.reserved);
     wxjit_reservation copy = o.r;
     wxjit_stats before = wxtest_stats_of(h), after;
@@ -96,7 +82,7 @@ static void foreign_end_case(wxjit_heap *h, const char *what)
           what, a, strerror(a));
     CHECK_EQ(after.installs, before.installs);
     pthread_barrier_wait(&o.tried);
-    join(t);
+    wxtest_join(t);
     pthread_barrier_destroy(&o.reserved);
     pthread_barrier_destroy(&o.tried);
     printf("  %s: another thread's commit and abort of an in-place "
@@ -185,19 +171,19 @@ static void leaver_child(void *arg)
     struct leaver l = {.h = wxtest_heap_of(WXJIT_BACKEND_AUTO),
                        .cancel = cancel};
     pthread_barrier_init(&l.reserved, NULL, 2);
-    pthread_t t = spawn(leaver_main, &l);
+    pthread_t t = wxtest_spawn(leaver_main, &l);
     if (cancel) {
         pthread_barrier_wait(&l.reserved);
         CHECK(pthread_cancel(t) == 0, "pthread_cancel");
     }
-    join(t);
+    wxtest_join(t);
     printf("    thread %s with an in-place reservation open at %p\n",
            cancel ? "cancelled" : "exited", l.r.exec);
     fflush(stdout);
     /* Another thread runs f: must return (a hang is reported by the
      * parent), with f's value. */
     struct call c = {l.f, 0};
-    join(spawn(call_main, &c));
+    wxtest_join(wxtest_spawn(call_main, &c));
     CHECK(c.result == 81, "an executor of f returned %d, expected 81",
           c.result);
     printf("    an executor of other code on that page returned\n");
@@ -211,7 +197,7 @@ static void leaver_child(void *arg)
           err, strerror(err));
     /* ... and its space is handed out again. */
     struct reuse u = {l.h, l.r.exec, false};
-    join(spawn(reuse_main, &u));
+    wxtest_join(wxtest_spawn(reuse_main, &u));
     CHECK(u.hit,
           "the dead thread's reservation at %p was never handed out "
           "again (%zu installs of a new thread)",
@@ -377,11 +363,11 @@ static unsigned fair_attempt(int attempt)
 {
     struct fair s = {.h = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
     pthread_barrier_init(&s.ready, NULL, 2);
-    pthread_t w = spawn(fair_writer, &s);
+    pthread_t w = wxtest_spawn(fair_writer, &s);
     pthread_barrier_wait(&s.ready); /* f is installed */
-    pthread_t e = spawn(fair_executor, &s);
-    join(w);
-    join(e);
+    pthread_t e = wxtest_spawn(fair_executor, &s);
+    wxtest_join(w);
+    wxtest_join(e);
     pthread_barrier_destroy(&s.ready);
     printf("    attempt %d: %u windows of %d ms on the executor's page (%u "
            "elsewhere); %lu calls; the longest call spanned %u window(s) "

@@ -32,20 +32,6 @@ static void expect_returns(void *f, int32_t v)
     CHECK(got == v, "function at %p returned %d, expected %d", f, got, v);
 }
 
-static pthread_t spawn(void *(*fn)(void *), void *arg)
-{
-    pthread_t t;
-    int err = pthread_create(&t, NULL, fn, arg);
-    CHECK(err == 0, "pthread_create: %s", strerror(err));
-    return t;
-}
-
-static void join(pthread_t t)
-{
-    int err = pthread_join(t, NULL);
-    CHECK(err == 0, "pthread_join: %s", strerror(err));
-}
-
 static pthread_barrier_t barrier;
 
 static void barrier_init(unsigned n)
@@ -72,7 +58,7 @@ static void *install_one(void *arg)
 static void *in_thread(wxjit_heap *h, int32_t v)
 {
     struct one o = {h, v, NULL};
-    join(spawn(install_one, &o));
+    wxtest_join(wxtest_spawn(install_one, &o));
     return o.f;
 }
 
@@ -120,10 +106,10 @@ static void two_threads_round(wxjit_heap *h, const char *what)
         in[t].heap = h;
         in[t].id = t + 1;
     }
-    pthread_t th[2] = {spawn(install_many, &in[0]),
-                       spawn(install_many, &in[1])};
-    join(th[0]);
-    join(th[1]);
+    pthread_t th[2] = {wxtest_spawn(install_many, &in[0]),
+                       wxtest_spawn(install_many, &in[1])};
+    wxtest_join(th[0]);
+    wxtest_join(th[1]);
     pthread_barrier_destroy(&barrier);
     for (int i = 0; i < PER_THREAD; i++)
         for (int j = 0; j < PER_THREAD; j++)
@@ -231,7 +217,7 @@ static void *many_heaps(void *unused)
 
 static void test_many_heaps(void)
 {
-    join(spawn(many_heaps, NULL));
+    wxtest_join(wxtest_spawn(many_heaps, NULL));
 }
 
 /* ---- a thread outliving its heap -----------------------------------------
@@ -256,7 +242,7 @@ static void outlive_case(bool use_recycled)
 {
     struct outlive o = {heap_new(), NULL, NULL, NULL};
     barrier_init(2);
-    pthread_t t = spawn(outlive_thread, &o);
+    pthread_t t = wxtest_spawn(outlive_thread, &o);
     pthread_barrier_wait(&barrier);
     expect_returns(o.f, 5);
     CHECK_OK(wxjit_heap_destroy(o.old));
@@ -264,7 +250,7 @@ static void outlive_case(bool use_recycled)
     if (use_recycled)
         o.recycled = next;
     pthread_barrier_wait(&barrier);
-    join(t);
+    wxtest_join(t);
     pthread_barrier_destroy(&barrier);
     /* Another thread first: the main thread's tail would take the page. */
     void *other = in_thread(next, 8);
@@ -365,12 +351,12 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
     c->heap = heap_new();
     atomic_store(&c->frees_done, false);
     barrier_init(3);
-    pthread_t a = spawn(cross_installer, c);
-    pthread_t b = spawn(cross_freer, c);
-    pthread_t d = spawn(cross_caller, c);
-    join(a);
-    join(b);
-    join(d);
+    pthread_t a = wxtest_spawn(cross_installer, c);
+    pthread_t b = wxtest_spawn(cross_freer, c);
+    pthread_t d = wxtest_spawn(cross_caller, c);
+    wxtest_join(a);
+    wxtest_join(b);
+    wxtest_join(d);
     pthread_barrier_destroy(&barrier);
 
     /* The premise: freed code and called code share a page. */
@@ -477,12 +463,12 @@ static void rewind_case(bool abort_a)
 {
     struct rewind w = {.heap = heap_new(), .abort_a = abort_a};
     pthread_barrier_init(&w.c_done, NULL, 2);
-    join(spawn(rewind_a, &w));
-    pthread_t b = spawn(rewind_b, &w);
+    wxtest_join(wxtest_spawn(rewind_a, &w));
+    pthread_t b = wxtest_spawn(rewind_b, &w);
     pthread_barrier_wait(&w.c_done); /* B has ended A's reservation */
-    join(spawn(rewind_c, &w));
+    wxtest_join(wxtest_spawn(rewind_c, &w));
     pthread_barrier_wait(&w.c_done);
-    join(b);
+    wxtest_join(b);
     pthread_barrier_destroy(&w.c_done);
     const char *what = abort_a ? "A's reservation aborted by B"
                                : "A's reservation committed by B, used 16";

@@ -14,8 +14,8 @@
 
 /* ---- death tests -------------------------------------------------------- */
 
-/* Runs fn(arg) in a child without core dumps; returns its wait status. */
-static inline int wxtest_in_child(void (*fn)(void *), void *arg)
+/* Forks a child without core dumps that runs fn(arg) and exits 0. */
+static inline pid_t wxtest_fork_running(void (*fn)(void *), void *arg)
 {
     fflush(NULL);
     pid_t pid = fork();
@@ -24,8 +24,16 @@ static inline int wxtest_in_child(void (*fn)(void *), void *arg)
         struct rlimit no_core = {0, 0};
         setrlimit(RLIMIT_CORE, &no_core);
         fn(arg);
+        fflush(NULL);
         _exit(0);
     }
+    return pid;
+}
+
+/* Runs fn(arg) in a child without core dumps; returns its wait status. */
+static inline int wxtest_in_child(void (*fn)(void *), void *arg)
+{
+    pid_t pid = wxtest_fork_running(fn, arg);
     int status;
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid: %s", strerror(errno));
     return status;
@@ -66,16 +74,7 @@ static inline void wxtest_expect_exit(const char *what, int status, int code)
 static inline int wxtest_in_child_within(void (*fn)(void *), void *arg,
                                          unsigned seconds, bool *hung)
 {
-    fflush(NULL);
-    pid_t pid = fork();
-    CHECK(pid >= 0, "fork: %s", strerror(errno));
-    if (pid == 0) {
-        struct rlimit no_core = {0, 0};
-        setrlimit(RLIMIT_CORE, &no_core);
-        fn(arg);
-        fflush(NULL);
-        _exit(0);
-    }
+    pid_t pid = wxtest_fork_running(fn, arg);
     struct timespec now, deadline, tick = {0, 1000000}; /* 1 ms */
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += seconds;

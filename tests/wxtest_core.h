@@ -6,6 +6,7 @@
 #define WXTEST_CORE_H
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -185,6 +186,21 @@ static inline void wxtest_enter_wx_policy(void)
 }
 
 /* ---- heaps and their statistics ----------------------------------------- */
+
+/* pthread_create and pthread_join, failing loudly. */
+static inline pthread_t wxtest_spawn(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    int err = pthread_create(&t, NULL, fn, arg);
+    CHECK(err == 0, "pthread_create: %s", strerror(err));
+    return t;
+}
+
+static inline void wxtest_join(pthread_t t)
+{
+    int err = pthread_join(t, NULL);
+    CHECK(err == 0, "pthread_join: %s", strerror(err));
+}
 
 static inline wxjit_heap *wxtest_heap_of(wxjit_backend backend)
 {
