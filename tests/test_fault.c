@@ -621,6 +621,13 @@ static void test_fault_in_recreated_heap(void)
         void *f;
         CHECK_OK(wxjit_heap_create(&o, &h));
         CHECK_OK(wxjit_install(h, buf, n, 0, &f));
+        if (round == 1 && f != first && wxtest_emulator()) {
+            wxtest_skip("a fault in a heap created again at the same "
+                        "address", "qemu-user placed the new chunk "
+                        "elsewhere");
+            CHECK_OK(wxjit_heap_destroy(h));
+            return;
+        }
         CHECK(round == 0 || f == first,
               "setup: the heap created again is at %p, not %p", f, first);
         first = f;
