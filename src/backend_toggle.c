@@ -13,7 +13,8 @@
  * release and must then run. A page whose RX flip failed (ENOMEM at
  * vm.max_map_count) and that nobody will close is left WRITING with the
  * writer WXJ_WRITER_STUCK: executors keep waiting, any later window takes
- * it over, and every later window of the heap tries to flip it. */
+ * it over, and every later operation on the heap tries to flip it
+ * (recover, at the operation's start). */
 #define _GNU_SOURCE /* ucontext register names in arch/ */
 #include <errno.h>
 
@@ -325,7 +326,6 @@ static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
     if (err)
         return err; /* still open and held: the caller decides */
     pages_drop(w->chunk, w->first, w->last);
-    unstick(heap);
     return 0;
 }
 
