@@ -1,6 +1,7 @@
 /* Every public function: what it does on good input, and that bad input
  * returns the documented error and changes nothing (same counters, the
  * existing code still runs). */
+#include "../src/internal.h" /* the failure-injection seam */
 #include "emit.h"
 #include "wxtest.h"
 
@@ -469,6 +470,25 @@ static void test_failed_reserve_stats(void)
                        wxtest_in_child(emfile_child, NULL), 0);
 }
 
+/* A system that refuses to make a page executable again (PR_SET_MDWE,
+ * SELinux without execmod) refuses toggle at heap creation, with the
+ * errno of its probe, instead of failing every install later. The refusal
+ * is simulated through the failure-injection seam. */
+static void test_toggle_refused(void)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h = (wxjit_heap *)&o; /* must stay untouched */
+    o.backend = WXJIT_BACKEND_TOGGLE;
+    wxj_os_inject(WXJ_CALL_MPROTECT, 1, 1, EACCES);
+    CHECK_RET(wxjit_heap_create(&o, &h), EACCES);
+    wxj_os_inject(WXJ_CALL_MPROTECT, 0, 0, 0);
+    CHECK(h == (wxjit_heap *)&o, "out-parameter changed on failure");
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  toggle where PROT_EXEC cannot be regained: heap_create "
+           "fails with the probe's EACCES\n");
+}
+
 int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
@@ -489,6 +509,8 @@ int main(int argc, char **argv)
         test_failed_reserve_stats();
     if (wxtest_selected(argc, argv, "stats_and_handler"))
         test_stats_and_handler();
+    if (wxtest_selected(argc, argv, "toggle_refused"))
+        test_toggle_refused();
     if (wxtest_selected(argc, argv, "destroy"))
         test_destroy();
     CHECK_OK(wxjit_heap_destroy(heap));
