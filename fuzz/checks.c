@@ -1,7 +1,7 @@
 /* The invariant checks run after every op: statistics against the model,
  * each chunk's metadata (granule bitmaps, open bits, free-space bounds,
  * page words) and bytes (live code, write views, traps everywhere else),
- * page protections (toggle), no two live or open ranges overlapping, and
+ * page protections (toggle, procmem), no two live or open ranges overlapping, and
  * every live function returning its value. */
 #include "fuzz.h"
 
@@ -178,9 +178,10 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         set_bits(open, g, 1);
         memset(covered + g, 1, m->n);
         /* The executable view shows what the JIT wrote in place (toggle:
-         * the page itself, dualmap: the same memory), traps otherwise. */
+         * the page itself, dualmap: the same memory), traps otherwise
+         * (procmem: its write views are copies until commit). */
         const uint8_t *exec = m->r.exec;
-        if (m->in_place)
+        if (m->in_place && heaps[hi].backend != WXJIT_BACKEND_PROCMEM)
             check_bytes(exec, m->bytes, m->r.size, "in-place write view");
         else
             check_bytes(exec, NULL, m->r.size, "reserved space");
@@ -230,7 +231,8 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
     }
 
     /* Page words: WRITING exactly on pages an in-place reservation holds
-     * (toggle), by its owner, once; never-handed-out pages untouched. */
+     * (toggle), by its owner, once; never-handed-out pages untouched
+     * (fresh: RW from the mapping; procmem: never). */
     for (size_t i = 0; i < c->npages; i++) {
         struct wxj_page *pg = &c->pages[i];
         uint32_t s = atomic_load(&pg->state);
@@ -248,8 +250,9 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         /* Or, toggle, widened into by an RX flip at the mapping limit
          * (injected ENOMEM): taken and trap-filled, and made executable
          * (not fresh any more) unless that flip failed too. */
+        bool fresh = heaps[hi].backend != WXJIT_BACKEND_PROCMEM;
         if (i >= c->fresh_next)
-            FUZZ_CHECK(s == 0 ? pg->fresh
+            FUZZ_CHECK(s == 0 ? pg->fresh == fresh
                               : !(s & WXJ_PAGE_WRITING) &&
                                     all_traps(c->base + i * page, page),
                        "page %zu never handed out: state %#x fresh %d", i,
@@ -272,6 +275,14 @@ NO_COVERAGE static void check_protections(int hi, struct wxj_chunk *c)
         for (uintptr_t a = lo > base ? lo : base; a < hi_addr && a < top;
              a += page) {
             size_t i = (a - base) / page;
+            if (heaps[hi].backend == WXJIT_BACKEND_PROCMEM) {
+                /* Never writable: executable steps, the rest reserved. */
+                FUZZ_CHECK(!strncmp(perms, i < c->rx_pages ? "r-x" : "---",
+                                    3),
+                           "procmem page %zu (rx up to %zu): %s", i,
+                           c->rx_pages, perms);
+                continue;
+            }
             bool rw = c->pages[i].fresh ||
                       held_by_reservation(hi, (const void *)a, page, NULL);
             FUZZ_CHECK(!strncmp(perms, rw ? "rw-" : "r-x", 3),
@@ -376,7 +387,7 @@ NO_COVERAGE void check_all(bool protections)
         check_pools(hi);
         for (struct wxj_chunk *c = heaps[hi].h->chunks; c; c = c->next) {
             check_chunk(hi, c);
-            if (protections && heaps[hi].backend == WXJIT_BACKEND_TOGGLE)
+            if (protections && heaps[hi].backend != WXJIT_BACKEND_DUALMAP)
                 check_protections(hi, c);
         }
     }

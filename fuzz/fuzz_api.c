@@ -104,10 +104,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     page = wxj_os_page_size();
     const char *env = getenv("WXJIT_BACKEND"), *mode = getenv("FUZZ_MODE");
     trace = getenv("FUZZ_TRACE") && !strcmp(getenv("FUZZ_TRACE"), "1");
-    env_backend = env && !strcmp(env, "toggle") ? WXJIT_BACKEND_TOGGLE
-                                                : WXJIT_BACKEND_DUALMAP;
-    if (env && strcmp(env, "toggle") && strcmp(env, "dualmap")) {
-        fprintf(stderr, "fuzz_api: WXJIT_BACKEND must be toggle or dualmap\n");
+    env_backend = !env                         ? WXJIT_BACKEND_DUALMAP
+                  : !strcmp(env, "toggle")  ? WXJIT_BACKEND_TOGGLE
+                  : !strcmp(env, "dualmap") ? WXJIT_BACKEND_DUALMAP
+                  : !strcmp(env, "procmem") ? WXJIT_BACKEND_PROCMEM
+                                            : WXJIT_BACKEND_AUTO;
+    if (env_backend == WXJIT_BACKEND_AUTO) {
+        fprintf(stderr, "fuzz_api: WXJIT_BACKEND must be toggle, dualmap "
+                        "or procmem\n");
         exit(2);
     }
     if (mode && strcmp(mode, "serial") && strcmp(mode, "concurrent")) {
@@ -127,7 +131,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     threads_init();
     fprintf(stderr, "fuzz_api: W^X policy on, backend %s, %s mode, %d "
                     "threads\n",
-            env_backend == WXJIT_BACKEND_TOGGLE ? "toggle" : "dualmap",
+            getenv("WXJIT_BACKEND"),
             concurrent ? "concurrent" : "serial", NTHREADS);
     return 0;
 }

@@ -24,13 +24,15 @@ void op_create(struct input *in)
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
     unsigned b = u8(in), c = u8(in), m = u8(in), f = u8(in);
     bool null_opts = b % 16 == 15;
-    o.backend = b % 8 < 4 ? WXJIT_BACKEND_AUTO
-                : b % 8 == 7 ? (wxjit_backend)(4 + b / 8 % 100)
-                             : (wxjit_backend)(b % 8 - 3);
+    o.backend = b % 8 < 4    ? WXJIT_BACKEND_AUTO
+                : b % 8 < 7  ? (wxjit_backend)(b % 8 - 3)
+                : b / 8 % 2  ? (wxjit_backend)(5 + b / 16 % 100)
+                             : WXJIT_BACKEND_PROCMEM;
     o.chunk_size = c % 4 == 0   ? 0
                    : c % 4 == 3 ? WXJ_MAX_CHUNK + page * (1 + c / 4 % 2)
                                 : page * (1 + c / 4 % SMALL_CHUNK_PAGES);
     o.max_bytes = m % 2 ? page * (m / 2 % 96) : 0;
+    /* f % 4 == 3: one flag bit, known (NO_WRITABLE_ALIAS...) or not. */
     o.flags = f % 4 == 1   ? WXJIT_HEAP_RW_ON_DEMAND
               : f % 4 == 2 ? WXJIT_HEAP_ALLOW_RWX
               : f % 4 == 3 ? 1u << (2 + f / 4 % 30)
@@ -39,10 +41,14 @@ void op_create(struct input *in)
         o.size = sizeof(o) - 1 - f / 64;
 
     int want = 0;
-    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX;
+    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
+                           WXJIT_HEAP_NO_WRITABLE_ALIAS;
+    bool no_alias = o.flags & WXJIT_HEAP_NO_WRITABLE_ALIAS;
+    wxjit_backend id =
+        o.backend == WXJIT_BACKEND_AUTO ? env_backend : o.backend;
     if (!null_opts) {
         if (o.size < sizeof(o) || o.chunk_size > WXJ_MAX_CHUNK ||
-            (o.flags & ~known) || (unsigned)o.backend >= 4)
+            (o.flags & ~known) || (unsigned)o.backend > 4)
             want = EINVAL;
         else if (o.backend == WXJIT_BACKEND_RWX &&
                  !(o.flags & WXJIT_HEAP_ALLOW_RWX))
@@ -50,8 +56,10 @@ void op_create(struct input *in)
         else if ((o.backend != WXJIT_BACKEND_RWX &&
                   (o.flags & WXJIT_HEAP_ALLOW_RWX)) ||
                  ((o.flags & WXJIT_HEAP_RW_ON_DEMAND) &&
-                  o.backend != WXJIT_BACKEND_DUALMAP &&
-                  o.backend != WXJIT_BACKEND_AUTO))
+                  (no_alias || (o.backend != WXJIT_BACKEND_DUALMAP &&
+                                o.backend != WXJIT_BACKEND_AUTO))) ||
+                 (no_alias && (id == WXJIT_BACKEND_DUALMAP ||
+                               id == WXJIT_BACKEND_RWX)))
             want = EINVAL;
         else if (o.backend == WXJIT_BACKEND_RWX)
             want = EACCES; /* the W^X policy refuses the probe's mapping */
@@ -223,7 +231,7 @@ void op_backend(struct input *in)
     const char *name;
     wxjit_backend any = (wxjit_backend)(sel % 6);
     EXPECT(wxjit_backend_name(any, sel % 16 == 15 ? NULL : &name),
-           (unsigned)any < 4 && sel % 16 != 15 ? 0 : EINVAL);
+           (unsigned)any < 5 && sel % 16 != 15 ? 0 : EINVAL);
 }
 
 /* Worker t exits; a new thread takes its slot. Its pool is retired, and

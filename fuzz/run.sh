@@ -9,14 +9,14 @@
 # the input is then in $FUZZ_BUILD/artifacts-<backend>-<mode>/.
 #   FUZZ_BUILD     build directory (default build-fuzz)
 #   FUZZ_SECONDS   seconds per backend, both modes together (default 60)
-#   FUZZ_BACKENDS  default "toggle dualmap"
+#   FUZZ_BACKENDS  default "toggle dualmap procmem"
 #   FUZZ_MODES     default "serial concurrent"
 #   FUZZ_ARGS      more libFuzzer flags (e.g. -jobs=2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${FUZZ_BUILD:-build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
-backends=${FUZZ_BACKENDS:-toggle dualmap}
+backends=${FUZZ_BACKENDS:-toggle dualmap procmem}
 modes=${FUZZ_MODES:-serial concurrent}
 nmodes=$(wc -w <<<"$modes")
 per_mode=$(( seconds / nmodes > 0 ? seconds / nmodes : 1 ))

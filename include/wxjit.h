@@ -42,12 +42,17 @@ typedef struct wxjit_heap wxjit_heap;
 
 /* How code bytes become executable. */
 typedef enum wxjit_backend {
-    /* The best backend that works on this system: dualmap if shared memory
-     * objects can be mapped twice and code written through the second
-     * mapping runs (not so under some emulators), else toggle (probed once
-     * per process).
-     * The environment variable WXJIT_BACKEND=toggle|dualmap overrides the
-     * choice without a rebuild. */
+    /* The first backend of dualmap, procmem, toggle that works on this
+     * system, probed at each heap creation, each probe running code
+     * written its way (an emulator may miss such writes). dualmap first:
+     * the fastest (no system call, no fault per install) but with a
+     * standing writable alias of the code; procmem next: no alias, one
+     * system call per write, nobody waits; toggle last: two mprotect per
+     * write and executors of the page wait. WXJIT_HEAP_NO_WRITABLE_ALIAS
+     * leaves dualmap out. README's "Hardened systems" says which works
+     * under which policy; wxjit_backend_probe tells why one does not.
+     * The environment variable WXJIT_BACKEND=toggle|dualmap|procmem
+     * overrides the choice without a rebuild. */
     WXJIT_BACKEND_AUTO = 0,
     /* mprotect the pages that receive code RW, copy, back to RX; threads
      * executing those pages meanwhile are held by the fault-retry handler.
@@ -63,6 +68,22 @@ typedef enum wxjit_backend {
     /* Insecure baseline, one RWX mapping, for benchmarks only: refused
      * unless WXJIT_HEAP_ALLOW_RWX is also given. */
     WXJIT_BACKEND_RWX = 3,
+    /* Code pages are mapped read+exec once and never change protection;
+     * wxjit writes code with pwrite on a close-on-exec descriptor of
+     * /proc/self/mem (opened once per process, and once in a fork child),
+     * through which the kernel writes the way a debugger sets a
+     * breakpoint. No writable page and no second mapping exist; one
+     * system call per install, patch or free, and executors never fault
+     * or wait. Write views are scratch copies: write - exec is constant
+     * within a reservation, with or without WXJIT_RESERVE_IN_PLACE.
+     * wxjit_patch_atomic opens a toggle window (RW for the store; needs
+     * the fault handler, as toggle does) since the kernel's copy is not
+     * one store; ENOTSUP where pages cannot regain PROT_EXEC.
+     * Unavailable where /proc/self/mem cannot be opened or written
+     * (proc_mem.force_override=never, no /proc, a seccomp filter) or
+     * anonymous memory cannot be mapped executable (SELinux execmem).
+     * Closing wxjit's descriptor behind its back (closefrom) breaks it. */
+    WXJIT_BACKEND_PROCMEM = 4,
 } wxjit_backend;
 
 /* Heap flags (wxjit_heap_options.flags). */
@@ -73,6 +94,10 @@ enum {
     WXJIT_HEAP_RW_ON_DEMAND = 1u << 0,
     /* Required with WXJIT_BACKEND_RWX, refused otherwise. */
     WXJIT_HEAP_ALLOW_RWX = 1u << 1,
+    /* No standing writable alias of code may exist: AUTO picks procmem or
+     * toggle only; refused (EINVAL) with dualmap, rwx, RW_ON_DEMAND and a
+     * WXJIT_BACKEND variable naming dualmap. */
+    WXJIT_HEAP_NO_WRITABLE_ALIAS = 1u << 2,
 };
 
 /* Options for wxjit_heap_create. Initialise with WXJIT_HEAP_OPTIONS_INIT so
@@ -94,21 +119,39 @@ typedef struct wxjit_heap_options {
 
 /* Creates a heap of executable memory. opts may be NULL for the defaults.
  * Environment (read here, at each creation):
- *   WXJIT_BACKEND=toggle|dualmap|auto  replaces WXJIT_BACKEND_AUTO;
+ *   WXJIT_BACKEND=toggle|dualmap|procmem|auto  replaces
+ *     WXJIT_BACKEND_AUTO (and obeys the flags: dualmap with
+ *     NO_WRITABLE_ALIAS is EINVAL);
  *   WXJIT_DUALMAP_OBJECT=memfd|shm|tmpfile  the first way dualmap tries to
  *     get a shared memory object (default memfd, then shm_open, then an
  *     O_TMPFILE file in $TMPDIR, /dev/shm or /tmp).
  * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
  *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
- *                 backend other than dualmap or AUTO, ALLOW_RWX without
- *                 the rwx backend, a bad value in an environment variable;
+ *                 backend other than dualmap or AUTO or with
+ *                 NO_WRITABLE_ALIAS, NO_WRITABLE_ALIAS with dualmap or
+ *                 rwx, ALLOW_RWX without the rwx backend, a bad value in
+ *                 an environment variable;
  *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
  *         other   the errno that makes the requested backend unusable here
  *                 (EACCES: the system forbids RWX; ENOSYS: no way to get
- *                 a shared memory object), from probing it;
+ *                 a shared memory object), from probing it (AUTO: of the
+ *                 last backend tried; wxjit_backend_probe says why);
  *         ENOMEM  out of memory.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out);
+
+/* Whether backend works on this system, without creating a heap: 0, or
+ * the errno of the check that failed, with *reason (if reason is not NULL)
+ * set to a short static string naming that check, e.g. "mprotect adding
+ * PROT_EXEC refused", "shared memory object cannot be mapped executable",
+ * "/proc/self/mem not writable"; NULL on success. Every probe also runs
+ * code written the backend's way (ENOTSUP if it does not run). AUTO: 0 if
+ * some backend works (the one a heap would get; WXJIT_BACKEND is not
+ * read), else the last errno with "no backend works here".
+ * Errors: EINVAL unknown backend; others as above.
+ * Thread-safe. Not async-signal-safe. The tool wxjit-probe prints it for
+ * every backend, with the policies it detects. */
+WXJIT_API int wxjit_backend_probe(wxjit_backend backend, const char **reason);
 
 /* Destroys a heap and unmaps all its code. No thread may execute its code
  * or call into it during or after the call. Later calls that pass the
@@ -122,7 +165,7 @@ WXJIT_API int wxjit_heap_destroy(wxjit_heap *heap);
  * Errors: EINVAL heap is NULL or destroyed, out is NULL. Thread-safe. */
 WXJIT_API int wxjit_heap_backend(const wxjit_heap *heap, wxjit_backend *out);
 
-/* The name of a backend ("auto", "toggle", "dualmap", "rwx").
+/* The name of a backend ("auto", "toggle", "dualmap", "rwx", "procmem").
  * Errors: EINVAL unknown backend or out NULL. Thread-safe. */
 WXJIT_API int wxjit_backend_name(wxjit_backend backend, const char **out);
 
@@ -244,7 +287,9 @@ WXJIT_API int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_
 /* Stores the low `width` bytes of value (1, 2, 4 or 8, host byte order) at
  * addr with a single atomic store; addr must be aligned to width and lie in
  * live code of this heap.
- * Errors: as wxjit_patch, plus EINVAL for a bad width or misaligned addr.
+ * Errors: as wxjit_patch, plus EINVAL for a bad width or misaligned addr;
+ *         ENOTSUP procmem where no page may regain PROT_EXEC (see
+ *                 WXJIT_BACKEND_PROCMEM): no atomic store exists there.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
                        size_t width);

@@ -45,40 +45,41 @@ static bool alias_writes_run(uint8_t *rw, const uint8_t *rx)
     return true;
 }
 
-/* Maps one page twice; with run_code, also checks that code written
- * through the RW view runs (ENOTSUP if not). */
-static int probe_views(bool run_code)
+/* Maps one object page twice; with run_code, also checks that code
+ * written through the RW view runs (ENOTSUP if not: AUTO must not pick a
+ * backend whose code would silently be stale; an explicit request for
+ * dualmap is taken as given). The object is the kind the heap would try
+ * first, with the same fallbacks. */
+static int dualmap_probe(bool run_code, const char **reason)
 {
     size_t page = wxj_os_page_size();
     int fd;
     void *rx, *rw;
     int err = wxj_os_shared_object(WXJ_OBJECT_MEMFD, page, &fd);
-    if (err)
+    if (err) {
+        *reason = "no shared memory object (memfd_create, shm_open, "
+                  "O_TMPFILE)";
         return err;
+    }
     err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RX, NULL, false, &rx);
+    if (err)
+        *reason = "shared memory object cannot be mapped executable";
     if (err == 0) {
         err = wxj_os_map_shared(fd, 0, page, WXJ_PROT_RW, NULL, false, &rw);
+        if (err)
+            *reason = "shared memory object cannot be mapped writable";
         if (err == 0) {
-            if (run_code && !alias_writes_run(rw, rx))
+            if (run_code && !alias_writes_run(rw, rx)) {
                 err = ENOTSUP;
+                *reason = "code written through the writable view does not "
+                          "run (stale translation)";
+            }
             wxj_os_unmap(rw, page);
         }
         wxj_os_unmap(rx, page);
     }
     wxj_os_close(fd);
     return err;
-}
-
-static int dualmap_probe(void)
-{
-    return probe_views(false);
-}
-
-/* For WXJIT_BACKEND_AUTO, which must not pick a backend whose code would
- * silently be stale; an explicit request for dualmap is taken as given. */
-int wxj_dualmap_runs_alias_code(void)
-{
-    return probe_views(true);
 }
 
 /* Hints tried for the standing RW view. The kernel ignores a hint whose
@@ -104,13 +105,6 @@ static int map_rw_view(int fd, size_t size, void **out)
         wxj_os_unmap(p, size);
     }
 }
-
-/* The executable view is mapped in steps as pages are handed out, each
- * trap-filled first: space never handed out stays PROT_NONE, so a stray
- * jump there faults at its target (toggle's fresh pages do: they are not
- * executable) instead of running the object's zeros. 64 KiB: one mmap
- * per 16 pages handed out, merged by the kernel into one mapping. */
-#define RX_STEP_PAGES 16
 
 static int dualmap_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
 {
@@ -224,12 +218,10 @@ static void keep_fd_if_needed(struct wxj_chunk *c)
 static int dualmap_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
 {
     struct wxj_chunk *c = w->chunk;
-    size_t ps = heap->page_size, from = c->rx_pages, to = w->last + 1;
-    if (to > from) {
-        to = from + RX_STEP_PAGES > to ? from + RX_STEP_PAGES : to;
-        to = to < c->npages ? to : c->npages;
+    size_t ps = heap->page_size, from = c->rx_pages;
+    size_t to = wxj_rx_step_end(c, w->last);
+    if (to > from)
         w->last = to - 1; /* the whole step is filled before it maps */
-    }
     int err = dualmap_open(heap, w);
     if (err)
         return err;

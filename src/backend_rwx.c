@@ -6,13 +6,16 @@
 #include "code_changed.h"
 #include "internal.h"
 
-static int rwx_probe(void)
+static int rwx_probe(bool run_code, const char **reason)
 {
     void *p;
     size_t page = wxj_os_page_size();
+    (void)run_code;
     int err = wxj_os_map_anon(page, WXJ_PROT_RWX, &p);
     if (err == 0)
         wxj_os_unmap(p, page);
+    else
+        *reason = "mmap with write+exec refused";
     return err;
 }
 

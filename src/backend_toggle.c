@@ -358,14 +358,18 @@ static int toggle_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
 
 /* A page made writable and then executable again: refused where the
  * system forbids gaining PROT_EXEC (PR_SET_MDWE, SELinux execmod). */
-static int toggle_probe(void)
+static int toggle_probe(bool run_code, const char **reason)
 {
     size_t page = wxj_os_page_size();
     void *p;
+    (void)run_code; /* mprotect makes the bytes themselves executable */
     int err = wxj_os_map_anon(page, WXJ_PROT_RW, &p);
-    if (err)
+    if (err) {
+        *reason = "anonymous memory cannot be mapped";
         return err;
-    err = wxj_os_protect_rx(p, page);
+    }
+    if ((err = wxj_os_protect_rx(p, page)))
+        *reason = "mprotect adding PROT_EXEC refused";
     wxj_os_unmap(p, page);
     return err;
 }

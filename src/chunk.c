@@ -314,6 +314,21 @@ void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
 
 /* Next fit over the segments, under the heap lock: the search resumes in
  * the segment where the last one succeeded and wraps around. */
+/* Space never handed out stays PROT_NONE, so a stray jump there faults at
+ * its target (toggle's fresh pages do: they are not executable) instead
+ * of running zeros. 64 KiB: one mmap per 16 pages handed out, merged by
+ * the kernel into one mapping. */
+#define RX_STEP_PAGES 16
+
+size_t wxj_rx_step_end(const struct wxj_chunk *chunk, size_t last)
+{
+    size_t from = chunk->rx_pages, to = last + 1;
+    if (to <= from)
+        return from;
+    to = from + RX_STEP_PAGES > to ? from + RX_STEP_PAGES : to;
+    return to < chunk->npages ? to : chunk->npages;
+}
+
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         const struct wxj_pool *pools, size_t *run_start,
                         size_t *run_len)

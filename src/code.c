@@ -323,7 +323,10 @@ static int by_kind_and_address(const void *a, const void *b)
 }
 
 /* Items [i, end) with the same chunk whose pages touch or overlap item i's
- * run; returns end and widens *last to the run's last page. */
+ * run; returns end and widens *last to the run's last page. A backend with
+ * exact writes needs one range of bytes: each item must start where the
+ * granules of the one before end (the bytes between are that one's, and
+ * traps). */
 static size_t run_end(const struct wxjit_heap *heap,
                       const struct batch_item *items, size_t i, size_t count,
                       size_t *last)
@@ -333,6 +336,10 @@ static size_t run_end(const struct wxjit_heap *heap,
     while (end < count && items[end].r.chunk == c) {
         const uint8_t *exec = items[end].res->exec;
         if (wxj_page_of(heap, c, exec) > *last + 1)
+            break;
+        if (heap->backend->exact_writes && end > i &&
+            exec != (uint8_t *)items[end - 1].res->exec +
+                        granules(items[end - 1].used) * WXJ_GRANULE)
             break;
         size_t l = wxj_page_of(heap, c, exec + items[end].used - 1);
         *last = l > *last ? l : *last;
@@ -350,15 +357,16 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
         size_t first = wxj_page_of(heap, c, items[i].res->exec), last = first;
         size_t end = run_end(heap, items, i, count, &last);
         struct wxj_window w = {c, first, last, NULL};
-        uint8_t *flush = c->base + first * heap->page_size;
+        uint8_t *flush = items[i].res->exec;
+        size_t flush_len = (uint8_t *)items[end - 1].res->exec +
+                           items[end - 1].used - flush;
         int err = heap->backend->open(heap, &w);
         if (err)
             return err;
         for (size_t k = i; k < end; k++)
             memcpy(wxj_window_at(heap, &w, items[k].res->exec),
                    items[k].res->write, items[k].used);
-        if ((err = heap->backend->close(heap, &w, flush,
-                                        (last - first + 1) * heap->page_size))) {
+        if ((err = heap->backend->close(heap, &w, flush, flush_len))) {
             /* The run's space was free: traps again, as before. */
             for (size_t k = i; k < end; k++)
                 fill_trap(wxj_window_at(heap, &w, items[k].res->exec),
@@ -462,7 +470,7 @@ static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
 
 /* Checks, then writes fill(arg) over live code at [addr, addr + size). */
 static int patch(struct wxjit_heap *heap, void *addr, size_t size,
-                 wxj_fill_fn fill, const void *arg)
+                 wxj_fill_fn fill, const void *arg, unsigned how)
 {
     struct wxj_chunk *chunk;
     struct wxj_pool *pool;
@@ -473,14 +481,14 @@ static int patch(struct wxjit_heap *heap, void *addr, size_t size,
         return err;
     if ((err = live_range(heap, addr, size, &chunk)) == 0)
         err = wxj_write_code(heap, chunk, addr, size, fill, arg,
-                             WXJ_WRITE_OVER_CODE);
+                             WXJ_WRITE_OVER_CODE | how);
     wxj_op_end(heap, pool, err);
     return err;
 }
 
 int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_t size)
 {
-    return bytes ? patch(heap, addr, size, fill_copy, bytes) : EINVAL;
+    return bytes ? patch(heap, addr, size, fill_copy, bytes, 0) : EINVAL;
 }
 
 struct atomic_store {
@@ -518,7 +526,7 @@ int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
         (uintptr_t)addr % width)
         return EINVAL;
     struct atomic_store s = {value, width};
-    return patch(heap, addr, width, fill_atomic, &s);
+    return patch(heap, addr, width, fill_atomic, &s, WXJ_WRITE_ATOMIC);
 }
 
 static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,

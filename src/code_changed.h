@@ -43,4 +43,16 @@ static inline void wxj_code_changed(const void *exec, size_t len)
 #endif
 }
 
+/* After the kernel wrote the bytes (procmem): it synchronised the caches
+ * (backend_procmem.c says where); a translator still has to hear of it. */
+static inline void wxj_code_changed_by_kernel(const void *exec, size_t len)
+{
+#ifdef WXJIT_HAVE_VALGRIND_H
+    VALGRIND_DISCARD_TRANSLATIONS(exec, len);
+#else
+    (void)exec;
+    (void)len;
+#endif
+}
+
 #endif

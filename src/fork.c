@@ -11,6 +11,7 @@
 #include "internal.h"
 
 static struct wxjit_heap *heaps; /* the live heaps, listed under prepare */
+static _Atomic uint32_t generation;
 static int32_t parent_tid;
 
 static void prepare(void)
@@ -52,6 +53,7 @@ static void parent(void)
 static void child(void)
 {
     wxj_os_forget_tid();
+    atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed);
     int32_t self = wxj_os_tid();
     wxj_registry_after_fork();
     for (struct wxjit_heap *h = heaps; h; h = h->live_next) {
@@ -72,6 +74,11 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void register_handlers(void)
 {
     pthread_atfork(prepare, parent, child);
+}
+
+uint32_t wxj_fork_generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_relaxed);
 }
 
 void wxj_fork_init(void)

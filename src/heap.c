@@ -63,88 +63,6 @@ struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
     return alive ? heap : NULL;
 }
 
-/* ---- backend selection -------------------------------------------------- */
-static const struct wxj_backend *const backends[] = {
-    [WXJIT_BACKEND_TOGGLE] = &wxj_backend_toggle,
-    [WXJIT_BACKEND_DUALMAP] = &wxj_backend_dualmap,
-    [WXJIT_BACKEND_RWX] = &wxj_backend_rwx,
-};
-static const char *const backend_names[] = {"auto", "toggle", "dualmap",
-                                             "rwx"};
-
-int wxjit_backend_name(wxjit_backend backend, const char **out)
-{
-    if ((unsigned)backend >= sizeof(backend_names) / sizeof(*backend_names) ||
-        !out)
-        return EINVAL;
-    *out = backend_names[backend];
-    return 0;
-}
-
-static pthread_once_t dualmap_probe_once = PTHREAD_ONCE_INIT;
-static int dualmap_probe_result;
-
-static void probe_dualmap(void)
-{
-    dualmap_probe_result = wxj_dualmap_runs_alias_code();
-}
-
-/* AUTO: the environment's choice, else dualmap when it works here. */
-static int resolve_auto(wxjit_backend *out)
-{
-    const char *env = getenv("WXJIT_BACKEND");
-    if (env && *env && strcmp(env, "auto") != 0) {
-        if (!strcmp(env, "toggle"))
-            *out = WXJIT_BACKEND_TOGGLE;
-        else if (!strcmp(env, "dualmap"))
-            *out = WXJIT_BACKEND_DUALMAP;
-        else
-            return EINVAL; /* rwx is never chosen from outside */
-        return 0;
-    }
-    pthread_once(&dualmap_probe_once, probe_dualmap);
-    *out = dualmap_probe_result == 0 ? WXJIT_BACKEND_DUALMAP
-                                     : WXJIT_BACKEND_TOGGLE;
-    return 0;
-}
-
-static int object_from_env(enum wxj_object *out)
-{
-    static const char *const names[] = {"memfd", "shm", "tmpfile"};
-    const char *env = getenv("WXJIT_DUALMAP_OBJECT");
-    *out = WXJ_OBJECT_MEMFD;
-    if (!env || !*env)
-        return 0;
-    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
-        if (!strcmp(env, names[i])) {
-            *out = (enum wxj_object)i;
-            return 0;
-        }
-    return EINVAL;
-}
-
-/* Validates the options and picks the backend; probes it when chosen
- * explicitly, so an unusable backend fails here and not at first use. */
-static int choose_backend(const wxjit_heap_options *o,
-                          const struct wxj_backend **out)
-{
-    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX;
-    wxjit_backend id = o->backend;
-    if ((o->flags & ~known) || (unsigned)id >= 4)
-        return EINVAL;
-    if (id == WXJIT_BACKEND_RWX && !(o->flags & WXJIT_HEAP_ALLOW_RWX))
-        return EPERM;
-    if ((id != WXJIT_BACKEND_RWX && (o->flags & WXJIT_HEAP_ALLOW_RWX)) ||
-        ((o->flags & WXJIT_HEAP_RW_ON_DEMAND) &&
-         id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO))
-        return EINVAL;
-    int err = id == WXJIT_BACKEND_AUTO ? resolve_auto(&id)
-                                       : backends[id]->probe();
-    if (err == 0)
-        *out = backends[id];
-    return err;
-}
-
 int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
 {
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
@@ -157,9 +75,9 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
             return EINVAL;
         o = *opts;
     }
-    int err = choose_backend(&o, &backend);
+    int err = wxj_choose_backend(&o, &backend);
     if (err == 0)
-        err = object_from_env(&object_first);
+        err = wxj_object_from_env(&object_first);
     if (err)
         return err;
 
@@ -176,6 +94,7 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     memset(heap, 0, sizeof(*heap));
     heap->id = id;
     heap->backend = backend;
+    heap->atomic = backend->atomic_stores ? backend->atomic_stores() : backend;
     heap->flags = o.flags;
     heap->object_first = object_first;
     heap->page_size = wxj_os_page_size();

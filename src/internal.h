@@ -94,7 +94,8 @@ struct wxj_chunk {
      * mapped per write window). */
     int fd;
     uint8_t *alias;
-    size_t rx_pages; /* dualmap: pages [0, rx_pages) mapped RX (heap lock) */
+    size_t rx_pages; /* dualmap, procmem: pages [0, rx_pages) mapped RX,
+                        in steps (wxj_rx_step_end; heap lock) */
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
     void *windows; /* dualmap on demand: open RW windows */
 };
@@ -129,8 +130,15 @@ struct wxj_window {
 struct wxj_backend {
     const char *name;
     wxjit_backend id;
-    /* 0 if the backend works on this system, else the errno why not. */
-    int (*probe)(void);
+    /* close writes back only [flush, flush + flush_len) of the view: a
+     * window's writes must then form that one range (the view is a copy,
+     * and other threads may change the rest of its pages meanwhile). */
+    bool exact_writes;
+    /* 0 if the backend works on this system, else the errno why not and
+     * a static string naming the check that failed. With run_code, also
+     * that code written the backend's way runs (dualmap skips that
+     * otherwise; procmem always runs it). */
+    int (*probe)(bool run_code, const char **reason);
     int (*chunk_map)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
     void (*chunk_unmap)(struct wxjit_heap *heap, struct wxj_chunk *chunk);
     /* Fills pages never handed out before with traps. */
@@ -149,6 +157,10 @@ struct wxj_backend {
     /* At the start of every operation: retries what abandon left (toggle:
      * makes abandoned pages executable again if it can). Optional. */
     void (*recover)(struct wxjit_heap *heap);
+    /* The backend whose windows make a single aligned store atomic for
+     * concurrent executors (wxjit_patch_atomic), NULL if none works here.
+     * Absent: this one. Asked once per heap. */
+    const struct wxj_backend *(*atomic_stores)(void);
     /* fork(), each optional (fork.c): before, with every operation
      * stopped; after, in the parent; after, in the child, where only the
      * thread that was parent_tid lives on. */
@@ -161,8 +173,7 @@ struct wxj_backend {
 extern const struct wxj_backend wxj_backend_toggle;
 extern const struct wxj_backend wxj_backend_dualmap;
 extern const struct wxj_backend wxj_backend_rwx;
-/* 0 if dualmap works here and code written through its RW view runs. */
-int wxj_dualmap_runs_alias_code(void);
+extern const struct wxj_backend wxj_backend_procmem;
 
 /* An open reservation as wxjit recorded it (reservations.c). */
 struct wxj_open_rec {
@@ -191,6 +202,7 @@ struct wxjit_heap {
     _Atomic uint32_t magic;       /* WXJ_HEAP_ALIVE while usable */
     uint64_t id;                  /* unique per creation (heap registry) */
     const struct wxj_backend *backend;
+    const struct wxj_backend *atomic; /* for atomic stores; NULL: none */
     size_t page_size, chunk_size, max_bytes;
     unsigned flags;               /* WXJIT_HEAP_* */
     enum wxj_object object_first; /* dualmap: first way to get an object */
@@ -234,6 +246,15 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out);
  * ignore (NULL for none). */
 int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
                       void *at, bool fixed, void **out);
+/* Replaces [at, at + size) with a new private anonymous mapping. */
+int wxj_os_map_anon_at(void *at, size_t size, enum wxj_prot prot);
+/* A CLOEXEC read-write descriptor of /proc/self/mem. */
+int wxj_os_open_self_mem(int *fd);
+/* Writes len bytes from src, repeat times over, at address at through the
+ * descriptor of wxj_os_open_self_mem; *done: the bytes written, also when
+ * it fails part-way. */
+int wxj_os_write_mem(int fd, void *at, const void *src, size_t len,
+                     size_t repeat, size_t *done);
 /* A page-aligned address hint unrelated to anything else mapped. */
 void *wxj_os_random_hint(void);
 int wxj_os_copy_to(int fd, const void *src, size_t len);
@@ -275,6 +296,10 @@ bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
 void wxj_bit_set(_Atomic uint64_t *map, size_t g);
 /* Granules [g, g + n) became free (unmarked, or left by a tail). */
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
+/* Where the executable frontier of a chunk mapped in steps (dualmap,
+ * procmem) must move to for pages up to last to be mapped: rx_pages if
+ * they are, else a whole step (or more) further, within the chunk. */
+size_t wxj_rx_step_end(const struct wxj_chunk *chunk, size_t last);
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         const struct wxj_pool *pools, size_t *run_start,
                         size_t *run_len);
@@ -292,6 +317,9 @@ uint8_t *wxj_window_at(const struct wxjit_heap *heap,
                        const struct wxj_window *w, const void *exec);
 /* wxj_write_code: how */
 #define WXJ_WRITE_OVER_CODE 1u /* live code is overwritten (else traps) */
+#define WXJ_WRITE_ATOMIC 2u    /* executors must see old or new, never a
+                                  mix: through heap->atomic (ENOTSUP if
+                                  none) */
 /* Writes fill(arg) over [exec, exec + len) through a window. If the close
  * fails, the old bytes are put back (traps, or the code saved first) and
  * the window abandoned: the call then changed nothing. */
@@ -331,6 +359,14 @@ void wxj_ops_reopen(void);
 void wxj_ops_wait_idle(struct wxjit_heap *heap);
 void wxj_pools_after_fork(struct wxjit_heap *heap);
 
+/* ---- backend_choice.c ----------------------------------------------------- */
+/* Checks the options' backend and flags against each other and the
+ * environment, and picks a backend that works here. */
+int wxj_choose_backend(const wxjit_heap_options *o,
+                       const struct wxj_backend **out);
+/* WXJIT_DUALMAP_OBJECT: the first kind of object dualmap tries. */
+int wxj_object_from_env(enum wxj_object *out);
+
 /* ---- heap registry (heap.c) ------------------------------------------- */
 /* For pools retired at thread exit: the heap, locked, if it still lives. */
 struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
@@ -347,6 +383,8 @@ void wxj_heap_disable(struct wxjit_heap *heap);
 
 /* ---- fork.c ------------------------------------------------------------ */
 void wxj_fork_init(void); /* once per process, from heap creation */
+/* How many fork() children deep this process is since wxj_fork_init. */
+uint32_t wxj_fork_generation(void);
 
 /* ---- reservations.c --------------------------------------------------- */
 void wxj_open_init(struct wxj_open_table *t);

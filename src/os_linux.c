@@ -10,6 +10,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,6 +117,16 @@ int wxj_os_map_anon(size_t size, enum wxj_prot prot, void **out)
         return errno;
     *out = p;
     return 0;
+}
+
+int wxj_os_map_anon_at(void *at, size_t size, enum wxj_prot prot)
+{
+    if (count_call(WXJ_CALL_MMAP))
+        return errno;
+    void *p = mmap(at, size, prot_bits(prot),
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+                   -1, 0);
+    return p == MAP_FAILED ? errno : 0;
 }
 
 int wxj_os_map_shared(int fd, size_t offset, size_t size, enum wxj_prot prot,
@@ -243,6 +254,49 @@ int wxj_os_copy_to(int fd, const void *src, size_t len)
         if (n < 0 && errno != EINTR)
             return errno;
         done += n > 0 ? (size_t)n : 0;
+    }
+    return 0;
+}
+
+/* ---- the process's own memory file (procmem) --------------------------- */
+int wxj_os_open_self_mem(int *fd)
+{
+    if (count_call(WXJ_CALL_OBJECT))
+        return errno;
+    int f = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+    if (f < 0)
+        return errno;
+    *fd = f;
+    return 0;
+}
+
+/* iovecs per pwritev: 64 KiB of 4 KiB pages, a step of fresh pages. */
+#define MEM_IOV 16
+
+int wxj_os_write_mem(int fd, void *at, const void *src, size_t len,
+                     size_t repeat, size_t *done)
+{
+    size_t total = len * repeat;
+    *done = 0;
+    while (*done < total) {
+        struct iovec iov[MEM_IOV];
+        int n = 0;
+        for (size_t off = *done; off < total && n < MEM_IOV; n++) {
+            size_t in = off % len;
+            iov[n].iov_base = (uint8_t *)src + in;
+            iov[n].iov_len = len - in;
+            off += len - in;
+        }
+        if (count_call(WXJ_CALL_PWRITE))
+            return errno;
+        /* The offset is the address: the kernel writes through its own
+         * mapping of the page, whatever its protection here. */
+        ssize_t w = pwritev(fd, iov, n, (off_t)((uintptr_t)at + *done));
+        if (w < 0 && errno != EINTR)
+            return errno;
+        if (w == 0)
+            return EIO; /* no progress: the page is not there */
+        *done += w > 0 ? (size_t)w : 0;
     }
     return 0;
 }

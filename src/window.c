@@ -55,14 +55,15 @@ int wxj_close_in_place(struct wxjit_heap *heap, struct wxj_chunk *chunk,
 /* A close failed: the backend kept the window open. What was written is
  * undone (restore), then the window is abandoned: its pages stay held for
  * nobody, executors wait, and a later window takes them over. */
-static void close_failed(struct wxjit_heap *heap, struct wxj_window *w,
+static void close_failed(struct wxjit_heap *heap,
+                         const struct wxj_backend *b, struct wxj_window *w,
                          uint8_t *at, const uint8_t *saved, size_t len)
 {
     if (saved)
         memcpy(at, saved, len);
     else
         wxj_arch_trap_fill(at, len);
-    heap->backend->abandon(heap, w);
+    b->abandon(heap, w);
 }
 
 /* Saved bytes up to this size live on the stack: patches and most frees. */
@@ -73,19 +74,23 @@ int wxj_write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
                    unsigned how)
 {
     struct wxj_window w = wxj_window_over(heap, chunk, exec, len);
+    const struct wxj_backend *b =
+        how & WXJ_WRITE_ATOMIC ? heap->atomic : heap->backend;
     uint8_t stack[SAVE_ON_STACK], *saved = NULL;
+    if (!b)
+        return ENOTSUP;
     /* Only a backend whose close can fail needs the old bytes back. */
-    if ((how & WXJ_WRITE_OVER_CODE) && heap->backend->abandon)
+    if ((how & WXJ_WRITE_OVER_CODE) && b->abandon)
         if (!(saved = len <= sizeof(stack) ? stack : malloc(len)))
             return ENOMEM;
-    int err = heap->backend->open(heap, &w);
+    int err = b->open(heap, &w);
     if (err == 0) {
         uint8_t *at = wxj_window_at(heap, &w, exec);
         if (saved)
             memcpy(saved, at, len);
         fill(at, len, arg);
-        if ((err = heap->backend->close(heap, &w, exec, len)))
-            close_failed(heap, &w, at, saved, len);
+        if ((err = b->close(heap, &w, exec, len)))
+            close_failed(heap, b, &w, at, saved, len);
     }
     if (saved != stack)
         free(saved);

@@ -1,0 +1,274 @@
+/* The procmem backend: code pages are mapped read+exec once, before any
+ * code lands there, and never change protection. Bytes are written with
+ * pwrite on the process's own /proc/self/mem, through which the kernel
+ * writes via its own mapping of the page (as debuggers set breakpoints):
+ * no page is ever writable in user space, no second mapping exists, and
+ * executors never fault or wait. One system call per write run.
+ *
+ * A window is a scratch copy of its pages; close writes back exactly the
+ * bytes the caller changed ([flush, flush + flush_len)), never the rest of
+ * the copy, which other threads may have changed meanwhile.
+ *
+ * Instruction caches: the kernel's write path, copy_to_user_page(), makes
+ * the new bytes visible to instruction fetch when the mapping is
+ * executable: on arm64 through flush_ptrace_access() ->
+ * sync_icache_aliases() (arch/arm64/mm/flush.c), on riscv through
+ * flush_icache_user_page() -> flush_icache_mm() on every hart of the mm
+ * (arch/riscv/include/asm/cacheflush.h); x86 keeps them coherent. Only a
+ * binary translator (Valgrind) is told here. An emulator that misses such
+ * writes (qemu-user keeps its translation) fails the probe, which runs
+ * what it wrote.
+ *
+ * Atomic stores: the kernel copies with memcpy (x86: rep movsb with FSRM,
+ * bytewise below 4 bytes otherwise; arm64 and riscv: their memcpy), which
+ * no architecture promises to perform as one store. wxjit_patch_atomic
+ * therefore opens a toggle window on the page (RW for the store, RX
+ * again; executors wait in the fault handler) where the system lets a
+ * page regain PROT_EXEC, and fails with ENOTSUP where it does not. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "code_changed.h"
+#include "internal.h"
+
+/* The descriptor (plus one; 0: none) and, in the high half, the fork
+ * generation it was opened in: after fork() the inherited descriptor
+ * still writes into the parent, so a child opens its own on first use. */
+static _Atomic uint64_t mem_file;
+
+static int self_mem(int *fd)
+{
+    wxj_fork_init(); /* so that a later fork() moves the generation on */
+    uint64_t gen = (uint64_t)wxj_fork_generation() << 32;
+    for (;;) {
+        uint64_t cur = atomic_load_explicit(&mem_file, memory_order_acquire);
+        if (cur && (cur & ~0xffffffffull) == gen) {
+            *fd = (int)(cur & 0xffffffffu) - 1;
+            return 0;
+        }
+        int mine;
+        int err = wxj_os_open_self_mem(&mine);
+        if (err)
+            return err;
+        if (!atomic_compare_exchange_strong_explicit(
+                &mem_file, &cur, gen | (uint64_t)(mine + 1),
+                memory_order_acq_rel, memory_order_acquire)) {
+            wxj_os_close(mine); /* another thread of this process won */
+            continue;
+        }
+        if (cur)
+            wxj_os_close((int)(cur & 0xffffffffu) - 1); /* the parent's */
+        *fd = mine;
+        return 0;
+    }
+}
+
+/* Writes [at, at + len) from src; a write that fails part-way puts the
+ * old bytes (old, the same length) back, so that a failure changes
+ * nothing. */
+static int write_back(void *at, const void *src, const void *old, size_t len)
+{
+    int fd;
+    size_t done, undone;
+    int err = self_mem(&fd);
+    if (err)
+        return err;
+    err = wxj_os_write_mem(fd, at, src, len, 1, &done);
+    if (err && done)
+        wxj_os_write_mem(fd, at, old, done, 1, &undone);
+    return err;
+}
+
+/* A page of traps, repeated over fresh steps. */
+static uint8_t *trap_page;
+static pthread_once_t trap_page_once = PTHREAD_ONCE_INIT;
+
+static void make_trap_page(void)
+{
+    size_t page = wxj_os_page_size();
+    if ((trap_page = malloc(page)))
+        wxj_arch_trap_fill(trap_page, page);
+}
+
+/* Runs code written through /proc/self/mem twice with different results:
+ * an emulator may keep running its translation of the old bytes. */
+static int probe_page(int fd, uint8_t *rx, const char **reason)
+{
+    uint8_t code[64];
+    for (uint32_t v = 1; v <= 2; v++) {
+        size_t n = wxj_arch_emit_return(code, v), done;
+        int err = wxj_os_write_mem(fd, rx, code, n, 1, &done);
+        if (err) {
+            *reason = "/proc/self/mem not writable";
+            return err;
+        }
+        wxj_code_changed_by_kernel(rx, n);
+        uint32_t (*fn)(void);
+        __builtin_memcpy(&fn, &rx, sizeof(fn));
+        if (fn() != v) {
+            *reason = "code written through /proc/self/mem does not run "
+                      "(stale translation)";
+            return ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+static int procmem_probe(bool run_code, const char **reason)
+{
+    size_t page = wxj_os_page_size();
+    void *rx;
+    int fd;
+    (void)run_code; /* always: the point is that writes reach the code */
+    int err = self_mem(&fd);
+    if (err) {
+        *reason = "/proc/self/mem cannot be opened";
+        return err;
+    }
+    if ((err = wxj_os_map_anon(page, WXJ_PROT_RX, &rx))) {
+        *reason = "anonymous executable mapping refused";
+        return err;
+    }
+    err = probe_page(fd, rx, reason);
+    wxj_os_unmap(rx, page);
+    return err;
+}
+
+/* Reserved inaccessible: steps become executable as pages are handed out
+ * (fill_fresh), so a stray jump past them faults at its target. No page is
+ * ever writable from the mapping, so none is fresh in toggle's sense: a
+ * toggle window (atomic stores) flips every page it opens, and never
+ * widens into neighbours by writing them directly. */
+static int procmem_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
+{
+    void *base;
+    (void)heap;
+    int err = wxj_os_map_anon(chunk->size, WXJ_PROT_NONE, &base);
+    if (err == 0)
+        chunk->base = base;
+    for (size_t i = 0; err == 0 && i < chunk->npages; i++)
+        chunk->pages[i].fresh = false;
+    return err;
+}
+
+static void procmem_chunk_unmap(struct wxjit_heap *heap,
+                                struct wxj_chunk *chunk)
+{
+    (void)heap;
+    wxj_os_unmap(chunk->base, chunk->size);
+}
+
+/* Maps pages [from, to) executable and fills them with traps. */
+static int map_step(struct wxj_chunk *c, size_t ps, size_t from, size_t to)
+{
+    uint8_t *at = c->base + from * ps;
+    size_t done;
+    int fd, err;
+    pthread_once(&trap_page_once, make_trap_page);
+    if (!trap_page)
+        return ENOMEM;
+    if ((err = self_mem(&fd)))
+        return err;
+    if ((err = wxj_os_map_anon_at(at, (to - from) * ps, WXJ_PROT_RX)))
+        return err;
+    /* Executable zeros must not stay: back to inaccessible if the traps
+     * cannot be written (best effort; nothing points there yet). */
+    if ((err = wxj_os_write_mem(fd, at, trap_page, ps, to - from, &done))) {
+        wxj_os_map_anon_at(at, (to - from) * ps, WXJ_PROT_NONE);
+        return err;
+    }
+    c->rx_pages = to;
+    return 0;
+}
+
+/* Under the heap lock, for pages about to be handed out. Pages below
+ * rx_pages were trap-filled with their step and never handed out since. */
+static int procmem_fill_fresh(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    struct wxj_chunk *c = w->chunk;
+    size_t ps = heap->page_size, from = c->rx_pages;
+    size_t to = wxj_rx_step_end(c, w->last);
+    return to > from ? map_step(c, ps, from, to) : 0;
+}
+
+static size_t window_bytes(const struct wxjit_heap *heap,
+                           const struct wxj_window *w)
+{
+    return (w->last - w->first + 1) * heap->page_size;
+}
+
+/* The copy is twice the window: the view, then room for the bytes that
+ * close replaces (to put them back if its write fails part-way). */
+static int procmem_open(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    size_t len = window_bytes(heap, w);
+    uint8_t *copy = malloc(2 * len);
+    if (!copy)
+        return ENOMEM;
+    memcpy(copy, w->chunk->base + w->first * heap->page_size, len);
+    w->view = copy;
+    return 0;
+}
+
+/* On failure the copy stays (the window stays open, for a retry or for
+ * abandon). */
+static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
+                         const void *flush, size_t flush_len)
+{
+    uint8_t *old = w->view + window_bytes(heap, w);
+    memcpy(old, flush, flush_len);
+    int err = write_back((void *)flush, wxj_window_at(heap, w, flush), old,
+                         flush_len);
+    if (err)
+        return err;
+    wxj_code_changed_by_kernel(flush, flush_len);
+    free(w->view);
+    return 0;
+}
+
+/* Nothing was written (or it was put back): only the copy goes. */
+static void procmem_abandon(struct wxjit_heap *heap, struct wxj_window *w)
+{
+    (void)heap;
+    free(w->view);
+}
+
+static const struct wxj_backend *procmem_atomic_stores(void)
+{
+    const char *reason;
+    return wxj_backend_toggle.probe(false, &reason) == 0 ? &wxj_backend_toggle
+                                                         : NULL;
+}
+
+/* Toggle windows (atomic stores) follow toggle's rules for pages left
+ * writable and for forks. */
+static void procmem_recover(struct wxjit_heap *heap)
+{
+    if (heap->atomic == &wxj_backend_toggle)
+        wxj_backend_toggle.recover(heap);
+}
+
+static void procmem_fork_child(struct wxjit_heap *heap,
+                               struct wxj_chunk *chunk, int32_t parent_tid)
+{
+    if (heap->atomic == &wxj_backend_toggle)
+        wxj_backend_toggle.fork_child(heap, chunk, parent_tid);
+}
+
+const struct wxj_backend wxj_backend_procmem = {
+    .name = "procmem",
+    .id = WXJIT_BACKEND_PROCMEM,
+    .exact_writes = true,
+    .probe = procmem_probe,
+    .chunk_map = procmem_chunk_map,
+    .chunk_unmap = procmem_chunk_unmap,
+    .fill_fresh = procmem_fill_fresh,
+    .open = procmem_open,
+    .close = procmem_close,
+    .abandon = procmem_abandon,
+    .recover = procmem_recover,
+    .atomic_stores = procmem_atomic_stores,
+    .fork_child = procmem_fork_child,
+};
