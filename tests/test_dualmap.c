@@ -4,9 +4,6 @@
  * close-on-exec, no stray descriptor) and lies at an address unrelated to
  * the RX view; with WXJIT_HEAP_RW_ON_DEMAND no RW view exists outside a
  * write. */
-#include <dirent.h>
-#include <fcntl.h>
-
 #include "emit.h"
 #include "wxtest.h"
 
@@ -52,32 +49,6 @@ static int rw_mappings_of(const char *path_part)
             n++;
     }
     fclose(f);
-    return n;
-}
-
-/* Open descriptors whose target names path_part; *cloexec is cleared if
- * one of them lacks FD_CLOEXEC. */
-static int fds_naming(const char *path_part, bool *cloexec)
-{
-    DIR *d = opendir("/proc/self/fd");
-    CHECK(d, "opendir: %s", strerror(errno));
-    struct dirent *e;
-    int n = 0;
-    *cloexec = true;
-    while ((e = readdir(d))) {
-        char link[300], target[512];
-        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
-        ssize_t len = readlink(link, target, sizeof(target) - 1);
-        if (len <= 0)
-            continue;
-        target[len] = 0;
-        if (!strstr(target, path_part))
-            continue;
-        n++;
-        if (!(fcntl(atoi(e->d_name), F_GETFD) & FD_CLOEXEC))
-            *cloexec = false;
-    }
-    closedir(d);
     return n;
 }
 
@@ -157,16 +128,16 @@ static void test_objects(void)
 static void test_no_exported_descriptor(void)
 {
     bool cloexec;
-    int before = fds_naming("memfd:wxjit", &cloexec);
+    int before = wxtest_fds_naming("memfd:wxjit", &cloexec);
     wxjit_heap *h = dualmap_heap(0);
     for (int i = 0; i < 10; i++)
         check_views(h, "/memfd:wxjit", i, NULL);
     /* One per chunk whose executable view still grows (it maps the next
      * steps), close-on-exec; none once the heap is gone. */
-    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before + 1);
+    CHECK_EQ(wxtest_fds_naming("memfd:wxjit", &cloexec), before + 1);
     CHECK(cloexec, "the chunk's descriptor is not close-on-exec");
     CHECK_OK(wxjit_heap_destroy(h));
-    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before);
+    CHECK_EQ(wxtest_fds_naming("memfd:wxjit", &cloexec), before);
     /* A chunk whose pages are all handed out keeps no descriptor. */
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
     o.backend = WXJIT_BACKEND_DUALMAP;
@@ -178,7 +149,7 @@ static void test_no_exported_descriptor(void)
     size_t n = emit_return_int(buf, 3);
     for (size_t i = 0; i < o.chunk_size / 16; i++)
         CHECK_OK(wxjit_install(h, buf, n, 0, &f));
-    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), before);
+    CHECK_EQ(wxtest_fds_naming("memfd:wxjit", &cloexec), before);
     CHECK_OK(wxjit_heap_destroy(h));
     printf("  standing RW view: one close-on-exec descriptor while the "
            "chunk grows, none once it is full or destroyed\n");
@@ -187,7 +158,7 @@ static void test_no_exported_descriptor(void)
 static void test_rw_on_demand(void)
 {
     bool cloexec;
-    int fds_before = fds_naming("memfd:wxjit", &cloexec);
+    int fds_before = wxtest_fds_naming("memfd:wxjit", &cloexec);
     int rw_before = rw_mappings_of("memfd:wxjit");
     wxjit_heap *h = dualmap_heap(WXJIT_HEAP_RW_ON_DEMAND);
     uint8_t buf[16];
@@ -208,7 +179,7 @@ static void test_rw_on_demand(void)
     CHECK_OK(wxjit_commit(h, &r, emit_return_int(r.write, 7)));
     CHECK_EQ(as_fn(f)(), 7);
     CHECK_EQ(rw_mappings_of("memfd:wxjit"), rw_before);
-    CHECK_EQ(fds_naming("memfd:wxjit", &cloexec), fds_before + 1);
+    CHECK_EQ(wxtest_fds_naming("memfd:wxjit", &cloexec), fds_before + 1);
     CHECK(cloexec, "the object's descriptor lacks FD_CLOEXEC");
     printf("  RW view on demand: no RW mapping outside writes (2 map calls "
            "per install); the one descriptor is close-on-exec\n");

@@ -1,9 +1,12 @@
 /* Test helpers for pages and /proc/self/maps: W+X mappings, the
  * permissions at an address, how many mappings there are, which page an
- * address is on. Under checking tools only the program's own mappings
+ * address is on; and descriptors (/proc/self/fd). Under checking tools only the program's own mappings
  * count. */
 #ifndef WXTEST_MAPS_H
 #define WXTEST_MAPS_H
+
+#include <dirent.h>
+#include <fcntl.h>
 
 #include "wxtest_core.h"
 
@@ -132,6 +135,32 @@ static inline size_t wxtest_distinct_pages(void *const *f, size_t n)
         distinct += j == i;
     }
     return distinct;
+}
+
+/* Open descriptors whose target names path_part; *cloexec is cleared if
+ * one of them lacks FD_CLOEXEC. */
+static inline int wxtest_fds_naming(const char *path_part, bool *cloexec)
+{
+    DIR *d = opendir("/proc/self/fd");
+    CHECK(d, "opendir: %s", strerror(errno));
+    struct dirent *e;
+    int n = 0;
+    *cloexec = true;
+    while ((e = readdir(d))) {
+        char link[300], target[512];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t len = readlink(link, target, sizeof(target) - 1);
+        if (len <= 0)
+            continue;
+        target[len] = 0;
+        if (!strstr(target, path_part))
+            continue;
+        n++;
+        if (!(fcntl(atoi(e->d_name), F_GETFD) & FD_CLOEXEC))
+            *cloexec = false;
+    }
+    closedir(d);
+    return n;
 }
 
 #endif /* WXTEST_MAPS_H */
