@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make check-cross: the library and its whole ctest suite for aarch64 and
 # riscv64 Linux, cross-built with Debian's gcc-<arch>-linux-gnu and run
-# under qemu-user, every heap test once per backend (toggle, dualmap).
+# under qemu-user, every heap test once per backend (toggle, dualmap,
+# procmem).
 #
 #   tools/check-cross.sh [aarch64] [riscv64]     (default: both)
 #
@@ -88,9 +89,10 @@ check_arch() {
     echo "== $arch: build ($("$arch-linux-gnu-gcc" --version | head -1))"
     cmake --build "$dir" -j"$JOBS"
     echo "== $arch: $("qemu-$arch" --version | head -1)"
-    run_set "$arch" "no-backend" "$dir" -LE 'toggle|dualmap'
+    run_set "$arch" "no-backend" "$dir" -LE 'toggle|dualmap|procmem'
     run_set "$arch" "toggle" "$dir" -L toggle
     run_set "$arch" "dualmap" "$dir" -L dualmap
+    run_set "$arch" "procmem" "$dir" -L procmem
 }
 
 install_missing
