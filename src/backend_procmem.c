@@ -33,36 +33,41 @@
 #include "code_changed.h"
 #include "internal.h"
 
-/* The descriptor (plus one; 0: none) and, in the high half, the fork
- * generation it was opened in: after fork() the inherited descriptor
- * still writes into the parent, so a child opens its own on first use. */
-static _Atomic uint64_t mem_file;
+/* The process's descriptor of /proc/self/mem, -1 until first needed. */
+static _Atomic int mem_fd = -1;
 
 static int self_mem(int *fd)
 {
-    wxj_fork_init(); /* so that a later fork() moves the generation on */
-    uint64_t gen = (uint64_t)wxj_fork_generation() << 32;
-    for (;;) {
-        uint64_t cur = atomic_load_explicit(&mem_file, memory_order_acquire);
-        if (cur && (cur & ~0xffffffffull) == gen) {
-            *fd = (int)(cur & 0xffffffffu) - 1;
-            return 0;
-        }
-        int mine;
-        int err = wxj_os_open_self_mem(&mine);
-        if (err)
-            return err;
-        if (!atomic_compare_exchange_strong_explicit(
-                &mem_file, &cur, gen | (uint64_t)(mine + 1),
-                memory_order_acq_rel, memory_order_acquire)) {
-            wxj_os_close(mine); /* another thread of this process won */
-            continue;
-        }
-        if (cur)
-            wxj_os_close((int)(cur & 0xffffffffu) - 1); /* the parent's */
-        *fd = mine;
+    int cur = atomic_load_explicit(&mem_fd, memory_order_acquire);
+    if (cur >= 0) {
+        *fd = cur;
         return 0;
     }
+    /* Before the first open: a fork() from now on runs the handler that
+     * closes this descriptor in the child (wxj_procmem_after_fork). */
+    wxj_fork_init();
+    int mine;
+    int err = wxj_os_open_self_mem(&mine);
+    if (err)
+        return err;
+    if (!atomic_compare_exchange_strong_explicit(&mem_fd, &cur, mine,
+                                                 memory_order_acq_rel,
+                                                 memory_order_acquire)) {
+        wxj_os_close(mine); /* another thread won: use its descriptor */
+        mine = cur;
+    }
+    *fd = mine;
+    return 0;
+}
+
+/* The inherited descriptor still writes into the parent's memory: it is
+ * closed at once, in fork() (before the child can reuse its number), and
+ * the child opens its own on first use. */
+void wxj_procmem_after_fork(void)
+{
+    int fd = atomic_exchange_explicit(&mem_fd, -1, memory_order_relaxed);
+    if (fd >= 0)
+        wxj_os_close(fd);
 }
 
 /* Writes [at, at + len) from src; a write that fails part-way puts the

@@ -5,13 +5,12 @@
  * do their part (backend ops fork_*): dualmap copies each chunk's shared
  * object, since MAP_SHARED memory would otherwise stay shared with the
  * parent; toggle releases pages held by threads that do not exist in the
- * child. Only the forking thread lives on in the child; the other threads'
+ * child; procmem's descriptor of the parent's memory is closed. Only the forking thread lives on in the child; the other threads'
  * pools are retired there. The handlers run in the forking thread only, so
  * the statics below need no synchronisation. */
 #include "internal.h"
 
 static struct wxjit_heap *heaps; /* the live heaps, listed under prepare */
-static _Atomic uint32_t generation;
 static int32_t parent_tid;
 
 static void prepare(void)
@@ -53,7 +52,7 @@ static void parent(void)
 static void child(void)
 {
     wxj_os_forget_tid();
-    atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed);
+    wxj_procmem_after_fork();
     int32_t self = wxj_os_tid();
     wxj_registry_after_fork();
     for (struct wxjit_heap *h = heaps; h; h = h->live_next) {
@@ -74,11 +73,6 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void register_handlers(void)
 {
     pthread_atfork(prepare, parent, child);
-}
-
-uint32_t wxj_fork_generation(void)
-{
-    return atomic_load_explicit(&generation, memory_order_relaxed);
 }
 
 void wxj_fork_init(void)

@@ -383,8 +383,8 @@ void wxj_heap_disable(struct wxjit_heap *heap);
 
 /* ---- fork.c ------------------------------------------------------------ */
 void wxj_fork_init(void); /* once per process, from heap creation */
-/* How many fork() children deep this process is since wxj_fork_init. */
-uint32_t wxj_fork_generation(void);
+/* In a fork child: drops the parent's /proc/self/mem (procmem). */
+void wxj_procmem_after_fork(void);
 
 /* ---- reservations.c --------------------------------------------------- */
 void wxj_open_init(struct wxj_open_table *t);
