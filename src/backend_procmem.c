@@ -5,9 +5,9 @@
  * no page is ever writable in user space, no second mapping exists, and
  * executors never fault or wait. One system call per write run.
  *
- * A window is a scratch copy of its pages; close writes back exactly the
- * bytes the caller changed ([flush, flush + flush_len)), never the rest of
- * the copy, which other threads may have changed meanwhile.
+ * A window is a scratch buffer the size of its pages; close writes exactly
+ * the bytes the caller wrote ([flush, flush + flush_len)) to the code,
+ * never the rest, which other threads may change meanwhile.
  *
  * Instruction caches: the kernel's write path, copy_to_user_page(), makes
  * the new bytes visible to instruction fetch when the mapping is
@@ -204,20 +204,22 @@ static size_t window_bytes(const struct wxjit_heap *heap,
     return (w->last - w->first + 1) * heap->page_size;
 }
 
-/* The copy is twice the window: the view, then room for the bytes that
- * close replaces (to put them back if its write fails part-way). */
+/* The buffer is twice the window: the view, then room for the bytes that
+ * close replaces (to put them back if its write fails part-way). The view
+ * starts as traps, as the space it stands for does: an in-place emitter
+ * that leaves a gap gets traps there on every backend. */
 static int procmem_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
     size_t len = window_bytes(heap, w);
-    uint8_t *copy = malloc(2 * len);
-    if (!copy)
+    uint8_t *buf = malloc(2 * len);
+    if (!buf)
         return ENOMEM;
-    memcpy(copy, w->chunk->base + w->first * heap->page_size, len);
-    w->view = copy;
+    wxj_arch_trap_fill(buf, len);
+    w->view = buf;
     return 0;
 }
 
-/* On failure the copy stays (the window stays open, for a retry or for
+/* On failure the buffer stays (the window stays open, for a retry or for
  * abandon). */
 static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
@@ -233,7 +235,7 @@ static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
     return 0;
 }
 
-/* Nothing was written (or it was put back): only the copy goes. */
+/* Nothing was written (or it was put back): only the buffer goes. */
 static void procmem_abandon(struct wxjit_heap *heap, struct wxj_window *w)
 {
     (void)heap;

@@ -363,9 +363,14 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
         int err = heap->backend->open(heap, &w);
         if (err)
             return err;
-        for (size_t k = i; k < end; k++)
-            memcpy(wxj_window_at(heap, &w, items[k].res->exec),
-                   items[k].res->write, items[k].used);
+        /* Each item's own granules past `used` are traps again, in the
+         * view too (an exact backend writes the gaps between items). */
+        for (size_t k = i; k < end; k++) {
+            uint8_t *at = wxj_window_at(heap, &w, items[k].res->exec);
+            size_t used = items[k].used;
+            memcpy(at, items[k].res->write, used);
+            fill_trap(at + used, granules(used) * WXJ_GRANULE - used, NULL);
+        }
         if ((err = heap->backend->close(heap, &w, flush, flush_len))) {
             /* The run's space was free: traps again, as before. */
             for (size_t k = i; k < end; k++)

@@ -130,9 +130,10 @@ struct wxj_window {
 struct wxj_backend {
     const char *name;
     wxjit_backend id;
-    /* close writes back only [flush, flush + flush_len) of the view: a
-     * window's writes must then form that one range (the view is a copy,
-     * and other threads may change the rest of its pages meanwhile). */
+    /* close writes only [flush, flush + flush_len) of the view, which is a
+     * buffer of traps, not the code: a window's writes must form that one
+     * range (other threads may change the rest of the pages meanwhile),
+     * and the view holds no old bytes to read. */
     bool exact_writes;
     /* 0 if the backend works on this system, else the errno why not and
      * a static string naming the check that failed. With run_code, also

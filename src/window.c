@@ -79,8 +79,9 @@ int wxj_write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
     uint8_t stack[SAVE_ON_STACK], *saved = NULL;
     if (!b)
         return ENOTSUP;
-    /* Only a backend whose close can fail needs the old bytes back. */
-    if ((how & WXJ_WRITE_OVER_CODE) && b->abandon)
+    /* Only a backend whose close can fail, and that writes through the
+     * code's own bytes, needs the old bytes back. */
+    if ((how & WXJ_WRITE_OVER_CODE) && b->abandon && !b->exact_writes)
         if (!(saved = len <= sizeof(stack) ? stack : malloc(len)))
             return ENOMEM;
     int err = b->open(heap, &w);

@@ -270,9 +270,16 @@ static void test_in_place_is_a_copy(void)
     emit_return_int(r.write, 9);
     CHECK_OK(wxjit_abort(h, &r));
     CHECK_EQ(x[0], emit_trap_byte(x));
+    /* Bytes the emitter skips are traps, as in the space on any backend. */
+    CHECK_OK(wxjit_reserve(h, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
+    x = r.exec;
+    n = emit_return_int(r.write, 10);
+    CHECK_OK(wxjit_commit(h, &r, n + 8));
+    for (size_t i = n; i < n + 8; i++)
+        CHECK_EQ(x[i], emit_trap_byte(x + i));
     CHECK_OK(wxjit_heap_destroy(h));
     printf("  in place: a scratch copy at a constant offset, traps until "
-           "commit and after abort\n");
+           "commit, after abort and where the emitter wrote nothing\n");
 }
 
 /* ---- atomic patches ---------------------------------------------------- */
