@@ -18,9 +18,15 @@
 
 #define COMPILERS 4
 #define CALLERS 2
-#define PER_COMPILER 2500
-#define FUNCTIONS (COMPILERS * PER_COMPILER)
-#define MIN_CALLS 2000000 /* per caller, after compiling is done */
+
+/* How much work: `wxjit-demo --quick` does a tenth of the compiling and a
+ * twentieth of the calling, for tests/test_hardened.c, which runs the demo
+ * under each hardening policy. */
+static struct {
+    int per_compiler;
+    unsigned long min_calls; /* per caller, after compiling is done */
+} size = {2500, 2000000};
+#define FUNCTIONS (COMPILERS * size.per_compiler)
 
 struct compiled {
     _Atomic(expr_fn) fn;
@@ -56,8 +62,8 @@ static void *compiler_main(void *arg)
     struct run *run = w->run;
     unsigned seed = 1000u + (unsigned)w->index;
     uint8_t code[EXPR_MAX_CODE];
-    for (int i = w->index * PER_COMPILER; i < (w->index + 1) * PER_COMPILER;
-         i++) {
+    for (int i = w->index * size.per_compiler;
+         i < (w->index + 1) * size.per_compiler; i++) {
         struct compiled *c = &run->table[i];
         c->root = expr_random(&c->e, &seed);
         void *exec;
@@ -82,7 +88,7 @@ static void *caller_main(void *arg)
     struct run *run = w->run;
     unsigned seed = 77u + (unsigned)w->index;
     unsigned long n = 0, bad = 0, after = 0;
-    while (after < MIN_CALLS) {
+    while (after < size.min_calls) {
         bool done = atomic_load(&run->compilers_done) == COMPILERS;
         int i = rand_r(&seed) % FUNCTIONS;
         struct compiled *c = &run->table[i];
@@ -177,8 +183,16 @@ static long long millis(const struct run *r)
     return (long long)(r->seconds * 1000);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 2 || (argc == 2 && strcmp(argv[1], "--quick"))) {
+        fprintf(stderr, "usage: wxjit-demo [--quick]\n");
+        return 2;
+    }
+    if (argc == 2) {
+        size.per_compiler /= 10;
+        size.min_calls /= 20;
+    }
     int err = wx_policy_enter();
     if (err)
         fail("entering the W^X policy (seccomp)", err);

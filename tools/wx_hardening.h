@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -92,11 +93,13 @@ static inline int wx_hardening_no_mem_write(const char **why)
  * back to the host. */
 static inline int wx_hardening_private_mounts(const char **why)
 {
+    static char no_namespace[96];
     if (unshare(CLONE_NEWNS) != 0) {
-        *why = errno == EPERM ? "a private mount namespace needs root "
-                                "(CAP_SYS_ADMIN)"
-                              : "unshare(CLONE_NEWNS)";
-        return errno == EPERM ? WX_HARDENING_UNAVAILABLE : errno;
+        snprintf(no_namespace, sizeof(no_namespace),
+                 "unshare(CLONE_NEWNS): %s (needs root and one thread)",
+                 strerror(errno));
+        *why = no_namespace;
+        return WX_HARDENING_UNAVAILABLE;
     }
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) {
         *why = "mount --make-rprivate /";
@@ -119,26 +122,44 @@ static inline int wx_hardening_no_proc(const char **why)
     return 0;
 }
 
-/* No executable shared memory object: memfd_create fails (ENOSYS, as in a
- * sandbox that allows only the calls it knows), and the directories of
- * shm_open and O_TMPFILE ($TMPDIR, /dev/shm, /tmp) are noexec tmpfs. */
-static inline int wx_hardening_no_shm_exec(const char **why)
+/* tmpfs mounted noexec over each of dirs that is a directory (NULL
+ * entries are skipped), in a private mount namespace. */
+static inline int wx_hardening_noexec(const char *const *dirs, size_t n,
+                                      const char **why)
 {
-    const struct wx_rule no_memfd[] = {
-        {__NR_memfd_create, WX_RULE_ALWAYS, 0, 0, ENOSYS}};
-    const char *dirs[] = {"/dev/shm", "/tmp", getenv("TMPDIR")};
     struct stat st;
     int err = wx_hardening_private_mounts(why);
-    for (size_t i = 0; err == 0 && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+    for (size_t i = 0; err == 0 && i < n; i++) {
         /* $TMPDIR below /tmp is gone already: that is as good. */
         if (!dirs[i] || stat(dirs[i], &st) != 0 || !S_ISDIR(st.st_mode))
             continue;
         if (mount("none", dirs[i], "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
                   "mode=1777")) {
-            *why = "mount noexec tmpfs on /dev/shm, /tmp, $TMPDIR";
+            *why = "mount noexec tmpfs";
             err = errno;
         }
     }
+    return err;
+}
+
+/* /dev/shm mounted noexec, as hardening guides ask (CIS benchmarks):
+ * shm_open's objects cannot be mapped executable; memfd's still can. */
+static inline int wx_hardening_noexec_shm(const char **why)
+{
+    const char *const dirs[] = {"/dev/shm"};
+    return wx_hardening_noexec(dirs, 1, why);
+}
+
+/* No executable shared memory object at all: memfd_create fails (ENOSYS,
+ * as in a sandbox that allows only the calls it knows), and the
+ * directories of shm_open and O_TMPFILE ($TMPDIR, /dev/shm, /tmp) are
+ * noexec. */
+static inline int wx_hardening_no_shm_exec(const char **why)
+{
+    const struct wx_rule no_memfd[] = {
+        {__NR_memfd_create, WX_RULE_ALWAYS, 0, 0, ENOSYS}};
+    const char *const dirs[] = {"/dev/shm", "/tmp", getenv("TMPDIR")};
+    int err = wx_hardening_noexec(dirs, 3, why);
     if (err == 0 && (err = wx_seccomp_install(no_memfd, 1, ENOSYS)))
         *why = "seccomp";
     return err;
@@ -153,8 +174,11 @@ static const struct wx_hardening wx_hardenings[] = {
      wx_hardening_no_mem_write},
     {"no-proc", "no /proc (tmpfs over it, private mount namespace)",
      wx_hardening_no_proc},
-    {"no-shm-exec", "memfd_create fails (ENOSYS); /dev/shm, /tmp, $TMPDIR "
-                    "noexec (private mount namespace)",
+    {"noexec-shm", "/dev/shm noexec (private mount namespace)",
+     wx_hardening_noexec_shm},
+    {"no-shm-exec",
+     "memfd_create fails (ENOSYS); /dev/shm, /tmp, $TMPDIR "
+     "noexec (private mount namespace)",
      wx_hardening_no_shm_exec},
 };
 #define WX_HARDENINGS (sizeof(wx_hardenings) / sizeof(wx_hardenings[0]))

@@ -73,8 +73,8 @@ static inline size_t wx_seccomp_build(const struct wx_rule *rules, size_t n,
                      offsetof(struct seccomp_data, arch)));
     WX_EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, WX_POLICY_AUDIT_ARCH, 1, 0));
     WX_EMIT(BPF_STMT(BPF_RET | BPF_K, wx_seccomp_deny(foreign_errno)));
-    WX_EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                     offsetof(struct seccomp_data, nr)));
+    WX_EMIT(
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)));
 #if defined(__x86_64__)
     /* x32 numbers alias the x86_64 ones with bit 30 set. */
     WX_EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1));

@@ -57,8 +57,8 @@ static const char *status_field(const char *key, char *buf, size_t len)
         return NULL;
     while (!found && fgets(line, sizeof(line), f))
         if (!strncmp(line, key, klen) && line[klen] == ':') {
-            snprintf(buf, len, "%s", line + klen + 1 + strspn(line + klen + 1,
-                                                               " \t"));
+            snprintf(buf, len, "%s",
+                     line + klen + 1 + strspn(line + klen + 1, " \t"));
             buf[strcspn(buf, "\n")] = 0;
             found = buf;
         }
@@ -90,13 +90,16 @@ static void print_policies(void)
            filter && filters ? filters : "");
     s = first_line("/sys/fs/selinux/enforce", buf, sizeof(buf));
     printf("  %-24s %s\n", "SELinux",
-           !s ? "not present or not readable"
-              : !strcmp(s, "1") ? "enforcing" : "permissive");
+           !s                ? "not present or not readable"
+           : !strcmp(s, "1") ? "enforcing"
+                             : "permissive");
     if (s) {
         s = first_line("/sys/fs/selinux/booleans/deny_execmem", buf,
                        sizeof(buf));
         printf("  %-24s %s\n", "SELinux deny_execmem",
-               !s ? "not readable" : s[0] == '1' ? "on" : "off");
+               !s            ? "not readable"
+               : s[0] == '1' ? "on"
+                             : "off");
     }
     s = first_line("/proc/sys/vm/memfd_noexec", buf, sizeof(buf));
     printf("  %-24s %s\n", "vm.memfd_noexec", s ? s : "not present");
