@@ -145,7 +145,9 @@ WXJIT_API int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out
  * set to a short static string naming that check, e.g. "mprotect adding
  * PROT_EXEC refused", "shared memory object cannot be mapped executable",
  * "/proc/self/mem not writable"; NULL on success. Every probe also runs
- * code written the backend's way (ENOTSUP if it does not run). AUTO: 0 if
+ * code written the backend's way (ENOTSUP if it does not run). dualmap's
+ * starts at the object WXJIT_DUALMAP_OBJECT names, as its heaps do
+ * (EINVAL for a bad value, as wxjit_heap_create). AUTO: 0 if
  * some backend works (the one a heap would get; WXJIT_BACKEND is not
  * read), else the last errno with "no backend works here".
  * Errors: EINVAL unknown backend; others as above.

@@ -63,21 +63,6 @@ static int backend_from_env(wxjit_backend *out)
     return EINVAL; /* rwx is never chosen from outside */
 }
 
-int wxj_object_from_env(enum wxj_object *out)
-{
-    static const char *const names[] = {"memfd", "shm", "tmpfile"};
-    const char *env = getenv("WXJIT_DUALMAP_OBJECT");
-    *out = WXJ_OBJECT_MEMFD;
-    if (!env || !*env)
-        return 0;
-    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
-        if (!strcmp(env, names[i])) {
-            *out = (enum wxj_object)i;
-            return 0;
-        }
-    return EINVAL;
-}
-
 static bool has_alias(wxjit_backend id)
 {
     return id == WXJIT_BACKEND_DUALMAP || id == WXJIT_BACKEND_RWX;

@@ -53,10 +53,15 @@ static bool alias_writes_run(uint8_t *rw, const uint8_t *rx)
 static int dualmap_probe(bool run_code, const char **reason)
 {
     size_t page = wxj_os_page_size();
+    enum wxj_object first;
     int fd;
     void *rx, *rw;
-    int err = wxj_os_shared_object(WXJ_OBJECT_MEMFD, page, &fd);
+    int err = wxj_object_from_env(&first);
     if (err) {
+        *reason = "WXJIT_DUALMAP_OBJECT is not memfd, shm or tmpfile";
+        return err;
+    }
+    if ((err = wxj_os_shared_object(first, page, &fd))) {
         *reason = "no shared memory object (memfd_create, shm_open, "
                   "O_TMPFILE)";
         return err;

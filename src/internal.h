@@ -265,6 +265,9 @@ int wxj_os_protect_rx(void *addr, size_t size);
 /* A CLOEXEC, unlinked object of size bytes, trying `first` and then the
  * fallbacks after it. */
 int wxj_os_shared_object(enum wxj_object first, size_t size, int *fd);
+/* WXJIT_DUALMAP_OBJECT: the first kind of object dualmap tries (its probe
+ * and its heaps alike). EINVAL for an unknown name. */
+int wxj_object_from_env(enum wxj_object *out);
 void wxj_os_close(int fd);
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected);
 void wxj_os_futex_wake_all(_Atomic uint32_t *word);
@@ -365,8 +368,6 @@ void wxj_pools_after_fork(struct wxjit_heap *heap);
  * environment, and picks a backend that works here. */
 int wxj_choose_backend(const wxjit_heap_options *o,
                        const struct wxj_backend **out);
-/* WXJIT_DUALMAP_OBJECT: the first kind of object dualmap tries. */
-int wxj_object_from_env(enum wxj_object *out);
 
 /* ---- heap registry (heap.c) ------------------------------------------- */
 /* For pools retired at thread exit: the heap, locked, if it still lives. */

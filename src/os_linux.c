@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/mman.h>
@@ -213,6 +214,21 @@ static int object_tmpfile(void)
     }
     errno = err;
     return -1;
+}
+
+int wxj_object_from_env(enum wxj_object *out)
+{
+    static const char *const names[] = {"memfd", "shm", "tmpfile"};
+    const char *env = getenv("WXJIT_DUALMAP_OBJECT");
+    *out = WXJ_OBJECT_MEMFD;
+    if (!env || !*env)
+        return 0;
+    for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+        if (!strcmp(env, names[i])) {
+            *out = (enum wxj_object)i;
+            return 0;
+        }
+    return EINVAL;
 }
 
 int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)

@@ -13,32 +13,14 @@
 #define WX_POLICY_H
 
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
-/* The seccomp_data.arch of this program's system calls, and the name the
- * kernel gives its CPU (/proc/sys/kernel/arch, uname -m). */
-#if defined(__x86_64__)
-#define WX_POLICY_AUDIT_ARCH AUDIT_ARCH_X86_64
-#define WX_POLICY_ARCH_NAME "x86_64"
-#elif defined(__aarch64__)
-#define WX_POLICY_AUDIT_ARCH AUDIT_ARCH_AARCH64
-#define WX_POLICY_ARCH_NAME "aarch64"
-#elif defined(__riscv) && __riscv_xlen == 64
-#define WX_POLICY_AUDIT_ARCH AUDIT_ARCH_RISCV64
-#define WX_POLICY_ARCH_NAME "riscv64"
-#else
-#error "wx_policy.h: unknown CPU"
-#endif
+#include "wx_seccomp.h"
+
 #ifndef __NR_pkey_mprotect
 #define __NR_pkey_mprotect 288 /* generic syscall table: aarch64, riscv64 */
 #endif
@@ -68,39 +50,29 @@ static inline bool wx_policy_emulated(char *kernel_arch, size_t len)
 }
 
 #define WX_POLICY_DENY (SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA))
-#define WX_POLICY_FILTER_MAX 16
+
+/* mmap, mprotect and pkey_mprotect asking for PROT_WRITE|PROT_EXEC: prot
+ * is the third argument of all three. */
+#define WX_POLICY_RULES 3
+#define WX_POLICY_FILTER_MAX WX_SECCOMP_LEN(WX_POLICY_RULES)
+
+static inline const struct wx_rule *wx_policy_rules(void)
+{
+    static const struct wx_rule rules[WX_POLICY_RULES] = {
+        {__NR_mmap, WX_RULE_ALL_BITS, 2, PROT_WRITE | PROT_EXEC, EACCES},
+        {__NR_mprotect, WX_RULE_ALL_BITS, 2, PROT_WRITE | PROT_EXEC, EACCES},
+        {__NR_pkey_mprotect, WX_RULE_ALL_BITS, 2, PROT_WRITE | PROT_EXEC,
+         EACCES},
+    };
+    return rules;
+}
 
 /* Writes the filter program to out (WX_POLICY_FILTER_MAX entries) and
- * returns its length; tests evaluate it for this CPU's numbers. */
+ * returns its length; tests evaluate it for this CPU's numbers. Another
+ * syscall ABI in this process (i386 int 0x80, x32) is denied outright. */
 static inline size_t wx_policy_filter(struct sock_filter *out)
 {
-    const struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-        /* Another syscall ABI in this process (i386 int 0x80): deny all. */
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, WX_POLICY_AUDIT_ARCH, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, WX_POLICY_DENY),
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-#if defined(__x86_64__)
-        /* x32 numbers alias the x86_64 ones with bit 30 set. */
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, WX_POLICY_DENY),
-#endif
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mmap, 3, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_mprotect, 2, 0),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_pkey_mprotect, 1, 0),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-        /* prot is the third argument of all three (low word: LE targets). */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                 offsetof(struct seccomp_data, args[2])),
-        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, PROT_WRITE | PROT_EXEC),
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, PROT_WRITE | PROT_EXEC, 0, 1),
-        BPF_STMT(BPF_RET | BPF_K, WX_POLICY_DENY),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    _Static_assert(sizeof(filter) / sizeof(filter[0]) <= WX_POLICY_FILTER_MAX,
-                   "WX_POLICY_FILTER_MAX too small");
-    memcpy(out, filter, sizeof(filter));
-    return sizeof(filter) / sizeof(filter[0]);
+    return wx_seccomp_build(wx_policy_rules(), WX_POLICY_RULES, EACCES, out);
 }
 
 /* Returns 0, the errno of the prctl/seccomp call that failed, or
@@ -109,15 +81,7 @@ static inline int wx_policy_enter(void)
 {
     if (wx_policy_emulated(NULL, 0))
         return WX_POLICY_EMULATED;
-    struct sock_filter filter[WX_POLICY_FILTER_MAX];
-    struct sock_fprog prog = {(unsigned short)wx_policy_filter(filter),
-                              filter};
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-        return errno;
-    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
-                SECCOMP_FILTER_FLAG_TSYNC, &prog) != 0)
-        return errno;
-    return 0;
+    return wx_seccomp_install(wx_policy_rules(), WX_POLICY_RULES, EACCES);
 }
 
 /* Mappings in /proc/self/maps that are both writable and executable, or
