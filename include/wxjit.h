@@ -280,6 +280,12 @@ typedef struct wxjit_stats {
                                   were retried by the fault handler */
     uint64_t faults_forwarded; /* faults on this heap's pages that were not
                                   wxjit's and were passed on */
+    uint64_t shared_locks;     /* acquisitions of locks shared between
+                                  threads (heap lock at refills, other
+                                  threads' pools, dualmap's window list
+                                  with WXJIT_HEAP_RW_ON_DEMAND...) inside
+                                  this heap's operations; 0 per install on
+                                  the steady path */
 } wxjit_stats;
 
 /* Reads a heap's counters.
