@@ -5,8 +5,10 @@
  * Prints a table with ratios to the rwx baseline, or CSV (to stdout, or to
  * FILE next to the table) with the columns
  * strategy,workload,size,threads,ops,ns_per_op,syscalls_per_op,
- * density_pct,faults_retried. ns_per_op is the median of N runs (default
- * 5); syscalls are counted (wxjit's stats, the baselines' own counts);
+ * density_pct,faults_retried,shared_locks_per_op. ns_per_op is the median
+ * of N runs (default 5); syscalls are counted (wxjit's stats, the
+ * baselines' own counts), and so are wxjit's acquisitions of locks shared
+ * between threads (stats shared_locks: 0 per install on the steady path);
  * density is live code bytes / code bytes mapped (pages touched). It runs
  * outside any W^X policy because the rwx baseline needs RWX memory. */
 #define _GNU_SOURCE
@@ -37,6 +39,7 @@ struct result {
     uint64_t ops;
     double ns_per_op, syscalls_per_op, density_pct;
     uint64_t faults;
+    double shared_locks_per_op;
 };
 
 static int reps = 5;
@@ -101,6 +104,8 @@ static double end_run(const struct strategy *st, void *s,
     struct counts c1 = st->counts(s);
     r->syscalls_per_op =
         (double)(c1.syscalls - c0->syscalls) / (double)r->ops;
+    r->shared_locks_per_op =
+        (double)(c1.shared_locks - c0->shared_locks) / (double)r->ops;
     r->density_pct = 100.0 * (double)live / (double)c1.mapped_bytes;
     return ns;
 }
@@ -129,7 +134,7 @@ static struct result run_install(const struct strategy *st, size_t size,
     }
     emit_nops(code_buf, sizeof(code_buf));
     double ns[64];
-    struct result r = {st->name, workload, size, 1, ops, 0, 0, 0, 0};
+    struct result r = {st->name, workload, size, 1, ops, 0, 0, 0, 0, 0};
     for (int rep = 0; rep < reps; rep++) {
         void *s = st->create();
         struct counts c0 = st->counts(s);
@@ -156,7 +161,7 @@ static struct result run_churn(const struct strategy *st)
     static void *execs[LIVE];
     static size_t sizes[LIVE];
     double ns[64];
-    struct result r = {st->name, "install-free", 0, 1, ops, 0, 0, 0, 0};
+    struct result r = {st->name, "install-free", 0, 1, ops, 0, 0, 0, 0, 0};
     for (int rep = 0; rep < reps; rep++) {
         uint32_t rng = 777;
         void *s = st->create();
@@ -254,9 +259,9 @@ static void run_concurrent(const struct strategy *st, struct result *alone,
     }
     free(installed);
     *alone = (struct result){st->name, "concurrent-alone", 64, 1, calls,
-                             median(ns_alone, reps), 0, 0, 0};
+                             median(ns_alone, reps), 0, 0, 0, 0};
     *with = (struct result){st->name, "concurrent", 64, 2, calls,
-                            median(ns_with, reps), 0, 0, faults};
+                            median(ns_with, reps), 0, 0, faults, 0};
 }
 
 /* ---- call: steady-state cost of calling installed code ----------------- */
@@ -283,20 +288,21 @@ static struct result run_call(const struct strategy *st)
         st->destroy(s);
     }
     return (struct result){st->name, "call", 16, 1, calls, median(ns, reps),
-                           0, 0, 0};
+                           0, 0, 0, 0};
 }
 
 /* ---- output -------------------------------------------------------------- */
 static void print_csv(FILE *out, const struct result *r, size_t n)
 {
     fprintf(out, "strategy,workload,size,threads,ops,ns_per_op,"
-                 "syscalls_per_op,density_pct,faults_retried\n");
+                 "syscalls_per_op,density_pct,faults_retried,"
+                 "shared_locks_per_op\n");
     for (size_t i = 0; i < n; i++)
-        fprintf(out, "%s,%s,%zu,%d,%llu,%.2f,%.3f,%.1f,%llu\n", r[i].strategy,
-               r[i].workload, r[i].size, r[i].threads,
-               (unsigned long long)r[i].ops, r[i].ns_per_op,
-               r[i].syscalls_per_op, r[i].density_pct,
-               (unsigned long long)r[i].faults);
+        fprintf(out, "%s,%s,%zu,%d,%llu,%.2f,%.3f,%.1f,%llu,%.3f\n",
+                r[i].strategy, r[i].workload, r[i].size, r[i].threads,
+                (unsigned long long)r[i].ops, r[i].ns_per_op,
+                r[i].syscalls_per_op, r[i].density_pct,
+                (unsigned long long)r[i].faults, r[i].shared_locks_per_op);
 }
 
 static bool same_case(const struct result *a, const struct result *b)
@@ -313,18 +319,19 @@ static void print_table(const struct result *r, size_t n)
             if (r[i].size)
                 printf(", %zu B", r[i].size);
             printf(", median of %d runs\n", reps);
-            printf("  %-18s %9s %12s %9s %12s %9s %8s\n", "strategy", "ops",
-                   "ns/op", "x rwx", "syscalls/op", "density", "faults");
+            printf("  %-18s %9s %12s %9s %12s %16s %9s %8s\n", "strategy",
+                   "ops", "ns/op", "x rwx", "syscalls/op", "shared locks/op",
+                   "density", "faults");
         }
         double base = 0;
         for (size_t j = 0; j < n; j++)
             if (same_case(&r[j], &r[i]) && !strcmp(r[j].strategy, "rwx"))
                 base = r[j].ns_per_op;
-        printf("  %-18s %9llu %12.1f %8.2fx %12.3f %8.1f%% %8llu\n",
+        printf("  %-18s %9llu %12.1f %8.2fx %12.3f %16.3f %8.1f%% %8llu\n",
                r[i].strategy, (unsigned long long)r[i].ops, r[i].ns_per_op,
                base > 0 ? r[i].ns_per_op / base : 0,
-               r[i].syscalls_per_op, r[i].density_pct,
-               (unsigned long long)r[i].faults);
+               r[i].syscalls_per_op, r[i].shared_locks_per_op,
+               r[i].density_pct, (unsigned long long)r[i].faults);
     }
 }
 

@@ -116,7 +116,7 @@ static struct counts wx_counts(void *s)
     wxjit_stats st;
     wxjit_stats_get(((struct wx *)s)->heap, &st);
     return (struct counts){st.syscalls, st.pages * page_size(),
-                           st.faults_retried};
+                           st.faults_retried, st.shared_locks};
 }
 
 static const struct strategy toggle = {
@@ -191,7 +191,7 @@ static void area_release(void *s, void *exec, size_t size)
 static struct counts area_counts(void *s)
 {
     struct area *a = s;
-    return (struct counts){a->syscalls, round_pages(a->used), 0};
+    return (struct counts){a->syscalls, round_pages(a->used), 0, 0};
 }
 
 static const struct strategy rwx = {
@@ -244,7 +244,7 @@ static void blocks_release(void *s, void *exec, size_t size)
 static struct counts blocks_counts(void *s)
 {
     struct blocks *b = s;
-    return (struct counts){b->syscalls, b->mapped, 0};
+    return (struct counts){b->syscalls, b->mapped, 0, 0};
 }
 
 static const struct strategy page_per_block = {

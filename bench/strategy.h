@@ -11,6 +11,8 @@ struct counts {
     uint64_t syscalls;     /* system calls made so far */
     uint64_t mapped_bytes; /* code memory in use (pages touched) */
     uint64_t faults_retried;
+    uint64_t shared_locks; /* wxjit's statistic; baselines have no such
+                              locks of their own (0) */
 };
 
 struct strategy {

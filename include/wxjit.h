@@ -229,7 +229,10 @@ WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigne
  *                 after retries): the reservation stays open, to commit
  *                 again or abort; an in-place one keeps its write view
  *                 (its bytes past `used` are traps already).
- * Thread-safe. Not async-signal-safe. */
+ * Thread-safe. The reserving thread's commit takes no lock another thread
+ * takes; a scratch reservation committed by another thread (even after the
+ * reserving thread exited) takes one: the reserving pool's (counted in
+ * stats shared_locks). Not async-signal-safe. */
 WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used);
 
 /* Gives a reservation back without making anything executable. The
@@ -240,7 +243,8 @@ WXJIT_API int wxjit_commit(wxjit_heap *heap, wxjit_reservation *res, size_t used
  *         other  toggle, in place: errno of a failed mprotect; the
  *                reservation stays open (its bytes are traps now): abort
  *                or commit it again.
- * Thread-safe. Not async-signal-safe. */
+ * Thread-safe; from another thread than the reserving one, as for
+ * wxjit_commit. Not async-signal-safe. */
 WXJIT_API int wxjit_abort(wxjit_heap *heap, wxjit_reservation *res);
 
 /* Commits count reservations at once: as count calls of wxjit_commit with
@@ -327,6 +331,12 @@ typedef struct wxjit_stats {
                                   were retried by the fault handler */
     uint64_t faults_forwarded; /* faults on this heap's pages that were not
                                   wxjit's and were passed on */
+    uint64_t shared_locks;     /* acquisitions of locks shared between
+                                  threads (heap lock at refills, other
+                                  threads' pools, dualmap's window list
+                                  with WXJIT_HEAP_RW_ON_DEMAND...) inside
+                                  this heap's operations; 0 per install on
+                                  the steady path */
 } wxjit_stats;
 
 /* Reads a heap's counters.

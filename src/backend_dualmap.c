@@ -179,7 +179,7 @@ static int dualmap_open(struct wxjit_heap *heap, struct wxj_window *w)
         return err;
     }
     *rec = (struct window_rec){NULL, view, offset, len};
-    pthread_mutex_lock(&windows_lock);
+    wxj_lock_shared(&windows_lock);
     rec->next = w->chunk->windows;
     w->chunk->windows = rec;
     pthread_mutex_unlock(&windows_lock);
@@ -194,7 +194,7 @@ static int dualmap_close(struct wxjit_heap *heap, struct wxj_window *w,
 {
     (void)heap;
     if (!w->chunk->alias) {
-        pthread_mutex_lock(&windows_lock);
+        wxj_lock_shared(&windows_lock);
         struct window_rec **p = (struct window_rec **)&w->chunk->windows;
         while ((*p)->view != w->view)
             p = &(*p)->next;

@@ -90,17 +90,16 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
  * would not be executable when its commit returns (toggle keeps that page
  * writable until the window closes), so it is refused, on every backend
  * alike (EDEADLK): a JIT behaves the same whichever backend it runs on. */
-static bool on_own_window(struct wxjit_heap *heap, const void *exec,
-                          size_t len)
+static bool on_own_window(struct wxjit_heap *heap, struct wxj_pool *pool,
+                          const void *exec, size_t len)
 {
-    return wxj_open_own_in_place() &&
-           wxj_open_holds_pages(&heap->open, wxj_os_tid(), (uintptr_t)exec,
-                                (uintptr_t)exec + len - 1, heap->page_size);
+    return wxj_open_holds_pages(heap, pool, (uintptr_t)exec,
+                                (uintptr_t)exec + len - 1);
 }
 
 /* ---- reservations -------------------------------------------------------
- * wxjit records each open reservation (reservations.c); internal[] holds
- * its serial, so commit and abort accept only the reservation as handed
+ * wxjit records each open reservation in the pool it was made through
+ * (reservations.c); internal[] holds its serial, so commit and abort accept only the reservation as handed
  * out, once. */
 static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
                    size_t size, size_t n, size_t align_g, bool in_place,
@@ -124,7 +123,7 @@ static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
     }
     struct wxj_open_rec rec = {(uintptr_t)at, write, size, 0, in_place,
                                wxj_os_tid()};
-    if ((err = wxj_open_add(&heap->open, &rec))) {
+    if ((err = wxj_open_add(pool, &rec))) {
         /* Nothing was written: a close that fails leaves traps. */
         if (in_place && heap->backend->close(heap, &w, at, size))
             heap->backend->abandon(heap, &w);
@@ -167,6 +166,7 @@ int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
 
 struct open_res {
     struct wxj_open_rec rec;
+    struct wxj_pool *from; /* the pool that recorded it */
     struct wxj_chunk *chunk;
     size_t g, n;
     bool in_place;
@@ -176,15 +176,16 @@ struct open_res {
  * handed out; the claim makes a racing second commit or abort fail. used:
  * the bytes a commit makes live (0 for an abort), recorded before the
  * block can look live. */
-static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
-                             size_t used, struct open_res *r)
+static int claim_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
+                             wxjit_reservation *res, size_t used,
+                             struct open_res *r)
 {
-    if (!res->exec || wxj_open_take(&heap->open, res, &r->rec))
+    if (!res->exec || wxj_open_take(heap, pool, res, &r->rec, &r->from))
         return EINVAL;
     /* An in-place window belongs to the thread that opened it, on every
      * backend: toggle holds its pages for that thread alone. */
     if (r->rec.in_place && r->rec.owner != wxj_os_tid()) {
-        wxj_open_put_back(&heap->open, &r->rec);
+        wxj_open_put_back(pool, r->from, &r->rec);
         return EPERM;
     }
     r->in_place = r->rec.in_place;
@@ -199,10 +200,10 @@ static int claim_reservation(struct wxjit_heap *heap, wxjit_reservation *res,
 }
 
 /* Undoes a claim: the reservation is open again, for a retry or abort. */
-static void unclaim(struct wxjit_heap *heap, const struct open_res *r)
+static void unclaim(struct wxj_pool *pool, const struct open_res *r)
 {
     wxj_bit_set(r->chunk->open, r->g);
-    wxj_open_put_back(&heap->open, &r->rec);
+    wxj_open_put_back(pool, r->from, &r->rec);
 }
 
 /* The bytes are in place: return the unused tail, release the scratch
@@ -236,10 +237,10 @@ static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
                   wxjit_reservation *res, size_t used)
 {
     struct open_res r;
-    int err = claim_reservation(heap, res, used, &r);
+    int err = claim_reservation(heap, pool, res, used, &r);
     if (err)
         return err;
-    if (!r.in_place && on_own_window(heap, res->exec, used))
+    if (!r.in_place && on_own_window(heap, pool, res->exec, used))
         err = EDEADLK;
     else if (r.in_place)
         err = commit_in_place(heap, res, &r, used);
@@ -247,7 +248,7 @@ static int commit(struct wxjit_heap *heap, struct wxj_pool *pool,
         err = wxj_write_code(heap, r.chunk, res->exec, used, fill_copy,
                              res->write, 0);
     if (err) {
-        unclaim(heap, &r); /* still open: retry or abort */
+        unclaim(pool, &r); /* still open: retry or abort */
         return err;
     }
     commit_finish(pool, res, &r, used);
@@ -271,13 +272,13 @@ static int abort_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
                              wxjit_reservation *res)
 {
     struct open_res r;
-    int err = claim_reservation(heap, res, 0, &r);
+    int err = claim_reservation(heap, pool, res, 0, &r);
     if (err)
         return err;
     if (r.in_place) {
         if ((err = wxj_in_place_abort(heap, r.chunk, res->exec, res->write,
                                       res->size, false))) {
-            unclaim(heap, &r); /* still open and held: retry */
+            unclaim(pool, &r); /* still open and held: retry */
             return err;
         }
     } else {
@@ -387,12 +388,12 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
 }
 
 /* Claimed items not consumed yet (res->exec still set) become open again. */
-static void reopen_unconsumed(struct wxjit_heap *heap,
+static void reopen_unconsumed(struct wxj_pool *pool,
                               const struct batch_item *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (items[i].res->exec)
-            unclaim(heap, &items[i].r);
+            unclaim(pool, &items[i].r);
 }
 
 static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
@@ -401,7 +402,7 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
     size_t claimed = 0, in_place = 0;
     int err = 0;
     while (claimed < count && !err)
-        if (!(err = claim_reservation(heap, items[claimed].res,
+        if (!(err = claim_reservation(heap, pool, items[claimed].res,
                                       items[claimed].used,
                                       &items[claimed].r)))
             claimed++;
@@ -410,7 +411,7 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
      * table) and close first: only others count here. */
     for (size_t i = 0; !err && i < claimed; i++)
         if (!items[i].r.in_place &&
-            on_own_window(heap, items[i].res->exec, items[i].used))
+            on_own_window(heap, pool, items[i].res->exec, items[i].used))
             err = EDEADLK;
     for (; !err && in_place < claimed && items[in_place].r.in_place;
          in_place++) {
@@ -421,7 +422,7 @@ static int commit_batch(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (!err)
         err = write_runs(heap, pool, items + in_place, claimed - in_place);
     if (err)
-        reopen_unconsumed(heap, items, claimed);
+        reopen_unconsumed(pool, items, claimed);
     return err;
 }
 
@@ -555,7 +556,10 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
         return err;
     }
     wxj_block_unmark(chunk, g, n);
-    wxj_chunk_note_free(chunk, g, n);
+    /* The calling thread's last install: its tail appends there again, so
+     * install-and-free churn never runs the tail out (no refill, no heap
+     * lock) and touches no chunk-wide free-space bound. */
+    wxj_pool_give_back(pool, chunk, g, n);
     account_live(pool, -(int64_t)n, false);
     return 0;
 }

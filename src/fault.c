@@ -50,7 +50,7 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int wxj_region_register(struct wxj_chunk *chunk)
 {
-    pthread_mutex_lock(&registry_lock);
+    wxj_lock_shared(&registry_lock); /* a new chunk, inside an operation */
     size_t high = atomic_load_explicit(&regions_high, memory_order_relaxed);
     size_t slot = 0;
     while (slot < high && atomic_load_explicit(&regions[slot],

@@ -61,7 +61,7 @@ static void child(void)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_child(h, c, parent_tid);
         /* In-place windows of threads that do not exist here. */
-        wxj_open_after_fork(&h->open, parent_tid, self);
+        wxj_open_after_fork(h, parent_tid, self);
         if (wxj_heap_ok(h))
             wxj_open_abort_orphans(h, self, true);
     }

@@ -55,10 +55,10 @@ void wxj_heap_disable(struct wxjit_heap *heap)
 struct wxjit_heap *wxj_heap_lock_if_alive(struct wxjit_heap *heap,
                                           uint64_t id)
 {
-    pthread_mutex_lock(&heaps_lock);
+    wxj_lock_shared(&heaps_lock);
     bool alive = wxj_heap_ok(heap) && heap->id == id;
     if (alive)
-        pthread_mutex_lock(&heap->lock); /* order: heaps_lock, heap->lock */
+        wxj_lock_shared(&heap->lock); /* order: heaps_lock, heap->lock */
     pthread_mutex_unlock(&heaps_lock);
     return alive ? heap : NULL;
 }
@@ -102,7 +102,6 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     heap->chunk_size = (chunk + heap->page_size - 1) / heap->page_size *
                        heap->page_size;
     heap->max_bytes = o.max_bytes;
-    wxj_open_init(&heap->open);
     pthread_mutex_init(&heap->lock, NULL);
     pthread_mutex_lock(&heaps_lock);
     heap->live_next = live;
@@ -135,7 +134,6 @@ int wxjit_heap_destroy(wxjit_heap *heap)
     }
     heap->chunks = NULL;
     wxj_pools_forget_heap(heap);
-    wxj_open_forget(&heap->open);
     pthread_mutex_destroy(&heap->lock);
 
     pthread_mutex_lock(&heaps_lock);
@@ -167,6 +165,7 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
         out->syscalls += READ(p->syscalls);
         out->mprotect_calls += READ(p->mprotect_calls);
         out->map_calls += READ(p->map_calls);
+        out->shared_locks += READ(p->shared_locks);
         granules += READ(p->granules_live);
     }
     out->bytes_live = granules > 0 ? (uint64_t)granules * WXJ_GRANULE : 0;

@@ -100,21 +100,56 @@ struct wxj_chunk {
     void *windows; /* dualmap on demand: open RW windows */
 };
 
-/* A thread's pool: its tail range, appended to without a lock. */
+/* An open reservation as wxjit recorded it (reservations.c). */
+struct wxj_open_rec {
+    uintptr_t exec; /* 0: an empty slot */
+    uint8_t *write;
+    size_t size;
+    uint64_t serial; /* handed to the caller in internal[0] */
+    bool in_place;
+    int32_t owner; /* the reserving thread; an in-place window is its own */
+};
+
+/* The open reservations made through one pool. Its lock is taken by the
+ * pool's owner, and by other threads only on slow paths (a commit or
+ * abort of a reservation made through another pool, a thread's exit). */
+struct wxj_open_table {
+    pthread_mutex_t lock;
+    struct wxj_open_rec *slots;
+    size_t cap, count;
+    uint64_t serial; /* reservations made through the pool so far */
+};
+
+/* A serial is the pool's count of reservations, shifted, and the pool's
+ * index: unique per heap without a shared counter, and the index leads a
+ * commit from another thread straight to the record. 22 bits:
+ * PID_MAX_LIMIT (2^22 on 64-bit Linux) bounds the threads alive at once,
+ * and a heap has no more pools than that; 42 bits of count wrap after
+ * 4.4e12 reservations through one pool. */
+#define WXJ_POOL_INDEX_BITS 22
+#define WXJ_MAX_POOLS ((uint32_t)1 << WXJ_POOL_INDEX_BITS)
+
+/* A thread's pool: its tail range, appended to without a lock. Pools are
+ * allocated cache-line aligned and never share a line: the owner writes
+ * its pool on every operation. */
 struct wxj_pool {
     struct wxj_pool *next;    /* heap->pools (heap lock) */
+    uint32_t index;           /* unique in the heap, never changes */
     bool owned;               /* a live thread uses it (heap lock) */
     _Atomic int busy;         /* the owner is inside an operation */
     uint64_t calls_at_begin[WXJ_CALL_KINDS]; /* when it began */
+    uint64_t locks_at_begin;  /* wxj_shared_locks_taken() then */
     /* Statistics of the operations run through this pool: written by its
      * owner alone (no read-modify-write needed), summed by stats_get. A
      * failed operation adds nothing. */
-    _Atomic uint64_t installs, frees, syscalls, mprotect_calls, map_calls;
+    _Atomic uint64_t installs, frees, syscalls, mprotect_calls, map_calls,
+        shared_locks;
     _Atomic int64_t granules_live;
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
     size_t cursor;            /* next free granule (owner thread only) */
     size_t limit;
+    struct wxj_open_table open; /* reservations made through this pool */
 };
 
 /* A write window over pages [first, last] of a chunk. view is where the
@@ -176,23 +211,6 @@ extern const struct wxj_backend wxj_backend_dualmap;
 extern const struct wxj_backend wxj_backend_rwx;
 extern const struct wxj_backend wxj_backend_procmem;
 
-/* An open reservation as wxjit recorded it (reservations.c). */
-struct wxj_open_rec {
-    uintptr_t exec; /* 0: an empty slot */
-    uint8_t *write;
-    size_t size;
-    uint64_t serial; /* handed to the caller in internal[0] */
-    bool in_place;
-    int32_t owner; /* the reserving thread; an in-place window is its own */
-};
-
-struct wxj_open_table {
-    pthread_mutex_t lock;
-    struct wxj_open_rec *slots;
-    size_t cap, count;
-    uint64_t serial;
-};
-
 /* Heap-wide counters; the per-operation ones live in the pools. */
 struct wxj_counters {
     _Atomic uint64_t bytes_mapped, pages, chunks, faults_retried,
@@ -207,10 +225,10 @@ struct wxjit_heap {
     size_t page_size, chunk_size, max_bytes;
     unsigned flags;               /* WXJIT_HEAP_* */
     enum wxj_object object_first; /* dualmap: first way to get an object */
-    struct wxj_open_table open;   /* open reservations */
     pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
     struct wxj_chunk *_Atomic chunks;
     struct wxj_pool *_Atomic pools;
+    uint32_t npools;              /* pools created (heap lock) */
     struct wxj_counters count;
     struct wxjit_heap *recycle_next; /* dead heap handles, see heap.c */
     struct wxjit_heap *live_next;    /* live heaps, for fork.c */
@@ -388,32 +406,46 @@ void wxj_fork_init(void); /* once per process, from heap creation */
 /* In a fork child: drops the parent's /proc/self/mem (procmem). */
 void wxj_procmem_after_fork(void);
 
-/* ---- reservations.c --------------------------------------------------- */
-void wxj_open_init(struct wxj_open_table *t);
-void wxj_open_forget(struct wxj_open_table *t);
-/* Records rec and sets rec->serial. ENOMEM if the table cannot grow. */
-int wxj_open_add(struct wxj_open_table *t, struct wxj_open_rec *rec);
+/* ---- reservations.c: open reservations, recorded per pool -------------- */
+void wxj_open_init(struct wxj_pool *pool);
+void wxj_open_forget(struct wxj_pool *pool);
+/* Records rec in the calling thread's own pool and sets rec->serial.
+ * ENOMEM if the table cannot grow. */
+int wxj_open_add(struct wxj_pool *pool, struct wxj_open_rec *rec);
 /* Takes out the record matching res exactly (exec, write, size and the
- * serial in both internal words); EINVAL if there is none. */
-int wxj_open_take(struct wxj_open_table *t, const wxjit_reservation *res,
-                  struct wxj_open_rec *out);
-void wxj_open_put_back(struct wxj_open_table *t,
+ * serial in both internal words); EINVAL if there is none. pool is the
+ * caller's; *from is the pool the record was in (pool itself unless it
+ * was reserved through another one: the slow path). */
+int wxj_open_take(struct wxjit_heap *heap, struct wxj_pool *pool,
+                  const wxjit_reservation *res, struct wxj_open_rec *out,
+                  struct wxj_pool **from);
+/* Puts a taken record back where it was (pool: the caller's). */
+void wxj_open_put_back(struct wxj_pool *pool, struct wxj_pool *from,
                        const struct wxj_open_rec *rec);
 /* In-place reservations the calling thread has open, in every heap. */
 unsigned wxj_open_own_in_place(void);
+/* The calling thread lets pool go (least recently used, heap lock held):
+ * in-place records of its own that stay there are looked for elsewhere
+ * from now on. */
+void wxj_open_let_go(struct wxj_pool *pool);
 /* Aborts the open in-place reservations of thread tid (others: of every
  * thread but tid), whose owners are gone: at thread exit, in a fork
  * child. Heap lock held, no operation running on the heap. */
 void wxj_open_abort_orphans(struct wxjit_heap *heap, int32_t tid,
                             bool others);
-/* Whether thread tid has an in-place reservation open on a page of
- * [lo, hi]. */
-bool wxj_open_holds_pages(struct wxj_open_table *t, int32_t tid,
-                          uintptr_t lo, uintptr_t hi, size_t page);
+/* Whether the calling thread, whose pool is pool, has an in-place
+ * reservation open on a page of [lo, hi]. */
+bool wxj_open_holds_pages(struct wxjit_heap *heap, struct wxj_pool *pool,
+                          uintptr_t lo, uintptr_t hi);
 /* In a fork child: the forking thread's reservations are its own under
  * its new tid. */
-void wxj_open_after_fork(struct wxj_open_table *t, int32_t parent_tid,
+void wxj_open_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
                          int32_t self);
+
+/* ---- shared_lock.c: locks other threads take too, counted ------------- */
+/* Takes lock and counts it for this thread (statistic shared_locks). */
+void wxj_lock_shared(pthread_mutex_t *lock);
+uint64_t wxj_shared_locks_taken(void); /* by this thread so far */
 
 /* ---- fault.c: region registry ----------------------------------------- */
 int wxj_region_register(struct wxj_chunk *chunk);

@@ -5,6 +5,7 @@
  * thread's pools are retired when it exits. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -26,7 +27,6 @@ static pthread_once_t exit_key_once = PTHREAD_ONCE_INIT;
 
 static size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
-
 /* Heap lock held. The unused rest of the tail becomes free space. */
 static void tail_retire(struct wxj_pool *pool)
 {
@@ -42,6 +42,7 @@ static void tls_entry_retire(struct tls_entry *e)
     struct wxjit_heap *heap = wxj_heap_lock_if_alive(e->heap, e->heap_id);
     if (heap) {
         tail_retire(e->pool);
+        wxj_open_let_go(e->pool);
         e->pool->owned = false;
         pthread_mutex_unlock(&heap->lock);
     }
@@ -87,6 +88,29 @@ static struct tls_entry *entry_victim(void)
     return victim;
 }
 
+/* A cache line: the owner writes its pool on every operation, so no two
+ * pools share one (x86_64, and most aarch64 parts). */
+#define POOL_ALIGN 64
+
+/* Heap lock held. A new pool, listed in the heap; NULL if out of memory
+ * (or of indexes, which cannot happen: see WXJ_POOL_INDEX_BITS). */
+static struct wxj_pool *pool_create(struct wxjit_heap *heap)
+{
+    struct wxj_pool *pool;
+    if (heap->npools == WXJ_MAX_POOLS ||
+        !(pool = aligned_alloc(POOL_ALIGN,
+                               align_up(sizeof(*pool), POOL_ALIGN))))
+        return NULL;
+    memset(pool, 0, sizeof(*pool));
+    pool->index = heap->npools++;
+    wxj_open_init(pool);
+    pool->next = heap->pools;
+    /* release: fork preparation and commits from other threads walk the
+     * list without the lock. */
+    atomic_store_explicit(&heap->pools, pool, memory_order_release);
+    return pool;
+}
+
 /* The calling thread's pool for heap, adopting a retired one if any. */
 static int pool_get(struct wxjit_heap *heap, struct wxj_pool **out)
 {
@@ -102,19 +126,13 @@ static int pool_get(struct wxjit_heap *heap, struct wxj_pool **out)
     if (pthread_setspecific(exit_key, tls_pools) != 0)
         return ENOMEM;
 
-    pthread_mutex_lock(&heap->lock);
+    wxj_lock_shared(&heap->lock);
     struct wxj_pool *pool = heap->pools;
     while (pool && pool->owned)
         pool = pool->next;
-    if (!pool) {
-        pool = calloc(1, sizeof(*pool));
-        if (!pool) {
-            pthread_mutex_unlock(&heap->lock);
-            return ENOMEM;
-        }
-        pool->next = heap->pools;
-        /* release: fork preparation walks the list without the lock. */
-        atomic_store_explicit(&heap->pools, pool, memory_order_release);
+    if (!pool && !(pool = pool_create(heap))) {
+        pthread_mutex_unlock(&heap->lock);
+        return ENOMEM;
     }
     pool->owned = true;
     pthread_mutex_unlock(&heap->lock);
@@ -203,7 +221,7 @@ int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
 {
     size_t at = align_up(pool->cursor, align);
     if (!pool->chunk || at + n > pool->limit) {
-        pthread_mutex_lock(&heap->lock);
+        wxj_lock_shared(&heap->lock);
         int err = refill(heap, pool, n, align);
         pthread_mutex_unlock(&heap->lock);
         if (err)
@@ -267,6 +285,8 @@ static void raise_busy(struct wxj_pool *pool)
 int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
 {
     struct wxj_pool *pool;
+    /* Before pool_get: adopting a pool takes the heap lock. */
+    uint64_t locks = wxj_shared_locks_taken();
     int err = pool_get(heap, &pool);
     if (err)
         return err;
@@ -274,6 +294,7 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
     tls_busy = pool;
     if (heap->backend->recover)
         heap->backend->recover(heap);
+    pool->locks_at_begin = locks;
     for (int k = 0; k < WXJ_CALL_KINDS; k++)
         pool->calls_at_begin[k] = wxj_os_calls_of(k);
     *out = pool;
@@ -291,6 +312,8 @@ void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool, int err)
         wxj_count_own(&pool->mprotect_calls, d[WXJ_CALL_MPROTECT]);
         wxj_count_own(&pool->map_calls,
                       d[WXJ_CALL_MMAP] + d[WXJ_CALL_MUNMAP]);
+        wxj_count_own(&pool->shared_locks,
+                      wxj_shared_locks_taken() - pool->locks_at_begin);
     }
     tls_busy = NULL;
     atomic_store_explicit(&pool->busy, 0, memory_order_release);
@@ -351,6 +374,7 @@ void wxj_pools_forget_heap(struct wxjit_heap *heap)
     struct wxj_pool *p = heap->pools;
     while (p) {
         struct wxj_pool *next = p->next;
+        wxj_open_forget(p);
         free(p);
         p = next;
     }

@@ -104,22 +104,26 @@ static void wrap_child(void *unused)
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
-/* Reservation serials (64 bits, src/reservations.c) started just below
- * the wrap: reservations across it commit and abort as usual, and copies
- * of consumed ones from either side of it, or forged words, are refused. */
+/* Reservation serials (a pool's count above its index, 64 bits in all,
+ * src/reservations.c) started just below the wrap: reservations across
+ * it commit and abort as usual, and copies of consumed ones from either
+ * side of it, or forged words, are refused. */
 static void serials_across_wrap(void)
 {
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-    h->open.serial = UINT64_MAX - 2;
     wxjit_reservation r[5], stale[5];
     uint8_t buf[16];
     size_t n = emit_return_int(buf, 9);
+    CHECK_OK(wxjit_reserve(h, 64, 0, 0, &r[0])); /* creates the pool */
+    CHECK_OK(wxjit_abort(h, &r[0]));
+    CHECK_EQ(h->pools->index, 0);
+    h->pools->open.serial = (UINT64_MAX >> WXJ_POOL_INDEX_BITS) - 2;
     for (int i = 0; i < 5; i++) {
         CHECK_OK(wxjit_reserve(h, 64, 0, 0, &r[i]));
         memcpy(r[i].write, buf, n);
         stale[i] = r[i];
     }
-    CHECK_EQ(r[2].internal[0], 0); /* UINT64_MAX - 1, UINT64_MAX, 0, ... */
+    CHECK_EQ(r[2].internal[0], 0); /* counts 2^42 - 2, 2^42 - 1, 0, ... */
     wxjit_reservation forged = r[2];
     forged.internal[1] ^= 1;
     CHECK_RET(wxjit_commit(h, &forged, n), EINVAL);

@@ -275,7 +275,7 @@ static inline void wxtest_check_stats_same(const char *what,
                   WXTEST_MAPSTAT(pages),        WXTEST_MAPSTAT(chunks),
                   WXTEST_STAT(mprotect_calls),  WXTEST_STAT(map_calls),
                   WXTEST_STAT(syscalls),        WXTEST_STAT(faults_retried),
-                  WXTEST_STAT(faults_forwarded)};
+                  WXTEST_STAT(faults_forwarded), WXTEST_STAT(shared_locks)};
 #undef WXTEST_STAT
 #undef WXTEST_MAPSTAT
     bool same = true;
