@@ -430,7 +430,8 @@ unsigned wxj_open_own_in_place(void);
 void wxj_open_let_go(struct wxj_pool *pool);
 /* Aborts the open in-place reservations of thread tid (others: of every
  * thread but tid), whose owners are gone: at thread exit, in a fork
- * child. Heap lock held, no operation running on the heap. */
+ * child. Heap lock held. Other threads' operations may run meanwhile (at
+ * a thread's exit), but none may end those reservations (EPERM). */
 void wxj_open_abort_orphans(struct wxjit_heap *heap, int32_t tid,
                             bool others);
 /* Whether the calling thread, whose pool is pool, has an in-place
