@@ -73,6 +73,26 @@ enum {
     WXJIT_HEAP_RW_ON_DEMAND = 1u << 0,
     /* Required with WXJIT_BACKEND_RWX, refused otherwise. */
     WXJIT_HEAP_ALLOW_RWX = 1u << 1,
+    /* toggle: wxjit_free makes no system call. Instead of opening a write
+     * window (two mprotect) just to fill the freed function with traps, it
+     * records the fill as pending, and the next write window that opens
+     * the page anyway (an install, commit, in-place reserve, patch or abort
+     * writing there) does it, before it writes anything else. The weaker
+     * guarantee: a stale call into freed code runs the old code until its
+     * page's next window, and traps only from then on (without the flag it
+     * traps at once); a thread still running freed code when that window
+     * opens goes on in whatever the window wrote there, traps or new code.
+     * Freed space may be reused before its fill: the window that writes
+     * new code into it trap-fills every pending fill on the pages it
+     * opens, the rest of the freed function included, before writing the
+     * new code, and that page runs nothing while the window is open; so a
+     * call to the new function's address runs the new code only, never a
+     * mix. A fill still pending when the heap is destroyed is simply
+     * unmapped; a fork child inherits pending fills like the code itself.
+     * Accepted with WXJIT_BACKEND_AUTO (applies if toggle is chosen;
+     * dualmap's frees make no system call anyway), refused with dualmap
+     * and rwx. */
+    WXJIT_HEAP_DEFER_TRAP_FILL = 1u << 3,
 };
 
 /* Options for wxjit_heap_create. Initialise with WXJIT_HEAP_OPTIONS_INIT so
@@ -100,8 +120,10 @@ typedef struct wxjit_heap_options {
  *     O_TMPFILE file in $TMPDIR, /dev/shm or /tmp).
  * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
  *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
- *                 backend other than dualmap or AUTO, ALLOW_RWX without
- *                 the rwx backend, a bad value in an environment variable;
+ *                 backend other than dualmap or AUTO, DEFER_TRAP_FILL
+ *                 with a backend other than toggle or AUTO, ALLOW_RWX
+ *                 without the rwx backend, a bad value in an environment
+ *                 variable;
  *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
  *         other   the errno that makes the requested backend unusable here
  *                 (EACCES: the system forbids RWX; ENOSYS: no way to get
@@ -252,7 +274,9 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
 /* Frees the function that starts at exec (an address returned by
  * wxjit_install or a committed reservation). Its bytes are filled with trap
  * instructions at once (int3, brk #0, c.ebreak), so a stale call traps
- * deterministically with SIGTRAP, and the space is reused later.
+ * deterministically with SIGTRAP, and the space is reused later. With
+ * WXJIT_HEAP_DEFER_TRAP_FILL on toggle the fill waits for the page's next
+ * write window (see that flag) and the call makes no system call.
  * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
  *                function of this heap (foreign pointer, interior pointer,
  *                open reservation, double free);

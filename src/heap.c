@@ -128,7 +128,8 @@ static int object_from_env(enum wxj_object *out)
 static int choose_backend(const wxjit_heap_options *o,
                           const struct wxj_backend **out)
 {
-    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX;
+    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
+                           WXJIT_HEAP_DEFER_TRAP_FILL;
     wxjit_backend id = o->backend;
     if ((o->flags & ~known) || (unsigned)id >= 4)
         return EINVAL;
@@ -136,7 +137,9 @@ static int choose_backend(const wxjit_heap_options *o,
         return EPERM;
     if ((id != WXJIT_BACKEND_RWX && (o->flags & WXJIT_HEAP_ALLOW_RWX)) ||
         ((o->flags & WXJIT_HEAP_RW_ON_DEMAND) &&
-         id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO))
+         id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO) ||
+        ((o->flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
+         id != WXJIT_BACKEND_AUTO && !backends[id]->defers_trap_fill))
         return EINVAL;
     int err = id == WXJIT_BACKEND_AUTO ? resolve_auto(&id)
                                        : backends[id]->probe();
@@ -162,6 +165,9 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
         err = object_from_env(&object_first);
     if (err)
         return err;
+    /* AUTO chose a backend whose frees open no window: nothing to defer. */
+    if (!backend->defers_trap_fill)
+        o.flags &= ~(unsigned)WXJIT_HEAP_DEFER_TRAP_FILL;
 
     wxj_fork_init();
     pthread_mutex_lock(&heaps_lock);
