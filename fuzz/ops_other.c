@@ -34,12 +34,14 @@ void op_create(struct input *in)
     o.flags = f % 4 == 1   ? WXJIT_HEAP_RW_ON_DEMAND
               : f % 4 == 2 ? WXJIT_HEAP_ALLOW_RWX
               : f % 4 == 3 ? 1u << (2 + f / 4 % 30)
+              : f / 4 % 2  ? WXJIT_HEAP_DEFER_TRAP_FILL
                            : 0;
     if (f / 4 % 16 == 15)
         o.size = sizeof(o) - 1 - f / 64;
 
     int want = 0;
-    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX;
+    const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
+                           WXJIT_HEAP_DEFER_TRAP_FILL;
     if (!null_opts) {
         if (o.size < sizeof(o) || o.chunk_size > WXJ_MAX_CHUNK ||
             (o.flags & ~known) || (unsigned)o.backend >= 4)
@@ -51,6 +53,9 @@ void op_create(struct input *in)
                   (o.flags & WXJIT_HEAP_ALLOW_RWX)) ||
                  ((o.flags & WXJIT_HEAP_RW_ON_DEMAND) &&
                   o.backend != WXJIT_BACKEND_DUALMAP &&
+                  o.backend != WXJIT_BACKEND_AUTO) ||
+                 ((o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
+                  o.backend != WXJIT_BACKEND_TOGGLE &&
                   o.backend != WXJIT_BACKEND_AUTO))
             want = EINVAL;
         else if (o.backend == WXJIT_BACKEND_RWX)
@@ -86,6 +91,8 @@ void op_create(struct input *in)
                                : o.backend;
     FUZZ_CHECK(mh->backend == expect, "backend %d, expected %d",
                (int)mh->backend, (int)expect);
+    mh->defer = !null_opts && (o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
+                mh->backend == WXJIT_BACKEND_TOGGLE;
 }
 
 void destroy_heap(int hi)
@@ -102,6 +109,7 @@ void destroy_heap(int hi)
             remember_ptr(funcs[i].exec);
             drop_func(&funcs[i]);
         }
+    drop_ghosts(hi);
     dead[n_dead++ % MAX_STALE] = heaps[hi].h;
     if (n_dead > MAX_STALE)
         n_dead = MAX_STALE + n_dead % MAX_STALE;
