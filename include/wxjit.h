@@ -76,8 +76,8 @@ enum {
     /* toggle: wxjit_free makes no system call. Instead of opening a write
      * window (two mprotect) just to fill the freed function with traps, it
      * records the fill as pending, and the next write window that opens
-     * the page anyway (an install, commit, in-place reserve, patch or abort
-     * writing there) does it, before it writes anything else. The weaker
+     * the page anyway (an install, a commit, an in-place reserve or abort,
+     * a patch) does it, before it writes anything else. The weaker
      * guarantee: a stale call into freed code runs the old code until its
      * page's next window, and traps only from then on (without the flag it
      * traps at once); a thread still running freed code when that window
