@@ -99,8 +99,10 @@ NO_COVERAGE static void check_no_code(int hi, struct wxj_chunk *c, size_t g,
         const uint8_t *at = wxj_granule_addr(c, k), *old = NULL;
         if (c->stale && wxj_bit_get(c->stale, k)) {
             old = ghost_at(hi, at);
-            FUZZ_CHECK(old, "%s at %p: trap fill pending where no code was "
-                            "freed", what, (const void *)at);
+            FUZZ_CHECK(old,
+                       "%s at %p: trap fill pending where no code was "
+                       "freed",
+                       what, (const void *)at);
         }
         check_bytes(at, old, WXJ_GRANULE, what);
     }
@@ -108,9 +110,8 @@ NO_COVERAGE static void check_no_code(int hi, struct wxj_chunk *c, size_t g,
 
 /* Granules [g, g + n) hold code written since their last free: any trap
  * fill pending there was done by the window that wrote it. */
-NO_COVERAGE static void check_none_pending(const struct wxj_chunk *c,
-                                           size_t g, size_t n,
-                                           const char *what)
+NO_COVERAGE static void check_none_pending(const struct wxj_chunk *c, size_t g,
+                                           size_t n, const char *what)
 {
     for (size_t k = g; c->stale && k < g + n; k++)
         FUZZ_CHECK(!wxj_bit_get(c->stale, k),
@@ -215,8 +216,8 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         const uint8_t *exec = m->r.exec;
         if (m->in_place) {
             check_bytes(exec, m->bytes, m->r.size, "in-place write view");
-            check_bytes(exec + m->r.size, NULL,
-                        m->n * WXJ_GRANULE - m->r.size, "reservation tail");
+            check_bytes(exec + m->r.size, NULL, m->n * WXJ_GRANULE - m->r.size,
+                        "reservation tail");
             check_none_pending(c, g, m->n, "in-place reservation");
         } else {
             /* Nothing written there yet: freed space, as it was. */

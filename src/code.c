@@ -539,8 +539,8 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
         /* The page's next window fills it: no window of its own. */
         wxj_block_defer_traps(chunk, g, n);
     } else {
-        int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE,
-                                 fill_trap, NULL, WXJ_WRITE_OVER_CODE);
+        int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
+                                 NULL, WXJ_WRITE_OVER_CODE);
         if (err) {
             wxj_bit_set(chunk->start, g);
             return err;

@@ -136,10 +136,10 @@ static int choose_backend(const wxjit_heap_options *o,
     if (id == WXJIT_BACKEND_RWX && !(o->flags & WXJIT_HEAP_ALLOW_RWX))
         return EPERM;
     if ((id != WXJIT_BACKEND_RWX && (o->flags & WXJIT_HEAP_ALLOW_RWX)) ||
-        ((o->flags & WXJIT_HEAP_RW_ON_DEMAND) &&
-         id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO) ||
-        ((o->flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
-         id != WXJIT_BACKEND_AUTO && !backends[id]->defers_trap_fill))
+        ((o->flags & WXJIT_HEAP_RW_ON_DEMAND) && id != WXJIT_BACKEND_DUALMAP &&
+         id != WXJIT_BACKEND_AUTO) ||
+        ((o->flags & WXJIT_HEAP_DEFER_TRAP_FILL) && id != WXJIT_BACKEND_AUTO &&
+         !backends[id]->defers_trap_fill))
         return EINVAL;
     int err = id == WXJIT_BACKEND_AUTO ? resolve_auto(&id)
                                        : backends[id]->probe();

@@ -162,7 +162,8 @@ void executor_stop(void)
  * writes (or reuses that very space). */
 void defer_a_free(void)
 {
-    const uint8_t *pg = (const uint8_t *)wxtest_page_of(C.fns[C.exec_idx].exec);
+    const uint8_t *pg =
+        (const uint8_t *)wxtest_page_of(C.fns[C.exec_idx].exec);
     for (size_t i = C.nfns; i-- > 0;) {
         struct fn *f = &C.fns[i];
         if (i == C.exec_idx || i == C.target ||

@@ -43,8 +43,8 @@ static uint8_t *install_fn(wxjit_heap *h, size_t size, int32_t v)
 static void expect_returns(const char *what, const void *f, int32_t v)
 {
     int got = as_fn((void *)f)();
-    CHECK(got == v, "%s: the function at %p returned %d, expected %d", what,
-          f, got, v);
+    CHECK(got == v, "%s: the function at %p returned %d, expected %d", what, f,
+          got, v);
 }
 
 static bool all_traps(const uint8_t *p, size_t n)
@@ -80,8 +80,10 @@ static void expect_trap(const char *what, void *f)
 static void expect_freed(const char *what, uint8_t *f, size_t size, int32_t v)
 {
     if (deferring) {
-        CHECK(holds_fn(f, size, v), "%s: freed code at %p changed before "
-                                    "its page's next window", what, (void *)f);
+        CHECK(holds_fn(f, size, v),
+              "%s: freed code at %p changed before "
+              "its page's next window",
+              what, (void *)f);
         expect_returns(what, f, v);
     } else {
         CHECK(all_traps(f, size), "%s: freed code at %p is not traps", what,
@@ -127,8 +129,9 @@ static void test_stale_call(void)
           (unsigned long long)s0.bytes_live,
           (unsigned long long)s1.bytes_live);
     if (deferring)
-        CHECK(s1.syscalls == s0.syscalls, "a deferred free made %llu system "
-                                          "calls",
+        CHECK(s1.syscalls == s0.syscalls,
+              "a deferred free made %llu system "
+              "calls",
               (unsigned long long)(s1.syscalls - s0.syscalls));
     expect_freed("stale call before the page's next window", a, 64, 1);
     uint8_t *c = install_fn(h, 64, 3);
@@ -155,8 +158,8 @@ static void test_reuse(void)
     uint8_t *f[N];
     for (int i = 0; i < N; i++)
         f[i] = install_fn(h, size, i);
-    CHECK(f[N - 1] == f[0] + (N - 1) * size, "layout: %p .. %p",
-          (void *)f[0], (void *)f[N - 1]);
+    CHECK(f[N - 1] == f[0] + (N - 1) * size, "layout: %p .. %p", (void *)f[0],
+          (void *)f[N - 1]);
     CHECK_OK(wxjit_free(h, f[5]));
     CHECK_OK(wxjit_free(h, f[9]));
     expect_freed("freed, before reuse", f[5], size, 5);
@@ -246,8 +249,8 @@ static void *mt_main(void *arg)
             if (!atomic_compare_exchange_strong(&s->state, &want, BUSY))
                 continue;
             s->value = atomic_fetch_add(&next_value, 1);
-            s->exec = install_fn(mt_heap, 16 << next_random(&rng) % 7,
-                                 s->value);
+            s->exec =
+                install_fn(mt_heap, 16 << next_random(&rng) % 7, s->value);
             want = LIVE;
         }
         if (as_fn(s->exec)() != s->value)
@@ -275,8 +278,7 @@ static void test_threads(void)
           (unsigned long long)bad, (unsigned long long)calls);
     for (int i = 0; i < SLOTS; i++)
         if (slots[i].state == LIVE) {
-            expect_returns("after the threads", slots[i].exec,
-                           slots[i].value);
+            expect_returns("after the threads", slots[i].exec, slots[i].value);
             CHECK_OK(wxjit_free(mt_heap, slots[i].exec));
         }
     wxjit_stats s = wxtest_stats_of(mt_heap);
