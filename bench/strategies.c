@@ -1,5 +1,7 @@
-/* The strategies compared: wxjit toggle (one install at a time, and in
- * batches of 16 through wxjit_commit_batch), wxjit dualmap, and three
+/* The strategies compared: wxjit toggle (one install at a time, in
+ * batches of 16 through wxjit_commit_batch, and with frees whose trap fill
+ * waits for the page's next window: WXJIT_HEAP_DEFER_TRAP_FILL), wxjit
+ * dualmap, and three
  * baselines written here the way JITs write them:
  *   rwx                one RWX mapping, bump allocation, memcpy: the
  *                      physical limit, and what W^X forbids;
@@ -46,19 +48,27 @@ struct wx {
     size_t used[BATCH], npending;
 };
 
-static void *wx_create(wxjit_backend backend)
+static void *wx_create(wxjit_backend backend, unsigned flags)
 {
     struct wx *w = calloc(1, sizeof(*w));
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
     o.backend = backend;
+    o.flags = flags;
     int err = wxjit_heap_create(&o, &w->heap);
     if (err)
         die("wxjit_heap_create", err);
     return w;
 }
 
-static void *toggle_create(void) { return wx_create(WXJIT_BACKEND_TOGGLE); }
-static void *dualmap_create(void) { return wx_create(WXJIT_BACKEND_DUALMAP); }
+static void *toggle_create(void) { return wx_create(WXJIT_BACKEND_TOGGLE, 0); }
+static void *toggle_defer_create(void)
+{
+    return wx_create(WXJIT_BACKEND_TOGGLE, WXJIT_HEAP_DEFER_TRAP_FILL);
+}
+static void *dualmap_create(void)
+{
+    return wx_create(WXJIT_BACKEND_DUALMAP, 0);
+}
 
 static void wx_destroy(void *s)
 {
@@ -125,6 +135,9 @@ static const struct strategy toggle = {
 static const struct strategy toggle_batch = {
     "toggle-batch16", true, true, false, toggle_create, wx_destroy,
     wx_install_batched, wx_release, wx_flush, wx_counts};
+static const struct strategy toggle_defer = {
+    "toggle-defer", true, false, false, toggle_defer_create, wx_destroy,
+    wx_install, wx_release, NULL, wx_counts};
 static const struct strategy dualmap = {
     "dualmap", true, false, false, dualmap_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
@@ -252,6 +265,7 @@ static const struct strategy page_per_block = {
     blocks_install, blocks_release, NULL, blocks_counts};
 
 const struct strategy *const strategies[] = {
-    &rwx, &toggle, &toggle_batch, &dualmap, &page_per_block, &whole_area,
+    &rwx,     &toggle,         &toggle_batch, &toggle_defer,
+    &dualmap, &page_per_block, &whole_area,
 };
 const size_t strategy_count = sizeof(strategies) / sizeof(strategies[0]);

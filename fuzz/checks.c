@@ -89,6 +89,36 @@ NO_COVERAGE static void check_bytes(const uint8_t *exec, const uint8_t *want,
     }
 }
 
+/* Granules [g, g + n) hold no code: traps, or, where a deferred free's
+ * trap fill is pending (WXJIT_HEAP_DEFER_TRAP_FILL), the freed code's
+ * bytes exactly as it left them. */
+NO_COVERAGE static void check_no_code(int hi, struct wxj_chunk *c, size_t g,
+                                      size_t n, const char *what)
+{
+    for (size_t k = g; k < g + n; k++) {
+        const uint8_t *at = wxj_granule_addr(c, k), *old = NULL;
+        if (c->stale && wxj_bit_get(c->stale, k)) {
+            old = ghost_at(hi, at);
+            FUZZ_CHECK(old,
+                       "%s at %p: trap fill pending where no code was "
+                       "freed",
+                       what, (const void *)at);
+        }
+        check_bytes(at, old, WXJ_GRANULE, what);
+    }
+}
+
+/* Granules [g, g + n) hold code written since their last free: any trap
+ * fill pending there was done by the window that wrote it. */
+NO_COVERAGE static void check_none_pending(const struct wxj_chunk *c, size_t g,
+                                           size_t n, const char *what)
+{
+    for (size_t k = g; c->stale && k < g + n; k++)
+        FUZZ_CHECK(!wxj_bit_get(c->stale, k),
+                   "%s at %p: trap fill still pending on granule %zu", what,
+                   (const void *)wxj_granule_addr(c, g), k);
+}
+
 /* Unused and outside every pool's tail: what a search may hand out. */
 NO_COVERAGE static bool all_traps(const uint8_t *p, size_t n)
 {
@@ -140,6 +170,9 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
              *open = want + 3 * words;
     FUZZ_CHECK(c->fresh_next <= c->npages, "fresh_next %zu of %zu pages",
                c->fresh_next, c->npages);
+    FUZZ_CHECK(!c->stale == !heaps[hi].defer,
+               "pending trap fills recorded: %d, heap deferring: %d",
+               !!c->stale, heaps[hi].defer);
 
     /* Bitmaps: exactly the model's blocks; bytes: exactly the model's. */
     static uint8_t *covered;
@@ -164,6 +197,7 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         set_bits(end, g + f->n - 1, 1);
         memset(covered + g, 1, f->n);
         check_bytes(f->exec, f->bytes, f->n * WXJ_GRANULE, "live code");
+        check_none_pending(c, g, f->n, "live code");
     }
     for (int i = 0; i < MAX_RES; i++) {
         struct mres *m = &res[i];
@@ -181,17 +215,19 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
          * the page itself, dualmap: the same memory), traps otherwise
          * (procmem: its write views are copies until commit). */
         const uint8_t *exec = m->r.exec;
-        if (m->in_place && heaps[hi].backend != WXJIT_BACKEND_PROCMEM)
+        if (m->in_place && heaps[hi].backend != WXJIT_BACKEND_PROCMEM) {
             check_bytes(exec, m->bytes, m->r.size, "in-place write view");
-        else
-            check_bytes(exec, NULL, m->r.size, "reserved space");
-        check_bytes(exec + m->r.size, NULL,
-                    m->n * WXJ_GRANULE - m->r.size, "reservation tail");
+            check_bytes(exec + m->r.size, NULL, m->n * WXJ_GRANULE - m->r.size,
+                        "reservation tail");
+            check_none_pending(c, g, m->n, "in-place reservation");
+        } else {
+            /* Nothing written there yet: freed space, as it was. */
+            check_no_code(hi, c, g, m->n, "reserved space");
+        }
     }
     for (size_t g = 0; g < handed; g++)
         if (!covered[g])
-            check_bytes(wxj_granule_addr(c, g), NULL, WXJ_GRANULE,
-                        "free space");
+            check_no_code(hi, c, g, 1, "free space");
     for (size_t w = 0; w < words; w++) {
         FUZZ_CHECK(atomic_load(&c->used[w]) == used[w] &&
                        atomic_load(&c->start[w]) == start[w] &&

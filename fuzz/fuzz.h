@@ -117,6 +117,17 @@ struct mheap {
     wxjit_backend backend;
     size_t chunk_size, max_bytes;
     uint64_t installs, frees, retried, forwarded;
+    bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle) */
+};
+
+/* Code freed on a heap with deferred trap fills: its granules may keep
+ * these bytes until a window over their page fills them. One per free at
+ * most, so MAX_STEPS of them never run out within an input. */
+struct ghost {
+    int heap;
+    uint8_t *exec;
+    size_t n;
+    uint8_t *bytes;
 };
 
 /* A live function: its block of n granules and the bytes it must hold. */
@@ -192,6 +203,12 @@ struct mfunc *add_func(int hi, uint8_t *exec, const uint8_t *bytes,
                        size_t used, size_t code_len, size_t imm_at,
                        int32_t value);
 void drop_func(struct mfunc *f);
+/* f was freed: on a deferring heap its bytes become a ghost. */
+void free_func(struct mfunc *f);
+/* The bytes freed code left at granule address p that a pending trap
+ * fill may keep (the newest ghost there), or NULL. */
+const uint8_t *ghost_at(int hi, const uint8_t *p);
+void drop_ghosts(int hi); /* all of heap hi's (-1: every heap's) */
 void drop_res(struct mres *m);
 void check_enomem(int hi, size_t size);
 /* Statistics before a call that may fail; after it, the failure changed

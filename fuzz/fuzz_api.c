@@ -140,6 +140,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct input in = {data, size};
     memset(heaps, 0, sizeof(heaps));
+    drop_ghosts(-1);
     n_dead = n_stale_ptr = n_stale_res = 0;
     cur = 0;
     inject_disarm();

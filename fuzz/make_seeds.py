@@ -133,6 +133,15 @@ SEEDS = {
     commit_batch([(0, 2), (16, 2), (32, 3)]),
     'fork': install(value=4) + on(1, install(value=5)) +
     on(2, reserve(40, in_place=True)) + on(1, bytes([OP['fork'], 0])),
+    # WXJIT_HEAP_DEFER_TRAP_FILL (flags byte 4) on one-page chunks: frees
+    # from several threads leave fills pending; installs reuse that space,
+    # a patch and a failed install open windows over it; then a fork.
+    'defer-trap-fill': bytes([OP['destroy'], 0]) + create(0, 1, None, 4) +
+    b''.join(install(value=i, n=90) for i in range(12)) + free(0) +
+    on(1, free(32)) + on(2, free(16)) + install(value=50, n=40) +
+    on(1, install(value=51, n=90)) + patch(0) + inject(1, 1) +
+    install(value=52, n=60) + on(3, free(48)) + on(3, install(value=53)) +
+    on(1, bytes([OP['fork'], 0])),
     'inject': inject(0, 1) + install(value=1) + inject(1, 2, True, 1) +
     install(value=2) + inject(2, 1, False, 2) + reserve(48) +
     inject(1, 1, False, 0) + free(0) + inject(3, 1) + on(1, install()),

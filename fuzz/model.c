@@ -266,6 +266,41 @@ void drop_func(struct mfunc *f)
     memset(f, 0, sizeof(*f));
 }
 
+static struct ghost ghosts[MAX_STEPS];
+static unsigned n_ghosts;
+
+void free_func(struct mfunc *f)
+{
+    if (heaps[f->heap].defer) {
+        FUZZ_CHECK(n_ghosts < MAX_STEPS, "more frees than steps");
+        ghosts[n_ghosts++] = (struct ghost){f->heap, f->exec, f->n, f->bytes};
+        f->bytes = NULL; /* the ghost's now */
+    }
+    drop_func(f);
+}
+
+NO_COVERAGE const uint8_t *ghost_at(int hi, const uint8_t *p)
+{
+    for (unsigned i = n_ghosts; i-- > 0;) {
+        const struct ghost *g = &ghosts[i];
+        if (g->heap == hi && p >= g->exec && p < g->exec + g->n * WXJ_GRANULE)
+            return g->bytes + (p - g->exec);
+    }
+    return NULL;
+}
+
+void drop_ghosts(int hi)
+{
+    unsigned kept = 0;
+    for (unsigned i = 0; i < n_ghosts; i++) {
+        if (hi < 0 || ghosts[i].heap == hi)
+            free(ghosts[i].bytes);
+        else
+            ghosts[kept++] = ghosts[i];
+    }
+    n_ghosts = kept;
+}
+
 void drop_res(struct mres *m)
 {
     stale_res[n_stale_res++ % MAX_STALE] = m->r;

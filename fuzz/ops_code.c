@@ -489,5 +489,5 @@ void op_free(struct input *in)
     EXPECT(err, 0);
     heaps[hi].frees++;
     remember_ptr(p);
-    drop_func(target);
+    free_func(target);
 }

@@ -36,13 +36,15 @@ void op_create(struct input *in)
     o.flags = f % 4 == 1   ? WXJIT_HEAP_RW_ON_DEMAND
               : f % 4 == 2 ? WXJIT_HEAP_ALLOW_RWX
               : f % 4 == 3 ? 1u << (2 + f / 4 % 30)
+              : f / 4 % 2  ? WXJIT_HEAP_DEFER_TRAP_FILL
                            : 0;
     if (f / 4 % 16 == 15)
         o.size = sizeof(o) - 1 - f / 64;
 
     int want = 0;
     const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
-                           WXJIT_HEAP_NO_WRITABLE_ALIAS;
+                           WXJIT_HEAP_NO_WRITABLE_ALIAS |
+                           WXJIT_HEAP_DEFER_TRAP_FILL;
     bool no_alias = o.flags & WXJIT_HEAP_NO_WRITABLE_ALIAS;
     wxjit_backend id =
         o.backend == WXJIT_BACKEND_AUTO ? env_backend : o.backend;
@@ -59,7 +61,10 @@ void op_create(struct input *in)
                   (no_alias || (o.backend != WXJIT_BACKEND_DUALMAP &&
                                 o.backend != WXJIT_BACKEND_AUTO))) ||
                  (no_alias && (id == WXJIT_BACKEND_DUALMAP ||
-                               id == WXJIT_BACKEND_RWX)))
+                               id == WXJIT_BACKEND_RWX)) ||
+                 ((o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
+                  o.backend != WXJIT_BACKEND_TOGGLE &&
+                  o.backend != WXJIT_BACKEND_AUTO))
             want = EINVAL;
         else if (o.backend == WXJIT_BACKEND_RWX)
             want = EACCES; /* the W^X policy refuses the probe's mapping */
@@ -94,6 +99,8 @@ void op_create(struct input *in)
                                : o.backend;
     FUZZ_CHECK(mh->backend == expect, "backend %d, expected %d",
                (int)mh->backend, (int)expect);
+    mh->defer = !null_opts && (o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
+                mh->backend == WXJIT_BACKEND_TOGGLE;
 }
 
 void destroy_heap(int hi)
@@ -110,6 +117,7 @@ void destroy_heap(int hi)
             remember_ptr(funcs[i].exec);
             drop_func(&funcs[i]);
         }
+    drop_ghosts(hi);
     dead[n_dead++ % MAX_STALE] = heaps[hi].h;
     if (n_dead > MAX_STALE)
         n_dead = MAX_STALE + n_dead % MAX_STALE;

@@ -72,7 +72,8 @@ static bool has_alias(wxjit_backend id)
 static int check_flags(wxjit_backend id, unsigned flags)
 {
     const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
-                           WXJIT_HEAP_NO_WRITABLE_ALIAS;
+                           WXJIT_HEAP_NO_WRITABLE_ALIAS |
+                           WXJIT_HEAP_DEFER_TRAP_FILL;
     bool no_alias = flags & WXJIT_HEAP_NO_WRITABLE_ALIAS;
     if ((flags & ~known) || (unsigned)id >= BACKENDS)
         return EINVAL;
@@ -83,6 +84,10 @@ static int check_flags(wxjit_backend id, unsigned flags)
     if ((flags & WXJIT_HEAP_RW_ON_DEMAND) &&
         (no_alias ||
          (id != WXJIT_BACKEND_DUALMAP && id != WXJIT_BACKEND_AUTO)))
+        return EINVAL;
+    /* AUTO: applies if it picks a backend that defers (heap.c). */
+    if ((flags & WXJIT_HEAP_DEFER_TRAP_FILL) && id != WXJIT_BACKEND_AUTO &&
+        !backends[id]->defers_trap_fill)
         return EINVAL;
     return no_alias && has_alias(id) ? EINVAL : 0;
 }

@@ -220,6 +220,39 @@ static void unstick(struct wxjit_heap *heap)
     }
 }
 
+/* WXJIT_HEAP_DEFER_TRAP_FILL: freed code on the pages of [first, last]
+ * whose trap fill was left for the next window is filled now, while this
+ * window holds them writable and before it writes anything (what it
+ * writes may land in that space). A page's granules are whole words of
+ * the bitmap: a page holds a multiple of 64 granules (1 KiB). Bits a free
+ * sets meanwhile either are taken here or wait for the next window; the
+ * space they mark is free, so filling it late or now is the same to
+ * everyone but a stale caller. */
+static void fill_deferred(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                          size_t first, size_t last)
+{
+    size_t words = heap->page_size / WXJ_GRANULE / 64;
+    uint8_t *lo = NULL, *hi = NULL;
+    for (size_t w = first * words; w < (last + 1) * words; w++) {
+        if (!atomic_load_explicit(&chunk->stale[w], memory_order_relaxed))
+            continue;
+        /* relaxed: the bits are all a free hands over; the bytes were
+         * last written under the page word, which this window holds. */
+        uint64_t bits = atomic_exchange_explicit(&chunk->stale[w], 0,
+                                                 memory_order_relaxed);
+        for (; bits; bits &= bits - 1) {
+            uint8_t *at = wxj_granule_addr(
+                chunk, w * 64 + (size_t)__builtin_ctzll(bits));
+            wxj_arch_trap_fill(at, WXJ_GRANULE);
+            lo = lo && lo < at ? lo : at;
+            hi = at + WXJ_GRANULE;
+        }
+    }
+    /* One flush over all of them: on some CPUs a flush is a system call. */
+    if (lo)
+        wxj_code_changed(lo, (size_t)(hi - lo));
+}
+
 static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
     struct wxj_chunk *chunk = w->chunk;
@@ -249,6 +282,8 @@ retry:
         pages_drop(chunk, w->first, w->last);
         return err;
     }
+    if (chunk->stale)
+        fill_deferred(heap, chunk, w->first, w->last);
     w->view = chunk->base + w->first * heap->page_size;
     return 0;
 }
@@ -421,6 +456,7 @@ static void toggle_fork_child(struct wxjit_heap *heap, struct wxj_chunk *chunk,
 const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
+    .defers_trap_fill = true,
     .probe = toggle_probe,
     .chunk_map = toggle_chunk_map,
     .chunk_unmap = toggle_chunk_unmap,

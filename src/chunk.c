@@ -104,6 +104,13 @@ void wxj_block_unmark(struct wxj_chunk *chunk, size_t g, size_t n)
     bits_update(chunk->used, g, n, false);
 }
 
+void wxj_block_defer_traps(struct wxj_chunk *chunk, size_t g, size_t n)
+{
+    /* release, before the used bits are cleared (release too): a thread
+     * that sees the space free and is handed it sees these bits. */
+    bits_update(chunk->stale, g, n, true);
+}
+
 void wxj_block_shrink(struct wxj_chunk *chunk, size_t g, size_t n, size_t m)
 {
     wxj_bit_set(chunk->end, g + m - 1);
@@ -369,6 +376,7 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->start);
     free((void *)chunk->end);
     free((void *)chunk->open);
+    free((void *)chunk->stale);
     free(chunk->slack);
     free((void *)chunk->seg_bound);
     free(chunk);
@@ -392,12 +400,16 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     chunk->start = calloc(words, sizeof(uint64_t));
     chunk->end = calloc(words, sizeof(uint64_t));
     chunk->open = calloc(words, sizeof(uint64_t));
+    bool defer = heap->flags & WXJIT_HEAP_DEFER_TRAP_FILL;
+    if (defer)
+        chunk->stale = calloc(words, sizeof(uint64_t));
     chunk->slack = calloc(chunk->ngranules, 1);
     chunk->seg_bound = calloc(
         (chunk->ngranules + WXJ_SEGMENT - 1) / WXJ_SEGMENT, sizeof(uint64_t));
     int err = ENOMEM;
     if (chunk->pages && chunk->used && chunk->start && chunk->end &&
-        chunk->open && chunk->slack && chunk->seg_bound) {
+        chunk->open && chunk->slack && chunk->seg_bound &&
+        (chunk->stale || !defer)) {
         for (size_t i = 0; i < chunk->npages; i++)
             chunk->pages[i].fresh = true;
         err = heap->backend->chunk_map(heap, chunk);

@@ -549,11 +549,16 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (!wxj_bit_clear(chunk->start, g))
         return EINVAL;
     size_t n = wxj_block_extent(chunk, g);
-    int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
-                             NULL, WXJ_WRITE_OVER_CODE);
-    if (err) {
-        wxj_bit_set(chunk->start, g);
-        return err;
+    if (chunk->stale) {
+        /* The page's next window fills it: no window of its own. */
+        wxj_block_defer_traps(chunk, g, n);
+    } else {
+        int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
+                                 NULL, WXJ_WRITE_OVER_CODE);
+        if (err) {
+            wxj_bit_set(chunk->start, g);
+            return err;
+        }
     }
     wxj_block_unmark(chunk, g, n);
     /* The calling thread's last install: its tail appends there again, so

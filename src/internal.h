@@ -83,6 +83,11 @@ struct wxj_chunk {
     _Atomic uint64_t *start;
     _Atomic uint64_t *end;
     _Atomic uint64_t *open; /* start granule of a reservation not committed */
+    /* WXJIT_HEAP_DEFER_TRAP_FILL (NULL without): granules of freed code
+     * not trap-filled yet. Set by a free before the space can look free
+     * (so whoever is handed it first opens a window that fills it), taken
+     * only by a window holding the page, which then fills them. */
+    _Atomic uint64_t *stale;
     /* Per start granule of a committed block: the bytes of its last
      * granule past its committed size (0-15), for patch range checks.
      * Written before the block is published by its start or open bit. */
@@ -165,6 +170,9 @@ struct wxj_window {
 struct wxj_backend {
     const char *name;
     wxjit_backend id;
+    /* Its open fills the pending trap fills of the pages it opens, so
+     * WXJIT_HEAP_DEFER_TRAP_FILL applies (chunk->stale). */
+    bool defers_trap_fill;
     /* close writes only [flush, flush + flush_len) of the view, which is a
      * buffer of traps, not the code: a window's writes must form that one
      * range (other threads may change the rest of the pages meanwhile),
@@ -316,6 +324,9 @@ bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start);
 bool wxj_bit_get(_Atomic uint64_t *map, size_t g);
 bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
 void wxj_bit_set(_Atomic uint64_t *map, size_t g);
+/* The freed block [g, g + n) keeps its code until a window over its page
+ * fills it (WXJIT_HEAP_DEFER_TRAP_FILL); before wxj_block_unmark. */
+void wxj_block_defer_traps(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Granules [g, g + n) became free (unmarked, or left by a tail). */
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Where the executable frontier of a chunk mapped in steps (dualmap,

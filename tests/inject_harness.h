@@ -49,6 +49,10 @@ struct inject_state {
     void *installed;
     size_t target;
     int32_t new_value;
+    /* WXJIT_HEAP_DEFER_TRAP_FILL: functions freed, whose bytes stay
+     * until a window over their page fills them */
+    struct fn ghosts[4];
+    size_t nghosts;
     /* expected statistics deltas, set by the scenario's `done` */
     int64_t d_installs, d_frees, d_live;
     /* the executor: calls fns[exec_idx] during the operation */
@@ -85,12 +89,18 @@ int inject_main(const struct scenario *scenarios, size_t nscenarios, int argc,
 void emit_fn(uint8_t *buf, size_t size, int32_t v);
 struct fn *add_fn(void *exec, size_t size, int32_t v, const uint8_t *bytes);
 void drop_fn(size_t i);
+/* fns[i] was freed with its trap fill deferred: its bytes may stay. */
+void ghost_fn(size_t i);
 void install_fn(size_t size);
 size_t reserve_fn(size_t size, unsigned flags, size_t used);
 void res_committed(size_t i);
 size_t granule_bytes(size_t n);
 void executor_start(void);
 void executor_stop(void);
+void defer_a_free(void);
+/* Whether p is in freed code whose trap fill is pending (and so may hold
+ * its old byte, the one it must hold if so). */
+bool pending_fill(const uint8_t *p);
 
 /* ---- checking it after the call (inject_state.c) ------------------------ */
 size_t call_fns(bool only_safe);

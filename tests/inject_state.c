@@ -33,6 +33,14 @@ void drop_fn(size_t i)
     C.fns[i] = C.fns[--C.nfns];
 }
 
+void ghost_fn(size_t i)
+{
+    CHECK(C.nghosts < sizeof(C.ghosts) / sizeof(C.ghosts[0]),
+          "too many ghosts");
+    C.ghosts[C.nghosts++] = C.fns[i];
+    C.fns[i] = C.fns[--C.nfns];
+}
+
 void install_fn(size_t size)
 {
     uint8_t *buf = malloc(size);
@@ -148,6 +156,45 @@ void executor_stop(void)
           (unsigned long long)C.exec_calls);
 }
 
+/* WXJIT_HEAP_DEFER_TRAP_FILL: frees the last function on the executor's
+ * page that is neither the executor's nor the call's target, so that the
+ * call under test finds a trap fill pending on the page it most likely
+ * writes (or reuses that very space). */
+void defer_a_free(void)
+{
+    const uint8_t *pg =
+        (const uint8_t *)wxtest_page_of(C.fns[C.exec_idx].exec);
+    for (size_t i = C.nfns; i-- > 0;) {
+        struct fn *f = &C.fns[i];
+        if (i == C.exec_idx || i == C.target ||
+            (const uint8_t *)wxtest_page_of(f->exec) != pg)
+            continue;
+        CHECK_OK(wxjit_free(C.h, f->exec));
+        CHECK(!memcmp(f->exec, f->bytes, f->size),
+              "a deferred free changed the code at %p", (void *)f->exec);
+        ghost_fn(i);
+        if (C.exec_idx == C.nfns)
+            C.exec_idx = i;
+        if (C.target == C.nfns)
+            C.target = i;
+        return;
+    }
+    CHECK(0, "no function to free next to the executor's at %p", (void *)pg);
+}
+
+bool pending_fill(const uint8_t *p)
+{
+    struct wxj_chunk *c = C.h ? wxj_chunk_find(C.h, p) : NULL;
+    if (!c || !c->stale || !wxj_bit_get(c->stale, wxj_granule_of(c, p)))
+        return false;
+    for (size_t i = C.nghosts; i-- > 0;) { /* the newest at p counts */
+        const struct fn *g = &C.ghosts[i];
+        if (p >= g->exec && p < g->exec + g->size)
+            return *p == g->bytes[p - g->exec];
+    }
+    return false;
+}
+
 /* Calls every live function (all, or those on r-x pages nobody holds)
  * and compares its result and bytes. */
 size_t call_fns(bool only_safe)
@@ -214,9 +261,11 @@ void check_traps(void)
     for (size_t i = 0; i < C.nfns; i++) {
         const uint8_t *pg = (const uint8_t *)wxtest_page_of(C.fns[i].exec);
         for (size_t k = 0; k < page; k++)
-            CHECK(in_code(pg + k) || pg[k] == emit_trap_byte(pg + k),
+            CHECK(in_code(pg + k) || pg[k] == emit_trap_byte(pg + k) ||
+                      pending_fill(pg + k),
                   "byte at %p (page of function %zu at %p) is %#x, outside "
-                  "any live function or open reservation, not %s",
+                  "any live function, open reservation or freed code whose "
+                  "trap fill is pending, not %s",
                   (void *)(pg + k), i, (void *)C.fns[i].exec, pg[k],
                   EMIT_TRAP_NAME);
     }
@@ -365,5 +414,10 @@ void check_usable(void)
     int err = wxjit_install(C.h, buf, sizeof(buf), 0, &exec);
     CHECK(err == 0, "install after the call: %s", strerror(err));
     CHECK_EQ(as_fn(exec)(), 4242);
+    add_fn(exec, sizeof(buf), 4242, buf);
     CHECK_OK(wxjit_free(C.h, exec));
+    if (C.flags & WXJIT_HEAP_DEFER_TRAP_FILL)
+        ghost_fn(C.nfns - 1);
+    else
+        drop_fn(C.nfns - 1);
 }

@@ -50,18 +50,23 @@ static void stage(const char *what)
 /* ---- one point, in a child ----------------------------------------------
  * A variant: heap flags, and (dualmap) the first way to get a shared
  * memory object, whose fallbacks are swept with the calls that map a new
- * chunk. */
+ * chunk; for one backend only, or (AUTO) for every backend. */
 struct variant {
     unsigned flags;
     const char *object; /* WXJIT_DUALMAP_OBJECT; NULL: the default */
     const char *label;
+    wxjit_backend only;
 };
 
 static const struct variant variants[] = {
-    {0, NULL, ""},
-    {WXJIT_HEAP_RW_ON_DEMAND, NULL, " [RW_ON_DEMAND]"},
-    {0, "shm", " [object shm]"},
-    {0, "tmpfile", " [object tmpfile]"},
+    {0, NULL, "", WXJIT_BACKEND_AUTO},
+    {WXJIT_HEAP_RW_ON_DEMAND, NULL, " [RW_ON_DEMAND]", WXJIT_BACKEND_DUALMAP},
+    {0, "shm", " [object shm]", WXJIT_BACKEND_DUALMAP},
+    {0, "tmpfile", " [object tmpfile]", WXJIT_BACKEND_DUALMAP},
+    /* setup also frees a function next to the executor's, whose trap fill
+     * is then pending on the page the call writes (defer_a_free). */
+    {WXJIT_HEAP_DEFER_TRAP_FILL, NULL, " [DEFER_TRAP_FILL]",
+     WXJIT_BACKEND_TOGGLE},
 };
 
 struct point {
@@ -82,6 +87,8 @@ static void run_point(void *arg)
         setenv("WXJIT_DUALMAP_OBJECT", pt->v->object, 1);
     C.next_value = FIRST_VALUE;
     pt->s->setup();
+    if (C.h && (C.flags & WXJIT_HEAP_DEFER_TRAP_FILL))
+        defer_a_free();
     wxjit_stats before = {0}, after;
     if (C.h)
         before = wxtest_stats_of(C.h);
@@ -295,13 +302,12 @@ int inject_main(const struct scenario *scenarios, size_t nscenarios, int argc,
     CHECK(out != MAP_FAILED, "mmap: %s", strerror(errno));
 
     /* dualmap: every operation also with RW views on demand; the other
-     * objects only where a chunk is mapped. */
-    size_t nvariants = backend == WXJIT_BACKEND_DUALMAP
-                           ? sizeof(variants) / sizeof(variants[0])
-                           : 1;
-    for (size_t v = 0; v < nvariants; v++)
+     * objects only where a chunk is mapped. toggle: also with deferred
+     * trap fills. */
+    for (size_t v = 0; v < sizeof(variants) / sizeof(variants[0]); v++)
         for (size_t i = 0; i < nscenarios; i++)
-            if ((argc < 2 || strstr(scenarios[i].name, argv[1])) &&
+            if ((!variants[v].only || variants[v].only == backend) &&
+                (argc < 2 || strstr(scenarios[i].name, argv[1])) &&
                 (!variants[v].object || strstr(scenarios[i].name, "create") ||
                  strstr(scenarios[i].name, "chunk")))
                 sweep(&scenarios[i], &variants[v], out);

@@ -398,11 +398,18 @@ static void s_free_done(int err)
     if (err)
         return;
     struct fn *f = &C.fns[C.target];
-    CHECK(emit_is_trap_fill(f->exec, f->size),
-          "freed function at %p is not trap-filled", (void *)f->exec);
+    if (C.flags & WXJIT_HEAP_DEFER_TRAP_FILL)
+        CHECK(!memcmp(f->exec, f->bytes, f->size),
+              "deferred free changed the code at %p", (void *)f->exec);
+    else
+        CHECK(emit_is_trap_fill(f->exec, f->size),
+              "freed function at %p is not trap-filled", (void *)f->exec);
     C.d_frees = 1;
     C.d_live = -(int64_t)granule_bytes(f->size);
-    drop_fn(C.target);
+    if (C.flags & WXJIT_HEAP_DEFER_TRAP_FILL)
+        ghost_fn(C.target);
+    else
+        drop_fn(C.target);
 }
 
 static const struct scenario scenarios[] = {
