@@ -120,6 +120,7 @@ int wxjit_backend_probe(wxjit_backend backend, const char **reason)
     wxjit_backend id = backend;
     if ((unsigned)backend >= BACKENDS)
         return EINVAL;
+    wxj_fork_init(); /* as at heap creation: procmem's probe opens */
     int err = backend == WXJIT_BACKEND_AUTO ? auto_pick(false, &id, &why)
                                             : backends[id]->probe(true, &why);
     if (reason)

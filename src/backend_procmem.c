@@ -43,9 +43,8 @@ static int self_mem(int *fd)
         *fd = cur;
         return 0;
     }
-    /* Before the first open: a fork() from now on runs the handler that
-     * closes this descriptor in the child (wxj_procmem_after_fork). */
-    wxj_fork_init();
+    /* Every path here comes after wxj_fork_init (heap creation, the
+     * probe call): a fork() runs wxj_procmem_after_fork in the child. */
     int mine;
     int err = wxj_os_open_self_mem(&mine);
     if (err)

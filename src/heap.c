@@ -75,6 +75,9 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
             return EINVAL;
         o = *opts;
     }
+    /* Before any probe: procmem's descriptor must be dropped by every
+     * fork child from its opening on. */
+    wxj_fork_init();
     int err = wxj_choose_backend(&o, &backend);
     if (err == 0)
         err = wxj_object_from_env(&object_first);
@@ -84,7 +87,6 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     if (!backend->defers_trap_fill)
         o.flags &= ~(unsigned)WXJIT_HEAP_DEFER_TRAP_FILL;
 
-    wxj_fork_init();
     pthread_mutex_lock(&heaps_lock);
     struct wxjit_heap *heap = recycled;
     if (heap)
