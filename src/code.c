@@ -175,7 +175,9 @@ struct open_res {
 /* Takes res out of the open reservations, or fails if it is not one as
  * handed out; the claim makes a racing second commit or abort fail. used:
  * the bytes a commit makes live (0 for an abort), recorded before the
- * block can look live. */
+ * block can look live. The block keeps its open bit until the commit has
+ * finished (commit_finish) or the abort unmarked it: a free or patch of
+ * its address meanwhile fails as for any open reservation. */
 static int claim_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
                              wxjit_reservation *res, size_t used,
                              struct open_res *r)
@@ -195,19 +197,18 @@ static int claim_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (used)
         r->chunk->slack[r->g] =
             (uint8_t)(granules(used) * WXJ_GRANULE - used);
-    wxj_bit_clear(r->chunk->open, r->g);
     return 0;
 }
 
 /* Undoes a claim: the reservation is open again, for a retry or abort. */
 static void unclaim(struct wxj_pool *pool, const struct open_res *r)
 {
-    wxj_bit_set(r->chunk->open, r->g);
     wxj_open_put_back(pool, r->from, &r->rec);
 }
 
 /* The bytes are in place: return the unused tail, release the scratch
- * buffer, count, and consume the reservation. */
+ * buffer, count, and consume the reservation. The block looks live only
+ * now, shrunk to what was used (release: its bits and slack first). */
 static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
                           const struct open_res *r, size_t used)
 {
@@ -216,6 +217,7 @@ static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
         wxj_block_shrink(r->chunk, r->g, r->n, m);
         wxj_pool_give_back(pool, r->chunk, r->g + m, r->n - m);
     }
+    wxj_bit_clear(r->chunk->open, r->g);
     if (!r->in_place)
         free(res->write);
     account_live(pool, (int64_t)m, true);

@@ -342,6 +342,75 @@ static void test_race(void)
     CHECK_OK(wxjit_heap_destroy(race.heap));
 }
 
+/* ---- a free racing the commit of the same reservation --------------------
+ * A free of the address a commit is making live fails (EINVAL) until the
+ * commit has returned: the block is an open reservation until then.
+ * (It once passed mid-commit, freed the whole reserved extent, and both
+ * calls returned 0: bytes_live drifted and the commit shrank a block that
+ * no longer existed.) */
+#define FREE_RACE_ROUNDS 20000
+
+struct freer {
+    wxjit_heap *heap;
+    void *_Atomic target;
+    _Atomic bool stop;
+    _Atomic int freed;
+    _Atomic uint64_t laps;
+};
+
+static void *free_target(void *arg)
+{
+    struct freer *fr = arg;
+    while (!atomic_load(&fr->stop)) {
+        void *t = atomic_load(&fr->target);
+        if (t && wxjit_free(fr->heap, t) == 0)
+            atomic_fetch_add(&fr->freed, 1);
+        atomic_fetch_add(&fr->laps, 1);
+    }
+    return NULL;
+}
+
+static void test_free_vs_commit(void)
+{
+    struct freer fr = {.heap = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
+    /* Live all along: a free that took more than the commit kept shows as
+     * bytes_live below this. */
+    void *ballast = install_int(fr.heap, 1);
+    uint64_t ballast_bytes = wxtest_stats_of(fr.heap).bytes_live;
+    pthread_t t = wxtest_spawn(free_target, &fr);
+    for (int i = 0; i < FREE_RACE_ROUNDS; i++) {
+        wxjit_reservation r;
+        CHECK_OK(wxjit_reserve(fr.heap, 256, 0, 0, &r));
+        size_t used = emit_return_int(r.write, i);
+        void *exec = r.exec;
+        int before = atomic_load(&fr.freed);
+        atomic_store(&fr.target, exec);
+        CHECK_OK(wxjit_commit(fr.heap, &r, used)); /* 15 granules back */
+        /* Stop the other thread trying, and let it finish a lap that
+         * began after that: it freed the function once, or not at all. */
+        atomic_store(&fr.target, NULL);
+        uint64_t lap = atomic_load(&fr.laps);
+        while (atomic_load(&fr.laps) < lap + 2)
+            sched_yield();
+        if (atomic_load(&fr.freed) == before)
+            CHECK_OK(wxjit_free(fr.heap, exec));
+        wxjit_stats s = wxtest_stats_of(fr.heap);
+        CHECK(s.bytes_live == ballast_bytes && s.installs == s.frees + 1,
+              "round %d: bytes_live %llu (expected %llu), %llu installs, "
+              "%llu frees",
+              i, (unsigned long long)s.bytes_live,
+              (unsigned long long)ballast_bytes,
+              (unsigned long long)s.installs, (unsigned long long)s.frees);
+    }
+    atomic_store(&fr.stop, true);
+    wxtest_join(t);
+    expect_returns(ballast, 1);
+    printf("  %d frees racing the commit of the same reservation: none got "
+           "in before the commit returned (%d after it)\n",
+           FREE_RACE_ROUNDS, atomic_load(&fr.freed));
+    CHECK_OK(wxjit_heap_destroy(fr.heap));
+}
+
 /* ---- in-place records in a pool the owner let go -------------------------- */
 struct adopter {
     wxjit_heap *heap;
@@ -417,6 +486,8 @@ int main(int argc, char **argv)
         test_race();
     if (wxtest_selected(argc, argv, "adrift"))
         test_adrift();
+    if (wxtest_selected(argc, argv, "free_vs_commit"))
+        test_free_vs_commit();
     CHECK_OK(wxjit_fault_handler_uninstall());
     CHECK_EQ(wxtest_wx_mappings(), 0);
     printf("test_reservations: ok\n");
