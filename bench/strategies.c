@@ -1,5 +1,6 @@
 /* The strategies compared: wxjit toggle (one install at a time, and in
- * batches of 16 through wxjit_commit_batch), wxjit dualmap, and three
+ * batches of 16 through wxjit_commit_batch), wxjit dualmap and procmem,
+ * wxjit's own rwx backend (multi-threaded workload only), and three
  * baselines written here the way JITs write them:
  *   rwx                one RWX mapping, bump allocation, memcpy: the
  *                      physical limit, and what W^X forbids;
@@ -46,19 +47,33 @@ struct wx {
     size_t used[BATCH], npending;
 };
 
-static void *wx_create(wxjit_backend backend)
+static void *wx_create_flags(wxjit_backend backend, unsigned flags)
 {
     struct wx *w = calloc(1, sizeof(*w));
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
     o.backend = backend;
+    o.flags = flags;
     int err = wxjit_heap_create(&o, &w->heap);
     if (err)
         die("wxjit_heap_create", err);
     return w;
 }
 
+static void *wx_create(wxjit_backend backend)
+{
+    return wx_create_flags(backend, 0);
+}
+
 static void *toggle_create(void) { return wx_create(WXJIT_BACKEND_TOGGLE); }
 static void *dualmap_create(void) { return wx_create(WXJIT_BACKEND_DUALMAP); }
+static void *procmem_create(void) { return wx_create(WXJIT_BACKEND_PROCMEM); }
+
+/* wxjit's allocator on RWX memory: the bench's own rwx bump area is not
+ * thread-safe, this is the baseline where many threads install. */
+static void *wx_rwx_create(void)
+{
+    return wx_create_flags(WXJIT_BACKEND_RWX, WXJIT_HEAP_ALLOW_RWX);
+}
 
 static void wx_destroy(void *s)
 {
@@ -127,6 +142,12 @@ static const struct strategy toggle_batch = {
     wx_install_batched, wx_release, wx_flush, wx_counts};
 static const struct strategy dualmap = {
     "dualmap", true, false, false, dualmap_create, wx_destroy, wx_install,
+    wx_release, NULL, wx_counts};
+static const struct strategy procmem = {
+    "procmem", true, false, false, procmem_create, wx_destroy, wx_install,
+    wx_release, NULL, wx_counts};
+static const struct strategy wx_rwx = {
+    "wxjit-rwx", true, false, false, wx_rwx_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
 
 /* ---- bump areas: rwx and whole-area-toggle -------------------------------
@@ -252,6 +273,15 @@ static const struct strategy page_per_block = {
     blocks_install, blocks_release, NULL, blocks_counts};
 
 const struct strategy *const strategies[] = {
-    &rwx, &toggle, &toggle_batch, &dualmap, &page_per_block, &whole_area,
+    &rwx, &toggle, &toggle_batch, &dualmap, &procmem, &page_per_block,
+    &whole_area,
 };
 const size_t strategy_count = sizeof(strategies) / sizeof(strategies[0]);
+
+/* Those whose install and release may run on many threads at once (wxjit
+ * heaps), for the multi-threaded workload; the baseline first. */
+const struct strategy *const threaded_strategies[] = {
+    &wx_rwx, &toggle, &dualmap, &procmem,
+};
+const size_t threaded_strategy_count =
+    sizeof(threaded_strategies) / sizeof(threaded_strategies[0]);
