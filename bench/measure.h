@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-double now_ns(void);         /* CLOCK_MONOTONIC */
-double thread_cpu_ns(void);  /* CPU time of the calling thread */
+double now_ns(void);        /* CLOCK_MONOTONIC */
+double thread_cpu_ns(void); /* CPU time of the calling thread */
 uint32_t next_random(uint32_t *s);
 /* A size drawn from PCRE2's JIT code sizes (see measure.c). */
 size_t pcre2_size(uint32_t *rng);

@@ -40,10 +40,10 @@
 #include "strategy.h"
 #include "workload_threads.h"
 
-#define RING 8        /* live functions per installer */
-#define MAX_N 4       /* most installer threads */
+#define RING 8          /* live functions per installer */
+#define MAX_N 4         /* most installer threads */
 #define CHECK_EVERY 256 /* calls between two looks at the clock */
-#define CACHE_LINE 64 /* apart, so installers do not share theirs */
+#define CACHE_LINE 64   /* apart, so installers do not share theirs */
 /* The largest pcre2_size(), rounded up to the 16-byte granule. */
 #define MAX_CODE 21504
 
@@ -184,8 +184,8 @@ static void release_everything(struct run *r)
     }
 }
 
-static struct sample run_once(const struct strategy *st, int n,
-                              double seconds, uint64_t *wrong)
+static struct sample run_once(const struct strategy *st, int n, double seconds,
+                              uint64_t *wrong)
 {
     struct run *r = aligned_alloc(CACHE_LINE, sizeof(*r));
     memset(r, 0, sizeof(*r));
@@ -221,11 +221,14 @@ static struct sample run_once(const struct strategy *st, int n,
     pthread_barrier_destroy(&r->filled);
     pthread_barrier_destroy(&r->go);
     free(r);
-    return (struct sample){
-        (double)installs / elapsed * 1e9,
-        (double)(c1.syscalls - c0.syscalls) / (double)installs,
-        (double)(c1.faults_retried - c0.faults_retried), alone.wall_ns,
-        alone.cpu_ns, with.wall_ns, with.cpu_ns};
+    return (struct sample){(double)installs / elapsed * 1e9,
+                           (double)(c1.syscalls - c0.syscalls) /
+                               (double)installs,
+                           (double)(c1.faults_retried - c0.faults_retried),
+                           alone.wall_ns,
+                           alone.cpu_ns,
+                           with.wall_ns,
+                           with.cpu_ns};
 }
 
 /* Medians over the runs of one strategy at one N (faults: the total). */
@@ -235,11 +238,11 @@ struct row {
     struct sample med;
 };
 
-#define MEDIAN_OF(field)                                                   \
-    do {                                                                   \
-        for (int i = 0; i < reps; i++)                                     \
-            v[i] = s[i].field;                                             \
-        m.field = median(v, reps);                                         \
+#define MEDIAN_OF(field)                                                      \
+    do {                                                                      \
+        for (int i = 0; i < reps; i++)                                        \
+            v[i] = s[i].field;                                                \
+        m.field = median(v, reps);                                            \
     } while (0)
 
 static struct sample medians(const struct sample *s, int reps)
@@ -269,8 +272,9 @@ static double rate_of(const struct row *rows, size_t n, int threads,
 static void print_table(FILE *f, const struct threads_options *o,
                         const struct row *rows, size_t n)
 {
-    fprintf(f, "\nthreads (PCRE2 sizes): N installer threads install+free, "
-               "1 caller calls their code; median of %d runs of %.2f s\n",
+    fprintf(f,
+            "\nthreads (PCRE2 sizes): N installer threads install+free, "
+            "1 caller calls their code; median of %d runs of %.2f s\n",
             o->reps, o->seconds);
     fprintf(f, "  %-10s %2s %11s %8s %9s %11s %7s %18s %7s %18s %7s\n",
             "strategy", "N", "installs/s", "x toggle", "x dualmap",
@@ -333,8 +337,10 @@ void run_threads_workload(const struct threads_options *o)
                 threaded_strategies[i]->name, thread_counts[c],
                 medians(&samples[(c * ns + i) * (size_t)o->reps], o->reps)};
     if (wrong)
-        fprintf(stderr, "wxjit-bench: threads: %llu calls returned a wrong "
-                        "value\n", (unsigned long long)wrong);
+        fprintf(stderr,
+                "wxjit-bench: threads: %llu calls returned a wrong "
+                "value\n",
+                (unsigned long long)wrong);
     if (o->table)
         print_table(o->table, o, rows, nrows);
     if (o->csv)
