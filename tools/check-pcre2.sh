@@ -345,7 +345,7 @@ figures() {
 compile_rate_figures() {
   local variants="stock dualmap procmem toggle" load
   load=$(cut -d' ' -f1-3 /proc/loadavg)
-  declare -A rates syscalls installs faults bytes
+  declare -A rates cpu_rates syscalls installs faults bytes
   say "== figures: pcre2_compile_rate, $COMPILE_THREADS threads, $COMPILE_RUNS runs of $COMPILE_SECONDS s"
   for ((i = 0; i < COMPILE_RUNS; i++)); do
     for v in $variants; do
@@ -355,6 +355,7 @@ compile_rate_figures() {
               --seconds "$COMPILE_SECONDS" 2>&1) || { say "$out"; return 1; }
       say "   $v: $(grep compile_rate: <<<"$out")"
       rates[$v]+="$(field "$out" per_s) "
+      cpu_rates[$v]+="$(field "$out" per_cpu_s) "
       bytes[$v]=$(field "$out" jit_bytes_mean)
       if [ "$v" != stock ]; then
         grep -q "wxjit_sljit: backend=$v " <<<"$out" || { say "$v: not on wxjit's $v heap"; return 1; }
@@ -364,8 +365,9 @@ compile_rate_figures() {
       fi
     done
   done
-  local base row
+  local base cpu_base row
   base=$(median "${rates[stock]}")
+  cpu_base=$(median "${cpu_rates[stock]}")
   {
     say ""
     say "| pcre2_compile_rate, $COMPILE_THREADS threads | stock (RWX) | wxjit dualmap | wxjit procmem | wxjit toggle |"
@@ -375,6 +377,12 @@ compile_rate_figures() {
     say "$row"
     row="| x stock |"
     for v in $variants; do row+=" $(awk -v r="$(median "${rates[$v]}")" -v b="$base" 'BEGIN {printf "%.2f", r / b}') |"; done
+    say "$row"
+    row="| compiles per CPU second (user + system), median |"
+    for v in $variants; do row+=" $(median "${cpu_rates[$v]}") |"; done
+    say "$row"
+    row="| x stock, per CPU second |"
+    for v in $variants; do row+=" $(awk -v r="$(median "${cpu_rates[$v]}")" -v b="$cpu_base" 'BEGIN {printf "%.2f", r / b}') |"; done
     say "$row"
     row="| system calls per compile (wxjit's count) |"
     for v in $variants; do
@@ -390,7 +398,7 @@ compile_rate_figures() {
     say "$row"
     say ""
     say "Compile rates per run (interleaved), $(date -u +%Y-%m-%d), load average before: $load:"
-    for v in $variants; do say "- $v: ${rates[$v]}"; done
+    for v in $variants; do say "- $v: ${rates[$v]}(per CPU second: ${cpu_rates[$v]})"; done
   } >>"$WORK/figures.md"
   sed -n '/pcre2_compile_rate, /,$p' "$WORK/figures.md"
 }
