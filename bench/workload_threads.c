@@ -2,8 +2,10 @@
  * and free PCRE2-sized functions non-stop for a fixed time while one more
  * thread, the caller, calls functions the installers keep live, so it
  * runs code on the very pages the installers write. Per strategy and N:
- * installs per second (all installers together), system calls per install
- * (each install is paired with the free of the function it replaces; the
+ * installs per second (all installers together) and per second of the
+ * installers' CPU time (what an install+free costs, whatever share of the
+ * CPUs the run got on a shared machine), system calls per install (each
+ * install is paired with the free of the function it replaces; the
  * strategy's own count: wxjit's stats.syscalls, every system call made
  * inside the heap's operations), faults retried (executor faults wxjit's
  * handler held and retried), and the caller's ns per call, next to its ns
@@ -60,6 +62,7 @@ struct installer {
     void *pending; /* replaced while the caller held it: freed later */
     size_t pending_size;
     uint64_t installs;
+    double cpu_ns; /* CPU time of the timed loop */
     uint32_t rng;
     pthread_t thread;
     struct run *run;
@@ -120,11 +123,13 @@ static void *installer_main(void *arg)
     }
     pthread_barrier_wait(&r->filled);
     pthread_barrier_wait(&r->go);
+    double c0 = thread_cpu_ns();
     for (int k = 0; !atomic_load_explicit(&r->stop, memory_order_relaxed);
          k = (k + 1) % RING) {
         replace(in, k);
         in->installs++;
     }
+    in->cpu_ns = thread_cpu_ns() - c0;
     return NULL;
 }
 
@@ -169,7 +174,7 @@ static struct calls call_for(struct run *r, double seconds)
 }
 
 struct sample {
-    double installs_per_s, syscalls_per_install, faults;
+    double installs_per_s, installs_per_cpu_s, syscalls_per_install, faults;
     double alone_wall_ns, alone_cpu_ns, wall_ns, cpu_ns;
 };
 
@@ -209,9 +214,11 @@ static struct sample run_once(const struct strategy *st, int n, double seconds,
     pthread_barrier_wait(&r->go);
     struct calls with = call_for(r, seconds);
     uint64_t installs = 0;
+    double cpu_ns = 0;
     for (int i = 0; i < n; i++) {
         pthread_join(r->inst[i].thread, NULL);
         installs += r->inst[i].installs;
+        cpu_ns += r->inst[i].cpu_ns;
     }
     double elapsed = now_ns() - t0;
     struct counts c1 = st->counts(r->s);
@@ -222,6 +229,7 @@ static struct sample run_once(const struct strategy *st, int n, double seconds,
     pthread_barrier_destroy(&r->go);
     free(r);
     return (struct sample){(double)installs / elapsed * 1e9,
+                           (double)installs / cpu_ns * 1e9,
                            (double)(c1.syscalls - c0.syscalls) /
                                (double)installs,
                            (double)(c1.faults_retried - c0.faults_retried),
@@ -250,6 +258,7 @@ static struct sample medians(const struct sample *s, int reps)
     double v[64];
     struct sample m = {0};
     MEDIAN_OF(installs_per_s);
+    MEDIAN_OF(installs_per_cpu_s);
     MEDIAN_OF(syscalls_per_install);
     MEDIAN_OF(alone_wall_ns);
     MEDIAN_OF(alone_cpu_ns);
@@ -260,13 +269,19 @@ static struct sample medians(const struct sample *s, int reps)
     return m;
 }
 
-static double rate_of(const struct row *rows, size_t n, int threads,
-                      const char *strategy)
+static double ratio(double x, double base)
+{
+    return base > 0 ? x / base : 0;
+}
+
+/* The medians of strategy at `threads` installers (zeros if absent). */
+static struct sample sample_of(const struct row *rows, size_t n, int threads,
+                               const char *strategy)
 {
     for (size_t i = 0; i < n; i++)
         if (rows[i].n == threads && !strcmp(rows[i].strategy, strategy))
-            return rows[i].med.installs_per_s;
-    return 0;
+            return rows[i].med;
+    return (struct sample){0};
 }
 
 static void print_table(FILE *f, const struct threads_options *o,
@@ -276,42 +291,50 @@ static void print_table(FILE *f, const struct threads_options *o,
             "\nthreads (PCRE2 sizes): N installer threads install+free, "
             "1 caller calls their code; median of %d runs of %.2f s\n",
             o->reps, o->seconds);
-    fprintf(f, "  %-10s %2s %11s %8s %9s %11s %7s %18s %7s %18s %7s\n",
+    fprintf(f,
+            "  %-10s %2s %11s %8s %9s %10s %8s %11s %7s %18s %7s %18s "
+            "%7s\n",
             "strategy", "N", "installs/s", "x toggle", "x dualmap",
-            "syscalls/in", "faults", "wall ns alone/with", "x",
-            "cpu ns alone/with", "x");
+            "per cpu-s", "x dualmap", "syscalls/in", "faults",
+            "wall ns alone/with", "x", "cpu ns alone/with", "x");
     for (size_t i = 0; i < n; i++) {
         const struct sample *m = &rows[i].med;
-        double tg = rate_of(rows, n, rows[i].n, "toggle");
-        double dm = rate_of(rows, n, rows[i].n, "dualmap");
+        struct sample tg = sample_of(rows, n, rows[i].n, "toggle");
+        struct sample dm = sample_of(rows, n, rows[i].n, "dualmap");
         fprintf(f,
-                "  %-10s %2d %11.0f %7.2fx %8.2fx %11.3f %7.0f %8.1f /%8.1f "
-                "%6.2fx %8.1f /%8.1f %6.2fx\n",
+                "  %-10s %2d %11.0f %7.2fx %8.2fx %10.0f %7.2fx %11.3f %7.0f "
+                "%8.1f /%8.1f %6.2fx %8.1f /%8.1f %6.2fx\n",
                 rows[i].strategy, rows[i].n, m->installs_per_s,
-                tg > 0 ? m->installs_per_s / tg : 0,
-                dm > 0 ? m->installs_per_s / dm : 0, m->syscalls_per_install,
-                m->faults, m->alone_wall_ns, m->wall_ns,
-                m->wall_ns / m->alone_wall_ns, m->alone_cpu_ns, m->cpu_ns,
-                m->cpu_ns / m->alone_cpu_ns);
+                ratio(m->installs_per_s, tg.installs_per_s),
+                ratio(m->installs_per_s, dm.installs_per_s),
+                m->installs_per_cpu_s,
+                ratio(m->installs_per_cpu_s, dm.installs_per_cpu_s),
+                m->syscalls_per_install, m->faults, m->alone_wall_ns,
+                m->wall_ns, m->wall_ns / m->alone_wall_ns, m->alone_cpu_ns,
+                m->cpu_ns, m->cpu_ns / m->alone_cpu_ns);
     }
-    fprintf(f, "syscalls/in: system calls per install, each paired with a "
-               "free; faults: retried, all runs together; ns: the caller's "
-               "per call, alone (installers parked, same run) and with the "
-               "installers; x: with / alone.\n");
+    fprintf(
+        f, "per cpu-s: installs per second of the installers' CPU "
+           "time; syscalls/in: system calls per install, each paired "
+           "with a free; faults: retried, all runs together; ns: the caller's "
+           "per call, alone (installers parked, same run) and with the "
+           "installers; x: with / alone.\n");
 }
 
 static void print_csv(FILE *f, const struct threads_options *o,
                       const struct row *rows, size_t n)
 {
     fprintf(f, "strategy,installers,runs,seconds,installs_per_s,"
-               "syscalls_per_install,faults_retried,caller_wall_ns_alone,"
+               "installs_per_cpu_s,syscalls_per_install,faults_retried,caller_"
+               "wall_ns_alone,"
                "caller_wall_ns,caller_cpu_ns_alone,caller_cpu_ns\n");
     for (size_t i = 0; i < n; i++) {
         const struct sample *m = &rows[i].med;
-        fprintf(f, "%s,%d,%d,%.2f,%.0f,%.3f,%.0f,%.1f,%.1f,%.1f,%.1f\n",
+        fprintf(f, "%s,%d,%d,%.2f,%.0f,%.0f,%.3f,%.0f,%.1f,%.1f,%.1f,%.1f\n",
                 rows[i].strategy, rows[i].n, o->reps, o->seconds,
-                m->installs_per_s, m->syscalls_per_install, m->faults,
-                m->alone_wall_ns, m->wall_ns, m->alone_cpu_ns, m->cpu_ns);
+                m->installs_per_s, m->installs_per_cpu_s,
+                m->syscalls_per_install, m->faults, m->alone_wall_ns,
+                m->wall_ns, m->alone_cpu_ns, m->cpu_ns);
     }
 }
 
