@@ -47,7 +47,7 @@ struct wx {
     size_t used[BATCH], npending;
 };
 
-static void *wx_create_flags(wxjit_backend backend, unsigned flags)
+static void *wx_create(wxjit_backend backend, unsigned flags)
 {
     struct wx *w = calloc(1, sizeof(*w));
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
@@ -59,20 +59,21 @@ static void *wx_create_flags(wxjit_backend backend, unsigned flags)
     return w;
 }
 
-static void *wx_create(wxjit_backend backend)
+static void *toggle_create(void) { return wx_create(WXJIT_BACKEND_TOGGLE, 0); }
+static void *dualmap_create(void)
 {
-    return wx_create_flags(backend, 0);
+    return wx_create(WXJIT_BACKEND_DUALMAP, 0);
 }
-
-static void *toggle_create(void) { return wx_create(WXJIT_BACKEND_TOGGLE); }
-static void *dualmap_create(void) { return wx_create(WXJIT_BACKEND_DUALMAP); }
-static void *procmem_create(void) { return wx_create(WXJIT_BACKEND_PROCMEM); }
+static void *procmem_create(void)
+{
+    return wx_create(WXJIT_BACKEND_PROCMEM, 0);
+}
 
 /* wxjit's allocator on RWX memory: the bench's own rwx bump area is not
  * thread-safe, this is the baseline where many threads install. */
 static void *wx_rwx_create(void)
 {
-    return wx_create_flags(WXJIT_BACKEND_RWX, WXJIT_HEAP_ALLOW_RWX);
+    return wx_create(WXJIT_BACKEND_RWX, WXJIT_HEAP_ALLOW_RWX);
 }
 
 static void wx_destroy(void *s)
