@@ -300,7 +300,7 @@ static void print_table(const struct result *r, size_t n)
 static int run_threads(struct threads_options *o, bool csv,
                        const char *csv_file)
 {
-    if (o->reps == 0)
+    if (!o->wanted)
         return 0;
     o->table = csv ? NULL : stdout;
     if (csv_file && !(o->csv = fopen(csv_file, "w"))) {
@@ -317,7 +317,7 @@ int main(int argc, char **argv)
 {
     bool csv = false, main_workloads = true;
     const char *csv_file = NULL, *threads_csv = NULL;
-    struct threads_options threads = {0.5, 5, stdout, NULL};
+    struct threads_options threads = {true, 0.5, 5, stdout, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--csv"))
             csv = true;
@@ -336,7 +336,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--only-threads"))
             main_workloads = false;
         else if (!strcmp(argv[i], "--no-threads"))
-            threads.reps = 0;
+            threads.wanted = false;
         else {
             fprintf(stderr, "usage: wxjit-bench [--csv | --csv-file FILE] "
                             "[--quick] [--reps N] [--threads-seconds S] "
@@ -347,8 +347,8 @@ int main(int argc, char **argv)
     }
     if (reps < 1 || reps > 64)
         reps = 5;
-    if (threads.reps < 0 || threads.reps > 64 || threads.seconds <= 0) {
-        fprintf(stderr, "wxjit-bench: --threads-reps 0-64, "
+    if (threads.reps < 1 || threads.reps > 64 || threads.seconds <= 0) {
+        fprintf(stderr, "wxjit-bench: --threads-reps 1-64, "
                         "--threads-seconds above 0\n");
         return 2;
     }

@@ -2,9 +2,11 @@
 #ifndef BENCH_WORKLOAD_THREADS_H
 #define BENCH_WORKLOAD_THREADS_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 struct threads_options {
+    bool wanted;    /* false: --no-threads */
     double seconds; /* installers run this long per run */
     int reps;       /* runs per strategy and thread count; medians */
     FILE *table;    /* the table goes here (NULL: none) */
