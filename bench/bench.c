@@ -1,6 +1,8 @@
 /* wxjit-bench: every workload on every strategy, side by side in one run.
  *
  *   wxjit-bench [--csv | --csv-file FILE] [--quick] [--reps N]
+ *               [--threads-seconds S] [--threads-reps R]
+ *               [--threads-csv FILE] [--only-threads | --no-threads]
  *
  * Prints a table with ratios to the rwx baseline, or CSV (to stdout, or to
  * FILE next to the table) with the columns
@@ -10,17 +12,22 @@
  * baselines' own counts), and so are wxjit's acquisitions of locks shared
  * between threads (stats shared_locks: 0 per install on the steady path);
  * density is live code bytes / code bytes mapped (pages touched). It runs
- * outside any W^X policy because the rwx baseline needs RWX memory. */
+ * outside any W^X policy because the rwx baselines need RWX memory.
+ *
+ * The multi-threaded workload (workload_threads.c) has a table and CSV of
+ * its own (--threads-csv): R runs (default 5) of S seconds (default 0.5)
+ * per strategy and thread count, about 40 s in all at the defaults. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "emit.h"
+#include "measure.h"
 #include "strategy.h"
+#include "workload_threads.h"
 #include "wxjit.h"
 
 typedef int (*int_fn)(void);
@@ -45,51 +52,11 @@ struct result {
 static int reps = 5;
 static uint64_t scale = 1; /* --quick divides operation counts by 10 */
 
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static uint32_t next_random(uint32_t *s)
-{
-    *s ^= *s << 13;
-    *s ^= *s >> 17;
-    *s ^= *s << 5;
-    return *s;
-}
-
 /* A callable function of exactly size bytes (>= 6) returning v. */
 static void make_code(uint8_t *buf, size_t size, int32_t v)
 {
     emit_nops(buf, size - 6);
     emit_return_int(buf + size - 6, v);
-}
-
-/* Sizes of real regex JIT code (PCRE2): p10 662 B, median 1293 B, p90
- * 2195 B, p99 3923 B, max 21 KiB; linear between those quantiles. */
-static size_t pcre2_size(uint32_t *rng)
-{
-    static const double q[] = {0, 0.10, 0.50, 0.90, 0.99, 1.0};
-    static const double v[] = {200, 662, 1293, 2195, 3923, 21504};
-    double u = (next_random(rng) % 1000000) / 1e6;
-    int i = 0;
-    while (u > q[i + 1])
-        i++;
-    return (size_t)(v[i] + (u - q[i]) / (q[i + 1] - q[i]) * (v[i + 1] - v[i]));
-}
-
-static int by_value(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), by_value);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static uint8_t code_buf[32768];
@@ -335,32 +302,70 @@ static void print_table(const struct result *r, size_t n)
     }
 }
 
+/* The multi-threaded workload: its table with the others (not with
+ * --csv, which keeps stdout one CSV), its CSV to csv_file. */
+static int run_threads(struct threads_options *o, bool csv,
+                       const char *csv_file)
+{
+    if (!o->wanted)
+        return 0;
+    o->table = csv ? NULL : stdout;
+    if (csv_file && !(o->csv = fopen(csv_file, "w"))) {
+        perror(csv_file);
+        return 1;
+    }
+    run_threads_workload(o);
+    if (o->csv)
+        fclose(o->csv);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    bool csv = false;
-    const char *csv_file = NULL;
+    bool csv = false, main_workloads = true;
+    const char *csv_file = NULL, *threads_csv = NULL;
+    struct threads_options threads = {true, 0.5, 5, stdout, NULL};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--csv"))
             csv = true;
         else if (!strcmp(argv[i], "--csv-file") && i + 1 < argc)
             csv_file = argv[++i];
         else if (!strcmp(argv[i], "--quick"))
-            scale = 10, reps = 3;
+            scale = 10, reps = 3, threads.seconds = 0.1, threads.reps = 3;
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
             reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads-seconds") && i + 1 < argc)
+            threads.seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--threads-reps") && i + 1 < argc)
+            threads.reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads-csv") && i + 1 < argc)
+            threads_csv = argv[++i];
+        else if (!strcmp(argv[i], "--only-threads"))
+            main_workloads = false;
+        else if (!strcmp(argv[i], "--no-threads"))
+            threads.wanted = false;
         else {
             fprintf(stderr, "usage: wxjit-bench [--csv | --csv-file FILE] "
-                            "[--quick] [--reps N]\n");
+                            "[--quick] [--reps N] [--threads-seconds S] "
+                            "[--threads-reps R] [--threads-csv FILE] "
+                            "[--only-threads | --no-threads]\n");
             return 2;
         }
     }
     if (reps < 1 || reps > 64)
         reps = 5;
+    if (threads.reps < 1 || threads.reps > 64 || threads.seconds <= 0) {
+        fprintf(stderr, "wxjit-bench: --threads-reps 1-64, "
+                        "--threads-seconds above 0\n");
+        return 2;
+    }
     int err = wxjit_fault_handler_install();
     if (err) {
         fprintf(stderr, "wxjit-bench: fault handler: %s\n", strerror(err));
         return 1;
     }
+    if (!main_workloads)
+        return run_threads(&threads, csv, threads_csv);
     static const size_t sizes[] = {64, 256, 1024, 4096};
     struct result *res = calloc(256, sizeof(*res));
     size_t n = 0;
@@ -405,5 +410,5 @@ int main(int argc, char **argv)
                "there: its callers would crash while the area is RW.\n");
     }
     free(res);
-    return 0;
+    return run_threads(&threads, csv, threads_csv);
 }

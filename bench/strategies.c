@@ -1,7 +1,8 @@
 /* The strategies compared: wxjit toggle (one install at a time, in
  * batches of 16 through wxjit_commit_batch, and with frees whose trap fill
  * waits for the page's next window: WXJIT_HEAP_DEFER_TRAP_FILL), wxjit
- * dualmap, and three
+ * dualmap and procmem, wxjit's own rwx backend (multi-threaded workload
+ * only), and three
  * baselines written here the way JITs write them:
  *   rwx                one RWX mapping, bump allocation, memcpy: the
  *                      physical limit, and what W^X forbids;
@@ -68,6 +69,17 @@ static void *toggle_defer_create(void)
 static void *dualmap_create(void)
 {
     return wx_create(WXJIT_BACKEND_DUALMAP, 0);
+}
+static void *procmem_create(void)
+{
+    return wx_create(WXJIT_BACKEND_PROCMEM, 0);
+}
+
+/* wxjit's allocator on RWX memory: the bench's own rwx bump area is not
+ * thread-safe, this is the baseline where many threads install. */
+static void *wx_rwx_create(void)
+{
+    return wx_create(WXJIT_BACKEND_RWX, WXJIT_HEAP_ALLOW_RWX);
 }
 
 static void wx_destroy(void *s)
@@ -140,6 +152,12 @@ static const struct strategy toggle_defer = {
     wx_install, wx_release, NULL, wx_counts};
 static const struct strategy dualmap = {
     "dualmap", true, false, false, dualmap_create, wx_destroy, wx_install,
+    wx_release, NULL, wx_counts};
+static const struct strategy procmem = {
+    "procmem", true, false, false, procmem_create, wx_destroy, wx_install,
+    wx_release, NULL, wx_counts};
+static const struct strategy wx_rwx = {
+    "wxjit-rwx", true, false, false, wx_rwx_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
 
 /* ---- bump areas: rwx and whole-area-toggle -------------------------------
@@ -265,7 +283,15 @@ static const struct strategy page_per_block = {
     blocks_install, blocks_release, NULL, blocks_counts};
 
 const struct strategy *const strategies[] = {
-    &rwx,     &toggle,         &toggle_batch, &toggle_defer,
-    &dualmap, &page_per_block, &whole_area,
+    &rwx,     &toggle,  &toggle_batch,   &toggle_defer,
+    &dualmap, &procmem, &page_per_block, &whole_area,
 };
 const size_t strategy_count = sizeof(strategies) / sizeof(strategies[0]);
+
+/* Those whose install and release may run on many threads at once (wxjit
+ * heaps), for the multi-threaded workload; the baseline first. */
+const struct strategy *const threaded_strategies[] = {
+    &wx_rwx, &toggle, &dualmap, &procmem,
+};
+const size_t threaded_strategy_count =
+    sizeof(threaded_strategies) / sizeof(threaded_strategies[0]);

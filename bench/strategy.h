@@ -35,5 +35,7 @@ struct strategy {
 
 extern const struct strategy *const strategies[];
 extern const size_t strategy_count;
+extern const struct strategy *const threaded_strategies[];
+extern const size_t threaded_strategy_count;
 
 #endif

@@ -17,14 +17,17 @@
 #      negative control: stock must fail pcre2_jit_test and RunTest (it
 #        passes both without the policy: the policy is what breaks it);
 #      sljit-wx passes pcre2_jit_test;
-#      wxjit, per backend (WXJIT_BACKEND=toggle, dualmap): pcre2_jit_test
-#        and RunTest pass, every JIT function came from wxjit's heap, and
-#        integrations/sljit/pcre2_threads passes.
+#      wxjit, per backend (WXJIT_BACKEND=toggle, dualmap, procmem):
+#        pcre2_jit_test and RunTest pass, every JIT function came from
+#        wxjit's heap, and integrations/sljit/pcre2_threads passes.
 # 4. Unless PCRE2_FIGURES=0: pages, mappings and system calls of
 #    pcre2_jit_test per variant (strace + tools/code-mappings.pl, wxjit's
 #    own counters), and its wall time (least and median of
-#    PCRE2_TIMING_RUNS runs, default 7, interleaved), as a Markdown table
-#    in $PCRE2_WORK/figures.md.
+#    PCRE2_TIMING_RUNS runs, default 7, interleaved); then the compile
+#    rate of integrations/sljit/pcre2_compile_rate with
+#    PCRE2_COMPILE_THREADS threads (default 4) for PCRE2_COMPILE_SECONDS
+#    (default 2), PCRE2_COMPILE_RUNS runs (default 5) interleaved, stock
+#    against each backend: Markdown tables in $PCRE2_WORK/figures.md.
 # Exit status 0 only if every check passed.
 set -euo pipefail
 
@@ -37,7 +40,10 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 FIGURES=${PCRE2_FIGURES:-1}
 TIMING_RUNS=${PCRE2_TIMING_RUNS:-7}
 THREADS_ROUNDS=${PCRE2_THREADS_ROUNDS:-10000}
-BACKENDS="toggle dualmap"
+COMPILE_THREADS=${PCRE2_COMPILE_THREADS:-4}
+COMPILE_SECONDS=${PCRE2_COMPILE_SECONDS:-2}
+COMPILE_RUNS=${PCRE2_COMPILE_RUNS:-5}
+BACKENDS="toggle dualmap procmem"
 
 WX_RUN=$BUILD/wx-run
 SLJIT_LIB=$BUILD/integrations/sljit/libwxjit_sljit.a
@@ -148,6 +154,17 @@ cc -std=c11 -O2 -g -pthread -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror \
   "${WXJIT_LIBS[@]}" -o "$WORK/pcre2_threads" >"$LOGS/build-threads.log" 2>&1 \
   || { cat "$LOGS/build-threads.log"; die "building pcre2_threads failed"; }
 
+# The same source on stock PCRE2 and on PCRE2 on wxjit.
+for v in stock wxjit; do
+  libs=()
+  [ $v = wxjit ] && libs=("${WXJIT_LIBS[@]}")
+  cc -std=c11 -O2 -g -pthread -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror \
+    -DPCRE2_STATIC -I"$WORK/build-$v" "$ROOT/integrations/sljit/pcre2_compile_rate.c" \
+    "$WORK/build-$v/libpcre2-8.a" "${libs[@]}" -o "$WORK/pcre2_compile_rate-$v" \
+    >"$LOGS/build-compile-rate-$v.log" 2>&1 \
+    || { cat "$LOGS/build-compile-rate-$v.log"; die "building pcre2_compile_rate ($v) failed"; }
+done
+
 # ---- 3. checks -----------------------------------------------------------
 # Runs a test program of a variant; output to $LOGS/<label>.log. Returns
 # the program's exit status.
@@ -229,16 +246,22 @@ for b in $BACKENDS; do
 done
 
 # ---- 4. figures ----------------------------------------------------------
+field() { sed -n "s/.*\\b$2=\\([0-9]*\\).*/\\1/p" <<<"$1"; }
+# The least time is the one least disturbed by the rest of the machine.
+min_median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[1] " / " a[int((NR+1)/2)]}'; }
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print (a[int((NR+1)/2)] + a[int(NR/2)+1]) / 2}'; }
+
 figures() {
-  local variants="stock sljit-wx toggle dualmap"
+  local variants="stock sljit-wx toggle dualmap procmem"
   declare -A dir env maps stats
-  dir[stock]=stock; dir[sljit-wx]=sljit-wx; dir[toggle]=wxjit; dir[dualmap]=wxjit
-  env[stock]=; env[sljit-wx]=; env[toggle]=WXJIT_BACKEND=toggle; env[dualmap]=WXJIT_BACKEND=dualmap
+  dir[stock]=stock; dir[sljit-wx]=sljit-wx
+  env[stock]=; env[sljit-wx]=
+  for b in $BACKENDS; do dir[$b]=wxjit; env[$b]=WXJIT_BACKEND=$b; done
   say "== figures: pcre2_jit_test per variant (not under the policy, which stock cannot run under)"
   for v in $variants; do
     # shellcheck disable=SC2086 # env[v] is one word, or none
     (cd "$WORK/build-${dir[$v]}" && env ${env[$v]} WXJIT_SLJIT_STATS=1 \
-      strace -f -qq -e trace=mmap,munmap,mprotect -o "$LOGS/strace-$v.txt" \
+      strace -f -qq -e trace=mmap,munmap,mprotect,pwritev -o "$LOGS/strace-$v.txt" \
       ./pcre2_jit_test) >"$LOGS/figures-$v.log" 2>&1 || return 1
     maps[$v]=$(perl "$ROOT/tools/code-mappings.pl" "$LOGS/strace-$v.txt")
     stats[$v]=$(grep -o 'wxjit_sljit: backend=.*' "$LOGS/figures-$v.log" || true)
@@ -254,17 +277,14 @@ figures() {
       times[$v]+="$(((t1 - t0) / 1000000)) "
     done
   done
-  field() { sed -n "s/.*\\b$2=\\([0-9]*\\).*/\\1/p" <<<"$1"; }
-  # The least time is the one least disturbed by the rest of the machine.
-  min_median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[1] " / " a[int((NR+1)/2)]}'; }
   {
-    say "| pcre2_jit_test | stock (RWX) | sljit W^X | wxjit toggle | wxjit dualmap |"
-    say "|---|---|---|---|---|"
+    say "| pcre2_jit_test | stock (RWX) | sljit W^X | wxjit toggle | wxjit dualmap | wxjit procmem |"
+    say "|---|---|---|---|---|---|"
     local row
     row="| JIT functions |"
     for v in $variants; do
       case $v in
-        toggle|dualmap) row+=" $(field "${stats[$v]}" installs) |" ;;
+        toggle|dualmap|procmem) row+=" $(field "${stats[$v]}" installs) |" ;;
         *) row+=" — |" ;;
       esac
     done
@@ -299,7 +319,7 @@ figures() {
     row="| code address space at most (KiB) |"
     for v in $variants; do row+=" $(($(field "${maps[$v]}" peak_pages) * 4)) |"; done
     say "$row"
-    for c in mmap mprotect munmap; do
+    for c in mmap mprotect munmap pwritev; do
       row="| $c calls (whole process) |"
       for v in $variants; do row+=" $(field "${maps[$v]}" $c) |"; done
       say "$row"
@@ -318,8 +338,73 @@ figures() {
   } >>"$WORK/figures.md"
   cat "$WORK/figures.md"
 }
+# The regex-server case: compiles per second of pcre2_compile_rate, stock
+# PCRE2 (RWX) against PCRE2 on each wxjit backend, runs interleaved;
+# medians, and wxjit's system calls and faults retried per compile from
+# its own counters (WXJIT_SLJIT_STATS), over all runs.
+compile_rate_figures() {
+  local variants="stock dualmap procmem toggle" load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  declare -A rates cpu_rates syscalls installs faults bytes
+  say "== figures: pcre2_compile_rate, $COMPILE_THREADS threads, $COMPILE_RUNS runs of $COMPILE_SECONDS s"
+  for ((i = 0; i < COMPILE_RUNS; i++)); do
+    for v in $variants; do
+      local bin=$WORK/pcre2_compile_rate-wxjit out
+      [ "$v" = stock ] && bin=$WORK/pcre2_compile_rate-stock
+      out=$(WXJIT_BACKEND=$v WXJIT_SLJIT_STATS=1 "$bin" --threads "$COMPILE_THREADS" \
+              --seconds "$COMPILE_SECONDS" 2>&1) || { say "$out"; return 1; }
+      say "   $v: $(grep compile_rate: <<<"$out")"
+      rates[$v]+="$(field "$out" per_s) "
+      cpu_rates[$v]+="$(field "$out" per_cpu_s) "
+      bytes[$v]=$(field "$out" jit_bytes_mean)
+      if [ "$v" != stock ]; then
+        grep -q "wxjit_sljit: backend=$v " <<<"$out" || { say "$v: not on wxjit's $v heap"; return 1; }
+        syscalls[$v]=$((${syscalls[$v]:-0} + $(field "$out" syscalls)))
+        installs[$v]=$((${installs[$v]:-0} + $(field "$out" installs)))
+        faults[$v]=$((${faults[$v]:-0} + $(field "$out" faults_retried)))
+      fi
+    done
+  done
+  local base cpu_base row
+  base=$(median "${rates[stock]}")
+  cpu_base=$(median "${cpu_rates[stock]}")
+  {
+    say ""
+    say "| pcre2_compile_rate, $COMPILE_THREADS threads | stock (RWX) | wxjit dualmap | wxjit procmem | wxjit toggle |"
+    say "|---|---|---|---|---|"
+    row="| compiles/s, median of $COMPILE_RUNS runs of $COMPILE_SECONDS s |"
+    for v in $variants; do row+=" $(median "${rates[$v]}") |"; done
+    say "$row"
+    row="| x stock |"
+    for v in $variants; do row+=" $(awk -v r="$(median "${rates[$v]}")" -v b="$base" 'BEGIN {printf "%.2f", r / b}') |"; done
+    say "$row"
+    row="| compiles per CPU second (user + system), median |"
+    for v in $variants; do row+=" $(median "${cpu_rates[$v]}") |"; done
+    say "$row"
+    row="| x stock, per CPU second |"
+    for v in $variants; do row+=" $(awk -v r="$(median "${cpu_rates[$v]}")" -v b="$cpu_base" 'BEGIN {printf "%.2f", r / b}') |"; done
+    say "$row"
+    row="| system calls per compile (wxjit's count) |"
+    for v in $variants; do
+      if [ "$v" = stock ]; then row+=" — |"; else
+        row+=" $(awk -v s="${syscalls[$v]}" -v n="${installs[$v]}" 'BEGIN {printf "%.3f", s / n}') |"; fi
+    done
+    say "$row"
+    row="| faults retried (all runs) |"
+    for v in $variants; do row+=" ${faults[$v]:-—} |"; done
+    say "$row"
+    row="| JIT code per compile (bytes, mean) |"
+    for v in $variants; do row+=" ${bytes[$v]} |"; done
+    say "$row"
+    say ""
+    say "Compile rates per run (interleaved), $(date -u +%Y-%m-%d), load average before: $load:"
+    for v in $variants; do say "- $v: ${rates[$v]}(per CPU second: ${cpu_rates[$v]})"; done
+  } >>"$WORK/figures.md"
+  sed -n '/pcre2_compile_rate, /,$p' "$WORK/figures.md"
+}
 if [ "$FIGURES" != 0 ]; then
   figures || fail "figures: a measured run failed (logs in $LOGS)"
+  compile_rate_figures || fail "compile-rate figures: a measured run failed"
 fi
 
 say ""

@@ -5,6 +5,7 @@
 #     perl tools/code-mappings.pl LOG
 # Prints one line of key=value:
 #   mmap, mprotect, munmap  calls of the whole process (successful or not);
+#   pwritev       calls of the whole process, if traced (procmem's writes);
 #   code_mmaps    mappings that were ever executable (at mmap or later by
 #                 mprotect): the JIT's code mappings;
 #   alias_mmaps   shared mappings of the same file descriptor as a code
@@ -128,7 +129,8 @@ for my $e (@events) {
     $peak_vmas = $vmas if $vmas > $peak_vmas;
 }
 
-printf "mmap=%d mprotect=%d munmap=%d code_mmaps=%d alias_mmaps=%d "
-     . "code_pages=%d peak_pages=%d peak_vmas=%d\n",
+printf "mmap=%d mprotect=%d munmap=%d pwritev=%d code_mmaps=%d "
+     . "alias_mmaps=%d code_pages=%d peak_pages=%d peak_vmas=%d\n",
     $calls{mmap} // 0, $calls{mprotect} // 0, $calls{munmap} // 0,
+    $calls{pwritev} // 0,
     scalar(keys %is_code), $aliases, $total, $peak, $peak_vmas;
