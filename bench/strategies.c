@@ -291,7 +291,7 @@ const size_t strategy_count = sizeof(strategies) / sizeof(strategies[0]);
 /* Those whose install and release may run on many threads at once (wxjit
  * heaps), for the multi-threaded workload; the baseline first. */
 const struct strategy *const threaded_strategies[] = {
-    &wx_rwx, &toggle, &dualmap, &procmem,
+    &wx_rwx, &toggle, &toggle_defer, &dualmap, &procmem,
 };
 const size_t threaded_strategy_count =
     sizeof(threaded_strategies) / sizeof(threaded_strategies[0]);
