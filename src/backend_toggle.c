@@ -457,6 +457,7 @@ const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
     .defers_trap_fill = true,
+    .exclusive_windows = true,
     .probe = toggle_probe,
     .chunk_map = toggle_chunk_map,
     .chunk_unmap = toggle_chunk_unmap,

@@ -10,15 +10,17 @@
 #include "arch/arch.h"
 #include "internal.h"
 
-static void fill_copy(uint8_t *dst, size_t len, const void *src)
+static int fill_copy(uint8_t *dst, size_t len, const void *src)
 {
     memcpy(dst, src, len);
+    return 0;
 }
 
-static void fill_trap(uint8_t *dst, size_t len, const void *unused)
+static int fill_trap(uint8_t *dst, size_t len, const void *unused)
 {
     (void)unused;
     wxj_arch_trap_fill(dst, len);
+    return 0;
 }
 
 static size_t granules(size_t bytes)
@@ -454,15 +456,22 @@ int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
 
 /* ---- live code: patch and free ------------------------------------------ */
 
-/* Finds the live block holding [addr, addr + size); fails if it is not
- * entirely inside one committed block of this heap. */
-static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
-                      struct wxj_chunk **chunk)
+/* Whether the block starting at granule start is live: started, not an
+ * open reservation. */
+static bool block_live(struct wxj_chunk *c, size_t start)
 {
-    struct wxj_chunk *c = wxj_chunk_find(heap, addr);
-    size_t start;
-    if (!c || !wxj_block_find_start(c, wxj_granule_of(c, addr), &start) ||
-        wxj_bit_get(c->open, start))
+    return wxj_bit_get(c->start, start) && !wxj_bit_get(c->open, start);
+}
+
+/* Finds the live block holding [addr, addr + size), which starts at
+ * granule start; fails if it is not entirely inside that committed
+ * block. */
+static int live_range(struct wxj_chunk *c, const void *addr, size_t size,
+                      size_t start)
+{
+    size_t found;
+    if (!wxj_block_find_start(c, wxj_granule_of(c, addr), &found) ||
+        found != start || !block_live(c, start))
         return EINVAL;
     /* The committed bytes, not the granules: a patch past them would
      * write over the trap fill after the function. */
@@ -472,24 +481,80 @@ static int live_range(struct wxjit_heap *heap, const void *addr, size_t size,
     if ((const uint8_t *)addr >= end ||
         size > (size_t)(end - (const uint8_t *)addr))
         return EINVAL;
-    *chunk = c;
     return 0;
 }
 
+/* A patch racing a free of the same function must not write into the
+ * freed space after its trap fill (a stale call would run the patch, and
+ * the bytes would outlive the function). Two guards, one per kind of
+ * backend:
+ * - inside a window that excludes every other writer (toggle), the fill
+ *   itself checks that the block is still live: a free's claim either
+ *   came first (nothing is written) or its trap fill comes after;
+ * - elsewhere the patch is pinned (a counter per start-granule stripe)
+ *   from before its liveness check to after its write, and a free waits
+ *   after its claim until its stripe has no pin. Both sides order their
+ *   store before their load with a full fence, so either the patch sees
+ *   the claim or the free sees the pin. */
+struct checked_fill {
+    struct wxj_chunk *chunk;
+    size_t start;
+    wxj_fill_fn fill;
+    const void *arg;
+};
+
+static int fill_if_live(uint8_t *dst, size_t len, const void *arg)
+{
+    const struct checked_fill *c = arg;
+    return block_live(c->chunk, c->start) ? c->fill(dst, len, c->arg)
+                                          : EINVAL;
+}
+
+static _Atomic uint32_t *pin_of(struct wxj_chunk *c, size_t start)
+{
+    return &c->patching[start % WXJ_PIN_STRIPES];
+}
+
+static void wait_for_patches(struct wxjit_heap *heap, struct wxj_chunk *c,
+                             size_t start)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (heap->backend->exclusive_windows)
+        return;
+    while (atomic_load_explicit(pin_of(c, start), memory_order_acquire))
+        wxj_os_yield();
+}
+
 /* Checks, then writes fill(arg) over live code at [addr, addr + size). */
+static int patch_live(struct wxjit_heap *heap, uint8_t *addr, size_t size,
+                      wxj_fill_fn fill, const void *arg, unsigned how)
+{
+    struct wxj_chunk *c = wxj_chunk_find(heap, addr);
+    size_t start;
+    if (!c || !wxj_block_find_start(c, wxj_granule_of(c, addr), &start))
+        return EINVAL;
+    _Atomic uint32_t *pin = pin_of(c, start);
+    atomic_fetch_add_explicit(pin, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    struct checked_fill checked = {c, start, fill, arg};
+    int err = live_range(c, addr, size, start);
+    if (err == 0)
+        err = wxj_write_code(heap, c, addr, size, fill_if_live, &checked,
+                             WXJ_WRITE_OVER_CODE | how);
+    atomic_fetch_sub_explicit(pin, 1, memory_order_release);
+    return err;
+}
+
 static int patch(struct wxjit_heap *heap, void *addr, size_t size,
                  wxj_fill_fn fill, const void *arg, unsigned how)
 {
-    struct wxj_chunk *chunk;
     struct wxj_pool *pool;
     if (!wxj_heap_ok(heap) || !addr || size == 0)
         return EINVAL;
     int err = wxj_op_begin(heap, &pool);
     if (err)
         return err;
-    if ((err = live_range(heap, addr, size, &chunk)) == 0)
-        err = wxj_write_code(heap, chunk, addr, size, fill, arg,
-                             WXJ_WRITE_OVER_CODE | how);
+    err = patch_live(heap, addr, size, fill, arg, how);
     wxj_op_end(heap, pool, err);
     return err;
 }
@@ -504,7 +569,7 @@ struct atomic_store {
     size_t width;
 };
 
-static void fill_atomic(uint8_t *dst, size_t len, const void *arg)
+static int fill_atomic(uint8_t *dst, size_t len, const void *arg)
 {
     const struct atomic_store *s = arg;
     (void)len;
@@ -525,6 +590,7 @@ static void fill_atomic(uint8_t *dst, size_t len, const void *arg)
     default:
         __atomic_store_n((uint64_t *)dst, s->value, __ATOMIC_RELAXED);
     }
+    return 0;
 }
 
 int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
@@ -547,9 +613,10 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (wxj_bit_get(chunk->open, g))
         return EINVAL; /* a reservation: abort it instead */
     /* Clearing the start bit is the claim: of two racing frees of the same
-     * block exactly one proceeds. */
+     * block exactly one proceeds, and patches from now on refuse it. */
     if (!wxj_bit_clear(chunk->start, g))
         return EINVAL;
+    wait_for_patches(heap, chunk, g);
     size_t n = wxj_block_extent(chunk, g);
     if (chunk->stale) {
         /* The page's next window fills it: no window of its own. */

@@ -60,6 +60,8 @@ struct wxj_page {
                                 changed by the page's writer only) */
 };
 
+#define WXJ_PIN_STRIPES 64
+
 /* A chunk: one contiguous mapping of code pages plus out-of-line metadata.
  * base/size/npages/pages never change after the chunk is registered, which
  * is what lets the fault handler read them without a lock. */
@@ -94,6 +96,9 @@ struct wxj_chunk {
     uint8_t *slack;
     int region_slot;
     _Atomic size_t stuck; /* toggle: pages abandoned writable */
+    /* Patches in flight, by start granule modulo WXJ_PIN_STRIPES: a free
+     * waits for them where windows do not exclude each other (code.c). */
+    _Atomic uint32_t patching[WXJ_PIN_STRIPES];
     /* dualmap: the shared object (-1 once both views are mapped and it is
      * no longer needed) and the standing RW view (NULL when the RW view is
      * mapped per write window). */
@@ -173,6 +178,9 @@ struct wxj_backend {
     /* Its open fills the pending trap fills of the pages it opens, so
      * WXJIT_HEAP_DEFER_TRAP_FILL applies (chunk->stale). */
     bool defers_trap_fill;
+    /* open takes the window's pages from every other writer until close
+     * (toggle): a write checked inside the window cannot be overtaken. */
+    bool exclusive_windows;
     /* close writes only [flush, flush + flush_len) of the view, which is a
      * buffer of traps, not the code: a window's writes must form that one
      * range (other threads may change the rest of the pages meanwhile),
@@ -338,7 +346,9 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
                         size_t *run_len);
 
 /* ---- window.c: writing code through a backend's windows ---------------- */
-typedef void (*wxj_fill_fn)(uint8_t *dst, size_t len, const void *arg);
+/* Writes len bytes at dst, inside a window; nonzero (an errno): it wrote
+ * nothing and the write is called off. */
+typedef int (*wxj_fill_fn)(uint8_t *dst, size_t len, const void *arg);
 size_t wxj_page_of(const struct wxjit_heap *heap,
                    const struct wxj_chunk *chunk, const void *p);
 /* The window over the pages of [exec, exec + len); view set by open. */

@@ -89,9 +89,14 @@ int wxj_write_code(struct wxjit_heap *heap, struct wxj_chunk *chunk,
         uint8_t *at = wxj_window_at(heap, &w, exec);
         if (saved)
             memcpy(saved, at, len);
-        fill(at, len, arg);
-        if ((err = b->close(heap, &w, exec, len)))
+        if ((err = fill(at, len, arg))) {
+            /* Nothing written: an exact backend must not write its view
+             * (traps) over the code; the others close as they are. */
+            if (b->exact_writes || b->close(heap, &w, exec, len))
+                b->abandon(heap, &w);
+        } else if ((err = b->close(heap, &w, exec, len))) {
             close_failed(heap, b, &w, at, saved, len);
+        }
     }
     if (saved != stack)
         free(saved);
