@@ -184,14 +184,12 @@ static int claim_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
                              wxjit_reservation *res, size_t used,
                              struct open_res *r)
 {
-    if (!res->exec || wxj_open_take(heap, pool, res, &r->rec, &r->from))
-        return EINVAL;
     /* An in-place window belongs to the thread that opened it, on every
-     * backend: toggle holds its pages for that thread alone. */
-    if (r->rec.in_place && r->rec.owner != wxj_os_tid()) {
-        wxj_open_put_back(pool, r->from, &r->rec);
-        return EPERM;
-    }
+     * backend (toggle holds its pages for that thread alone): EPERM. */
+    int err = res->exec ? wxj_open_take(heap, pool, res, &r->rec, &r->from)
+                        : EINVAL;
+    if (err)
+        return err;
     r->in_place = r->rec.in_place;
     r->chunk = wxj_chunk_find(heap, res->exec);
     r->g = wxj_granule_of(r->chunk, res->exec);

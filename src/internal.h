@@ -434,7 +434,8 @@ void wxj_open_forget(struct wxj_pool *pool);
  * ENOMEM if the table cannot grow. */
 int wxj_open_add(struct wxj_pool *pool, struct wxj_open_rec *rec);
 /* Takes out the record matching res exactly (exec, write, size and the
- * serial in both internal words); EINVAL if there is none. pool is the
+ * serial in both internal words); EINVAL if there is none, EPERM (and
+ * nothing taken) for an in-place one of another thread. pool is the
  * caller's; *from is the pool the record was in (pool itself unless it
  * was reserved through another one: the slow path). */
 int wxj_open_take(struct wxjit_heap *heap, struct wxj_pool *pool,

@@ -153,6 +153,12 @@ int wxj_open_take(struct wxjit_heap *heap, struct wxj_pool *pool,
         if (rec->write == res->write && rec->size == res->size &&
             rec->serial == res->internal[0] &&
             ~rec->serial == res->internal[1]) {
+            /* Refused in place: out of the table even for a moment, the
+             * record would be missed by its owner's commit or exit. */
+            if (rec->in_place && rec->owner != wxj_os_tid()) {
+                err = EPERM;
+                break;
+            }
             *out = *rec;
             remove_at(t, i);
             count_own(out, -1, p != pool);
