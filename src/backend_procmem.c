@@ -33,30 +33,38 @@
 #include "code_changed.h"
 #include "internal.h"
 
-/* The process's descriptor of /proc/self/mem, -1 until first needed. */
+/* The process's descriptor of /proc/self/mem, -1 until first needed.
+ * It is opened under open_lock, which fork() holds too (fork.c): a fork
+ * between the open and the publication would leave the child a hidden
+ * descriptor of its parent's memory. The first open may run outside the
+ * operation gate (a probe), so the gate alone does not keep forks out. */
 static _Atomic int mem_fd = -1;
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int self_mem(int *fd)
 {
-    int cur = atomic_load_explicit(&mem_fd, memory_order_acquire);
-    if (cur >= 0) {
-        *fd = cur;
-        return 0;
+    int cur = atomic_load_explicit(&mem_fd, memory_order_acquire), err = 0;
+    if (cur < 0) {
+        pthread_mutex_lock(&open_lock);
+        if ((cur = atomic_load_explicit(&mem_fd, memory_order_relaxed)) < 0 &&
+            (err = wxj_os_open_self_mem(&cur)) == 0)
+            atomic_store_explicit(&mem_fd, cur, memory_order_release);
+        pthread_mutex_unlock(&open_lock);
     }
-    /* Every path here comes after wxj_fork_init (heap creation, the
-     * probe call): a fork() runs wxj_procmem_after_fork in the child. */
-    int mine;
-    int err = wxj_os_open_self_mem(&mine);
-    if (err)
-        return err;
-    if (!atomic_compare_exchange_strong_explicit(&mem_fd, &cur, mine,
-                                                 memory_order_acq_rel,
-                                                 memory_order_acquire)) {
-        wxj_os_close(mine); /* another thread won: use its descriptor */
-        mine = cur;
-    }
-    *fd = mine;
-    return 0;
+    *fd = cur;
+    return err;
+}
+
+/* Taken last in fork's preparation (after operations have drained: an
+ * operation may wait here for a probe's open, never the other way). */
+void wxj_procmem_fork_prepare(void)
+{
+    pthread_mutex_lock(&open_lock);
+}
+
+void wxj_procmem_fork_parent(void)
+{
+    pthread_mutex_unlock(&open_lock);
 }
 
 /* The inherited descriptor still writes into the parent's memory: it is
@@ -67,6 +75,7 @@ void wxj_procmem_after_fork(void)
     int fd = atomic_exchange_explicit(&mem_fd, -1, memory_order_relaxed);
     if (fd >= 0)
         wxj_os_close(fd);
+    pthread_mutex_unlock(&open_lock);
 }
 
 /* Writes [at, at + len) from src; a write that fails part-way puts the
@@ -218,15 +227,51 @@ static int procmem_open(struct wxjit_heap *heap, struct wxj_window *w)
     return 0;
 }
 
+/* Atomic stores open toggle windows on these pages (heap->atomic): bytes
+ * written there run once such a window has closed, and not at all on a
+ * page one abandoned writable (its RX flip failed). Windows in progress
+ * are waited out (they are short: one store); an abandoned page is tried
+ * again (recover), and if it stays so, ENOMEM, as toggle reports it. */
+static int pages_executable(struct wxjit_heap *heap, struct wxj_chunk *c,
+                            const uint8_t *from, size_t len)
+{
+    if (heap->atomic != &wxj_backend_toggle)
+        return 0;
+    for (size_t i = wxj_page_of(heap, c, from);
+         i <= wxj_page_of(heap, c, from + len - 1); i++) {
+        struct wxj_page *pg = &c->pages[i];
+        for (bool retried = false;
+             atomic_load_explicit(&pg->state, memory_order_acquire) &
+             WXJ_PAGE_WRITING;) {
+            if (atomic_load_explicit(&pg->writer, memory_order_relaxed) !=
+                WXJ_WRITER_STUCK) {
+                wxj_os_yield();
+            } else if (!retried) {
+                wxj_backend_toggle.recover(heap);
+                retried = true;
+            } else {
+                return ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
 /* On failure the buffer stays (the window stays open, for a retry or for
- * abandon). */
+ * abandon) and the code is as it was. */
 static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
 {
     uint8_t *old = w->view + window_bytes(heap, w);
+    size_t undone;
+    int fd;
     memcpy(old, flush, flush_len);
     int err = write_back((void *)flush, wxj_window_at(heap, w, flush), old,
                          flush_len);
+    if (err == 0 &&
+        (err = pages_executable(heap, w->chunk, flush, flush_len)) &&
+        self_mem(&fd) == 0)
+        wxj_os_write_mem(fd, (void *)flush, old, flush_len, 1, &undone);
     if (err)
         return err;
     wxj_code_changed_by_kernel(flush, flush_len);

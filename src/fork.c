@@ -29,6 +29,7 @@ static void prepare(void)
         if (h->backend->fork_prepare)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_prepare(h, c);
+    wxj_procmem_fork_prepare();
 }
 
 static void release_all(void)
@@ -46,6 +47,7 @@ static void parent(void)
         if (h->backend->fork_parent)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_parent(h, c);
+    wxj_procmem_fork_parent();
     release_all();
 }
 

@@ -424,7 +424,11 @@ void wxj_heap_disable(struct wxjit_heap *heap);
 
 /* ---- fork.c ------------------------------------------------------------ */
 void wxj_fork_init(void); /* once per process, from heap creation */
-/* In a fork child: drops the parent's /proc/self/mem (procmem). */
+/* Around fork() (procmem's descriptor): prepare holds the lock its first
+ * open takes; parent releases it; after_fork, in the child, also drops
+ * the parent's descriptor. */
+void wxj_procmem_fork_prepare(void);
+void wxj_procmem_fork_parent(void);
 void wxj_procmem_after_fork(void);
 
 /* ---- reservations.c: open reservations, recorded per pool -------------- */

@@ -329,6 +329,36 @@ static void test_patch_atomic_concurrent(void)
            (unsigned long long)s.faults_retried);
 }
 
+/* An atomic store whose toggle window cannot make its page executable
+ * again (ENOMEM at vm.max_map_count, through the test seam) leaves that
+ * page writable for nobody. An install onto it fails with ENOMEM, as on
+ * toggle, and changes nothing; once mprotect works again the next call
+ * makes the page executable and installs there run. (An install once
+ * returned 0 there, its code unexecutable: callers waited for good.) */
+static void test_stuck_page(void)
+{
+    wxjit_heap *h = procmem_heap();
+    uint8_t buf[64];
+    void *f, *g;
+    CHECK_OK(wxjit_install(h, buf, emit_return_int_patchable(buf, 1), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    wxj_os_inject(WXJ_CALL_MPROTECT, 2, 1000000, ENOMEM); /* RX fails */
+    CHECK_EQ(wxjit_patch_atomic(h, imm, 2, 4), ENOMEM);
+    wxjit_stats s0 = wxtest_stats_of(h);
+    CHECK_EQ(wxjit_install(h, buf, emit_return_int(buf, 3), 0, &g), ENOMEM);
+    wxjit_stats s1 = wxtest_stats_of(h);
+    wxtest_check_stats_same("an install onto an abandoned page", &s0, &s1,
+                            false);
+    wxj_os_inject(WXJ_CALL_MPROTECT, 0, 0, 0);
+    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, 3), 0, &g));
+    CHECK_EQ(wxtest_page_of(g), wxtest_page_of(f));
+    CHECK_EQ(as_fn(g)(), 3);
+    CHECK_EQ(as_fn(f)(), 1);
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  an install onto a page an atomic store left writable fails "
+           "with ENOMEM; once mprotect works, the page runs again\n");
+}
+
 /* Where a page may not regain PROT_EXEC (PR_SET_MDWE), procmem still
  * works but has no atomic store: ENOTSUP, and nothing changes. */
 static void atomic_refused(void *unused)
@@ -388,6 +418,7 @@ int main(int argc, char **argv)
                      {"fork_apart", test_fork_apart},
                      {"in_place", test_in_place_is_a_copy},
                      {"patch_atomic", test_patch_atomic_concurrent},
+                     {"stuck_page", test_stuck_page},
                      {"atomic_unavailable", test_atomic_unavailable}};
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(*scenarios); i++)
         if (wxtest_selected(argc, argv, scenarios[i].name))
