@@ -384,9 +384,13 @@ static void atomic_refused(void *unused)
 
 static void test_atomic_unavailable(void)
 {
-    if (wxtest_emulator()) {
+    if (wxtest_emulator() || wxtest_valgrind()) {
         wxtest_skip("atomic patches refused under PR_SET_MDWE",
-                    "the emulator does not pass prctl(PR_SET_MDWE) on");
+                    wxtest_valgrind()
+                        ? "Valgrind maps its own translations executable "
+                          "as the program runs, which PR_SET_MDWE refuses"
+                        : "the emulator does not pass prctl(PR_SET_MDWE) "
+                          "on");
         return;
     }
     if (prctl(PR_SET_MDWE + 1, 0, 0, 0, 0) < 0 && errno == EINVAL) {
