@@ -377,7 +377,7 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->end);
     free((void *)chunk->open);
     free((void *)chunk->stale);
-    free(chunk->slack);
+    free((void *)chunk->slack);
     free((void *)chunk->seg_bound);
     free(chunk);
 }

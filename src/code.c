@@ -66,7 +66,8 @@ static int install(struct wxjit_heap *heap, struct wxj_pool *pool,
         wxj_pool_give_back(pool, chunk, g, n);
         return err;
     }
-    chunk->slack[g] = (uint8_t)(n * WXJ_GRANULE - size);
+    atomic_store_explicit(&chunk->slack[g], (uint8_t)(n * WXJ_GRANULE - size),
+                          memory_order_relaxed);
     wxj_block_mark(chunk, g, n, false);
     account_live(pool, (int64_t)n, true);
     *exec = at;
@@ -195,8 +196,9 @@ static int claim_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
     r->g = wxj_granule_of(r->chunk, res->exec);
     r->n = wxj_block_extent(r->chunk, r->g);
     if (used)
-        r->chunk->slack[r->g] =
-            (uint8_t)(granules(used) * WXJ_GRANULE - used);
+        atomic_store_explicit(&r->chunk->slack[r->g],
+                              (uint8_t)(granules(used) * WXJ_GRANULE - used),
+                              memory_order_relaxed);
     return 0;
 }
 
@@ -475,7 +477,7 @@ static int live_range(struct wxj_chunk *c, const void *addr, size_t size,
      * write over the trap fill after the function. */
     const uint8_t *end =
         wxj_granule_addr(c, start + wxj_block_extent(c, start)) -
-        c->slack[start];
+        atomic_load_explicit(&c->slack[start], memory_order_relaxed);
     if ((const uint8_t *)addr >= end ||
         size > (size_t)(end - (const uint8_t *)addr))
         return EINVAL;

@@ -93,7 +93,8 @@ struct wxj_chunk {
     /* Per start granule of a committed block: the bytes of its last
      * granule past its committed size (0-15), for patch range checks.
      * Written before the block is published by its start or open bit. */
-    uint8_t *slack;
+    _Atomic uint8_t *slack; /* relaxed: a racing patch of a freed
+                               address may read it while it is rewritten */
     int region_slot;
     _Atomic size_t stuck; /* toggle: pages abandoned writable */
     /* Patches in flight, by start granule modulo WXJ_PIN_STRIPES: a free
