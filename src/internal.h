@@ -314,6 +314,9 @@ uint64_t wxj_os_calls_of(enum wxj_os_call kind); /* the same, of one kind */
  * kernel; count 0 disarms. Not API: tests link the static library. */
 void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
                    int err);
+/* Test seam: fn runs once, in this thread, right after its next successful
+ * call of kind (WXJ_CALL_OBJECT: a descriptor was made, not yet kept). */
+void wxj_os_after(enum wxj_os_call kind, void (*fn)(void));
 void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
 uint64_t wxj_os_now_ns(void); /* CLOCK_MONOTONIC: vDSO, no system call */

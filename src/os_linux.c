@@ -46,6 +46,29 @@ void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
     inject.err = err;
 }
 
+/* The other seam: a function this thread runs once, right after its next
+ * call of a kind that creates a descriptor (WXJ_CALL_OBJECT) succeeds,
+ * before wxjit publishes the descriptor: tests pause there to fork. */
+static __thread struct {
+    enum wxj_os_call kind;
+    void (*fn)(void);
+} after __attribute__((tls_model("initial-exec")));
+
+void wxj_os_after(enum wxj_os_call kind, void (*fn)(void))
+{
+    after.kind = kind;
+    after.fn = fn;
+}
+
+static void returned(enum wxj_os_call kind)
+{
+    void (*fn)(void) = after.fn;
+    if (fn && after.kind == kind) {
+        after.fn = NULL;
+        fn();
+    }
+}
+
 uint64_t wxj_os_calls_of(enum wxj_os_call kind)
 {
     return calls[kind];
@@ -248,6 +271,7 @@ int wxj_os_shared_object(enum wxj_object first, size_t size, int *out)
             wxj_os_close(fd);
             continue;
         }
+        returned(WXJ_CALL_OBJECT);
         *out = fd;
         return 0;
     }
@@ -282,6 +306,7 @@ int wxj_os_open_self_mem(int *fd)
     int f = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
     if (f < 0)
         return errno;
+    returned(WXJ_CALL_OBJECT);
     *fd = f;
     return 0;
 }

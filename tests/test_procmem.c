@@ -184,6 +184,67 @@ static void test_one_descriptor(void)
            "heaps; a fork child opens its own\n");
 }
 
+/* A fork() while another thread has just opened the process's descriptor
+ * and not yet kept it: the child must not inherit it (it writes into the
+ * parent). The seam pauses the opening thread right after open() while a
+ * second thread forks. (Such a child once kept the parent's descriptor:
+ * the fork handler found none to close.) */
+static pthread_mutex_t fork_step = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t fork_cond = PTHREAD_COND_INITIALIZER;
+static bool opened, forked;
+
+static void pause_after_open(void)
+{
+    pthread_mutex_lock(&fork_step);
+    opened = true;
+    pthread_cond_broadcast(&fork_cond);
+    pthread_mutex_unlock(&fork_step);
+    usleep(100000); /* the fork waits, or happens now */
+}
+
+static void *fork_when_opened(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&fork_step);
+    while (!opened)
+        pthread_cond_wait(&fork_cond, &fork_step);
+    pthread_mutex_unlock(&fork_step);
+    char parent[64];
+    snprintf(parent, sizeof(parent), "/proc/%d/mem", (int)getpid());
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        bool cloexec;
+        _exit(wxtest_fds_naming(parent, &cloexec) == 0 ? 0 : 1);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    wxtest_expect_exit("child forked while the descriptor was opened",
+                       status, 0);
+    forked = true;
+    return NULL;
+}
+
+static void fork_during_open(void *unused)
+{
+    (void)unused;
+    const char *reason;
+    pthread_t t = wxtest_spawn(fork_when_opened, NULL);
+    wxj_os_after(WXJ_CALL_OBJECT, pause_after_open);
+    CHECK_OK(wxjit_backend_probe(WXJIT_BACKEND_PROCMEM, &reason));
+    wxtest_join(t);
+    CHECK(forked, "no fork happened");
+}
+
+static void test_fork_during_open(void)
+{
+    /* A child of this test: its first procmem write opens afresh. */
+    wxtest_expect_exit("fork during the first open",
+                       wxtest_in_child(fork_during_open, NULL), 0);
+    printf("  a fork while another thread opens /proc/self/mem: the child "
+           "gets no descriptor of its parent\n");
+}
+
 /* ---- fork: private pages, written apart ---------------------------------- */
 struct apart {
     wxjit_heap *h;
@@ -419,6 +480,7 @@ int main(int argc, char **argv)
     } scenarios[] = {{"never_writable", test_never_writable},
                      {"no_fault", test_no_fault_for_executors},
                      {"one_descriptor", test_one_descriptor},
+                     {"fork_during_open", test_fork_during_open},
                      {"fork_apart", test_fork_apart},
                      {"in_place", test_in_place_is_a_copy},
                      {"patch_atomic", test_patch_atomic_concurrent},
