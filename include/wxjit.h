@@ -299,15 +299,18 @@ WXJIT_API int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
 /* Rewrites size bytes of live (committed, not freed) code at addr, which
  * must lie within the committed bytes of one function installed in this
  * heap. Threads executing that page wait until the new bytes are in place
- * and the instruction cache is flushed. Not atomic for concurrent
+ * (toggle) and the instruction cache is flushed. Not atomic for concurrent
  * executors of the patched bytes: use wxjit_patch_atomic for a store an
- * executor may race with.
+ * executor may race with. A patch racing a wxjit_free of the same function
+ * either lands before the free (and is trapped over with the rest) or
+ * fails with EINVAL; it never writes into freed space.
  * Errors: EINVAL heap NULL/destroyed, addr or bytes NULL, size 0, the range
  *                is not entirely inside the committed bytes of one live
  *                function of this heap;
- *         other  errno of a failed mprotect (nothing changed; toggle:
- *                threads executing other code on that page may wait until
- *                the next call on this heap makes it executable again). 
+ *         other  errno of a failed mprotect or pwrite (nothing changed;
+ *                toggle: threads executing other code on that page may
+ *                wait until the next call on this heap makes it executable
+ *                again).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_t size);
 
