@@ -37,14 +37,6 @@ static void unchanged(const char *what, const wxjit_stats *before)
         unchanged(#call, &before_);                                          \
     } while (0)
 
-static void *install_int(wxjit_heap *h, int32_t v)
-{
-    uint8_t buf[16];
-    void *exec;
-    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, v), 0, &exec));
-    return exec;
-}
-
 static void test_create(void)
 {
     wxjit_heap *h = NULL;
@@ -96,7 +88,7 @@ static void test_create(void)
     CHECK_RET(wxjit_backend_name((wxjit_backend)9, &name), EINVAL);
     CHECK(!env || !strcmp(env, name), "WXJIT_BACKEND=%s gave %s", env, name);
     printf("  backend: %s\n", name);
-    known = install_int(heap, 42);
+    known = wxtest_install_int(heap, 42);
     printf("  create: defaults work, bad options refused\n");
 }
 
@@ -341,7 +333,7 @@ static void test_destroy(void)
 {
     wxjit_heap *h;
     CHECK_OK(wxjit_heap_create(NULL, &h));
-    void *f = install_int(h, 1);
+    void *f = wxtest_install_int(h, 1);
     wxjit_reservation r;
     CHECK_OK(wxjit_reserve(h, 32, 0, 0, &r));
     CHECK_OK(wxjit_abort(h, &r));

@@ -18,20 +18,6 @@ static wxjit_heap *heap_new(void)
     return h;
 }
 
-static void *install_int(wxjit_heap *h, int32_t v)
-{
-    uint8_t buf[16];
-    void *exec;
-    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, v), 0, &exec));
-    return exec;
-}
-
-static void expect_returns(void *f, int32_t v)
-{
-    int got = as_fn(f)();
-    CHECK(got == v, "function at %p returned %d, expected %d", f, got, v);
-}
-
 static pthread_barrier_t barrier;
 
 static void barrier_init(unsigned n)
@@ -51,7 +37,7 @@ struct one {
 static void *install_one(void *arg)
 {
     struct one *o = arg;
-    o->f = install_int(o->heap, o->v);
+    o->f = wxtest_install_int(o->heap, o->v);
     return NULL;
 }
 
@@ -85,11 +71,11 @@ static void *install_many(void *arg)
      * for space): both threads hold a tail before either refills. */
     for (int turn = 1; turn <= 2; turn++) {
         if (turn == in->id)
-            in->f[0] = install_int(in->heap, value_of(in->id, 0));
+            in->f[0] = wxtest_install_int(in->heap, value_of(in->id, 0));
         pthread_barrier_wait(&barrier);
     }
     for (int i = 1; i < PER_THREAD; i++)
-        in->f[i] = install_int(in->heap, value_of(in->id, i));
+        in->f[i] = wxtest_install_int(in->heap, value_of(in->id, i));
     /* Stay alive until both are done: a tail retired early could be
      * reused by the other thread, legitimately. */
     pthread_barrier_wait(&barrier);
@@ -120,7 +106,7 @@ static void two_threads_round(wxjit_heap *h, const char *what)
                   in[1].f[j]);
     for (int t = 0; t < 2; t++)
         for (int i = 0; i < PER_THREAD; i++)
-            expect_returns(in[t].f[i], value_of(in[t].id, i));
+            wxtest_expect_returns(in[t].f[i], value_of(in[t].id, i));
     printf("  per-thread pools: %s: thread 1 on %zu page(s), thread 2 on %zu, "
            "disjoint; all %d run from the main thread\n",
            what, wxtest_distinct_pages(in[0].f, PER_THREAD),
@@ -141,7 +127,7 @@ static void test_two_threads(void)
         CHECK_OK(wxjit_free(h, f[i]));
     two_threads_round(h, "heap with a hole before live code");
     for (int i = 10; i < 20; i++)
-        expect_returns(f[i], i);
+        wxtest_expect_returns(f[i], i);
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
@@ -154,8 +140,8 @@ static void test_retirement(void)
           "the first exited thread's tail page %#lx was not reused: the next "
           "thread installed at %p",
           (unsigned long)wxtest_page_of(a), b);
-    expect_returns(a, 1);
-    expect_returns(b, 2);
+    wxtest_expect_returns(a, 1);
+    wxtest_expect_returns(b, 2);
     printf("  retirement: the next thread's install (%p) landed on the exited "
            "thread's page (%p)\n",
            b, a);
@@ -165,7 +151,7 @@ static void test_retirement(void)
     for (int i = 0; i < THREADS; i++)
         f[i] = in_thread(h, 100 + i);
     for (int i = 0; i < THREADS; i++)
-        expect_returns(f[i], 100 + i);
+        wxtest_expect_returns(f[i], 100 + i);
     wxjit_stats s = wxtest_stats_of(h);
     CHECK(s.pages <= PAGE_BOUND,
           "%d short-lived threads with one function each took %llu pages, "
@@ -192,9 +178,9 @@ static void *many_heaps(void *unused)
         h[k] = heap_new();
     for (int r = 0; r < ROUNDS; r++)
         for (int k = 0; k < HEAPS; k++) {
-            f[k][r] = install_int(h[k], k * 100 + r);
+            f[k][r] = wxtest_install_int(h[k], k * 100 + r);
             for (int i = 0; i <= r; i++)
-                expect_returns(f[k][i], k * 100 + i);
+                wxtest_expect_returns(f[k][i], k * 100 + i);
         }
     uint64_t most = 0;
     for (int k = 0; k < HEAPS; k++) {
@@ -230,11 +216,11 @@ struct outlive {
 static void *outlive_thread(void *arg)
 {
     struct outlive *o = arg;
-    o->f = install_int(o->old, 5);
+    o->f = wxtest_install_int(o->old, 5);
     pthread_barrier_wait(&barrier); /* main destroys the heap */
     pthread_barrier_wait(&barrier); /* and creates another */
     if (o->recycled)
-        o->g = install_int(o->recycled, 6);
+        o->g = wxtest_install_int(o->recycled, 6);
     return NULL; /* exits with a pool of the destroyed heap cached */
 }
 
@@ -244,7 +230,7 @@ static void outlive_case(bool use_recycled)
     barrier_init(2);
     pthread_t t = wxtest_spawn(outlive_thread, &o);
     pthread_barrier_wait(&barrier);
-    expect_returns(o.f, 5);
+    wxtest_expect_returns(o.f, 5);
     CHECK_OK(wxjit_heap_destroy(o.old));
     wxjit_heap *next = heap_new(); /* may reuse the old handle's memory */
     if (use_recycled)
@@ -254,11 +240,11 @@ static void outlive_case(bool use_recycled)
     pthread_barrier_destroy(&barrier);
     /* Another thread first: the main thread's tail would take the page. */
     void *other = in_thread(next, 8);
-    void *mine = install_int(next, 7);
-    expect_returns(mine, 7);
-    expect_returns(other, 8);
+    void *mine = wxtest_install_int(next, 7);
+    wxtest_expect_returns(mine, 7);
+    wxtest_expect_returns(other, 8);
     if (use_recycled) {
-        expect_returns(o.g, 6);
+        wxtest_expect_returns(o.g, 6);
         CHECK(wxtest_page_of(other) == wxtest_page_of(o.g),
               "the exited thread's page in the new heap was not reused (%p vs "
               "%p)",
@@ -306,13 +292,13 @@ static void *cross_installer(void *arg)
 {
     struct cross *c = arg;
     for (int i = 0; i < SHARED; i++)
-        c->f[i] = install_int(c->heap, shared_value(i));
+        c->f[i] = wxtest_install_int(c->heap, shared_value(i));
     pthread_barrier_wait(&barrier); /* published */
     pthread_barrier_wait(&barrier); /* freer and caller start */
     /* Keeps appending to its tail, on the same page, meanwhile. */
     for (int i = 0; i < EXTRA; i++) {
-        c->extra[i] = install_int(c->heap, 900 + i);
-        expect_returns(c->extra[i], 900 + i);
+        c->extra[i] = wxtest_install_int(c->heap, 900 + i);
+        wxtest_expect_returns(c->extra[i], 900 + i);
     }
     return NULL;
 }
@@ -338,7 +324,7 @@ static void *cross_caller(void *arg)
      * free is done so the calls overlap all of them. */
     while (rounds < MIN_CALL_ROUNDS || !atomic_load(&c->frees_done)) {
         for (int i = 1; i < SHARED; i += 2)
-            expect_returns(c->f[i], shared_value(i));
+            wxtest_expect_returns(c->f[i], shared_value(i));
         rounds++;
     }
     c->call_rounds = rounds;
@@ -365,7 +351,7 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
           pages);
     for (int i = 0; i < SHARED; i++) {
         if (i % 2) {
-            expect_returns(c->f[i], shared_value(i));
+            wxtest_expect_returns(c->f[i], shared_value(i));
             continue;
         }
         const uint8_t *p = c->f[i];
@@ -377,7 +363,7 @@ static uint64_t cross_round(struct cross *c, long *call_rounds)
         CHECK_RET(wxjit_free(c->heap, c->f[i]), EINVAL); /* already freed */
     }
     for (int i = 0; i < EXTRA; i++)
-        expect_returns(c->extra[i], 900 + i);
+        wxtest_expect_returns(c->extra[i], 900 + i);
     wxjit_stats s = wxtest_stats_of(c->heap);
     CHECK_EQ(s.frees, SHARED / 2);
     CHECK_EQ(s.bytes_live, (SHARED / 2 + EXTRA) * 16);
@@ -442,14 +428,14 @@ static void *rewind_b(void *arg)
     }
     pthread_barrier_wait(&w->c_done); /* B lives on while C installs */
     pthread_barrier_wait(&w->c_done);
-    w->fb = install_int(w->heap, 2);
+    w->fb = wxtest_install_int(w->heap, 2);
     return NULL;
 }
 
 static void *rewind_c(void *arg)
 {
     struct rewind *w = arg;
-    w->fc = install_int(w->heap, 3);
+    w->fc = wxtest_install_int(w->heap, 3);
     return NULL;
 }
 
@@ -480,9 +466,9 @@ static void rewind_case(bool abort_a)
                   "installs at one address",
                   what, "ABC"[i], f[i], "ABC"[j], f[j]);
     if (w.fa)
-        expect_returns(w.fa, 1);
-    expect_returns(w.fb, 2);
-    expect_returns(w.fc, 3);
+        wxtest_expect_returns(w.fa, 1);
+    wxtest_expect_returns(w.fb, 2);
+    wxtest_expect_returns(w.fc, 3);
     printf("  adopted pool, %s: A at %p, C at %p, B at %p: distinct, each "
            "returns its own value\n",
            what, w.fa, w.fc, w.fb);

@@ -24,20 +24,6 @@
 #define RACES 400
 #define TLS_POOLS 8 /* src/pool.c: pools a thread caches, one per heap */
 
-static void *install_int(wxjit_heap *h, int32_t v)
-{
-    uint8_t buf[16];
-    void *exec;
-    CHECK_OK(wxjit_install(h, buf, emit_return_int(buf, v), 0, &exec));
-    return exec;
-}
-
-static void expect_returns(void *f, int32_t v)
-{
-    int got = as_fn(f)();
-    CHECK(got == v, "function at %p returned %d, expected %d", f, got, v);
-}
-
 /* Stats after minus stats before, for the counters checked here. */
 static uint64_t delta(uint64_t before, uint64_t after)
 {
@@ -59,14 +45,14 @@ static void churn_rounds(wxjit_heap *h, int32_t v, int rounds)
     for (int i = 0; i < rounds; i++) {
         void *f;
         CHECK_OK(wxjit_install(h, buf, n, 0, &f));
-        expect_returns(f, v);
+        wxtest_expect_returns(f, v);
         CHECK_OK(wxjit_free(h, f));
         wxjit_reservation r;
         CHECK_OK(wxjit_reserve(h, 64, 0, 0, &r));
         memcpy(r.write, buf, n);
         void *exec = r.exec;
         CHECK_OK(wxjit_commit(h, &r, n));
-        expect_returns(exec, v);
+        wxtest_expect_returns(exec, v);
         CHECK_OK(wxjit_free(h, exec));
     }
 }
@@ -156,7 +142,7 @@ static void end_from_here(wxjit_heap *h, struct reserver *s, const char *what)
     wxjit_stats a = wxtest_stats_of(h);
     void *f = s->r[0].exec;
     CHECK_OK(wxjit_commit(h, &s->r[0], n));
-    expect_returns(f, s->v);
+    wxtest_expect_returns(f, s->v);
     CHECK_OK(wxjit_abort(h, &s->r[1]));
     wxjit_stats b = wxtest_stats_of(h);
     /* One other pool's lock each; the caller's own pool needs no refill. */
@@ -174,7 +160,7 @@ static void *commit_third(void *arg)
     size_t n = emit_return_int(buf, 0);
     void *f = s->r[2].exec;
     CHECK_OK(wxjit_commit(s->heap, &s->r[2], n));
-    expect_returns(f, s->v + 2);
+    wxtest_expect_returns(f, s->v + 2);
     CHECK_OK(wxjit_free(s->heap, f));
     return NULL;
 }
@@ -182,7 +168,7 @@ static void *commit_third(void *arg)
 static void test_cross_thread(void)
 {
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-    CHECK_OK(wxjit_free(h, install_int(h, 1))); /* main's pool, warm */
+    CHECK_OK(wxjit_free(h, wxtest_install_int(h, 1))); /* main's pool, warm */
     pthread_barrier_t done;
     CHECK_OK(pthread_barrier_init(&done, NULL, 2));
     struct reserver alive = {h, {{0}}, 30, &done};
@@ -255,7 +241,7 @@ static void test_refused(void)
     CHECK_RET(wxjit_commit(h, &r, n), EINVAL); /* consumed */
     CHECK_RET(wxjit_commit(h, &copy, n), EINVAL);
     CHECK_RET(wxjit_abort(h, &copy), EINVAL);
-    expect_returns(f, 5);
+    wxtest_expect_returns(f, 5);
     printf("  forged serials (unknown pool, another pool), a changed size, "
            "stale copies and a double commit: EINVAL\n");
     CHECK_OK(wxjit_heap_destroy(h));
@@ -328,7 +314,7 @@ static void test_race(void)
             continue;
         }
         commits++;
-        expect_returns(f, round);
+        wxtest_expect_returns(f, round);
         CHECK_OK(wxjit_free(race.heap, f));
     }
     wxtest_join(t[0]);
@@ -375,7 +361,7 @@ static void test_free_vs_commit(void)
     struct freer fr = {.heap = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
     /* Live all along: a free that took more than the commit kept shows as
      * bytes_live below this. */
-    void *ballast = install_int(fr.heap, 1);
+    void *ballast = wxtest_install_int(fr.heap, 1);
     uint64_t ballast_bytes = wxtest_stats_of(fr.heap).bytes_live;
     pthread_t t = wxtest_spawn(free_target, &fr);
     /* Valgrind runs one thread at a time: fewer rounds race as often. */
@@ -406,7 +392,7 @@ static void test_free_vs_commit(void)
     }
     atomic_store(&fr.stop, true);
     wxtest_join(t);
-    expect_returns(ballast, 1);
+    wxtest_expect_returns(ballast, 1);
     printf("  %d frees racing the commit of the same reservation: none got "
            "in before the commit returned (%d after it)\n",
            rounds, atomic_load(&fr.freed));
@@ -423,7 +409,7 @@ static void *adopt_and_hold(void *arg)
 {
     struct adopter *a = arg;
     pthread_barrier_wait(a->step); /* the owner let its pool go */
-    CHECK_OK(wxjit_free(a->heap, install_int(a->heap, 3)));
+    CHECK_OK(wxjit_free(a->heap, wxtest_install_int(a->heap, 3)));
     pthread_barrier_wait(a->step); /* adopted: hold it until told */
     pthread_barrier_wait(a->step);
     return NULL;
@@ -446,7 +432,7 @@ static void test_adrift(void)
     /* More heaps than the thread caches pools for: h's pool is let go. */
     for (int i = 0; i < TLS_POOLS; i++) {
         others[i] = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-        CHECK_OK(wxjit_free(others[i], install_int(others[i], i)));
+        CHECK_OK(wxjit_free(others[i], wxtest_install_int(others[i], i)));
     }
     pthread_barrier_wait(&step);
     pthread_barrier_wait(&step); /* another thread owns it now */
@@ -454,8 +440,8 @@ static void test_adrift(void)
     CHECK_RET(wxjit_commit(h, &r1, n1), EDEADLK);
     CHECK_OK(wxjit_commit(h, &r2, n2));
     CHECK_OK(wxjit_commit(h, &r1, n1));
-    expect_returns(f1, 61);
-    expect_returns(f2, 62);
+    wxtest_expect_returns(f1, 61);
+    wxtest_expect_returns(f2, 62);
     pthread_barrier_wait(&step);
     wxtest_join(t);
     pthread_barrier_destroy(&step);
