@@ -518,9 +518,9 @@ static _Atomic uint32_t *pin_of(struct wxj_chunk *c, size_t start)
 static void wait_for_patches(struct wxjit_heap *heap, struct wxj_chunk *c,
                              size_t start)
 {
-    atomic_thread_fence(memory_order_seq_cst);
     if (heap->backend->exclusive_windows)
-        return;
+        return; /* toggle: its fill checks liveness (fill_if_live) */
+    atomic_thread_fence(memory_order_seq_cst);
     while (atomic_load_explicit(pin_of(c, start), memory_order_acquire))
         wxj_os_yield();
 }
