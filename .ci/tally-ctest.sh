@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Adds up the verdicts of every ctest run in a CI log and prints them as
+# one closing line: "CI: N passed, N failed, N skipped".
+set -euo pipefail
+log=${1:?usage: tally-ctest.sh LOG}
+awk '
+  /^[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+/ {
+    failed += $4; total += $NF
+  }
+  / Test +#[0-9]+: .*\*\*\*Skipped/ { skipped++ }
+  END {
+    if (total == 0) { print "CI: no ctest run found in the log" > "/dev/stderr"; exit 1 }
+    printf "CI: %d passed, %d failed, %d skipped\n", total - failed - skipped, failed, skipped
+  }' "$log"
