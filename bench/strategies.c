@@ -1,8 +1,8 @@
 /* The strategies compared: wxjit toggle (one install at a time, in
  * batches of 16 through wxjit_commit_batch, and with frees whose trap fill
  * waits for the page's next window: WXJIT_HEAP_DEFER_TRAP_FILL), wxjit
- * dualmap and procmem, wxjit's own rwx backend (multi-threaded workload
- * only), and three
+ * dualmap, procmem (also with that flag: freed code stays until reused),
+ * wxjit's own rwx backend (multi-threaded workload only), and three
  * baselines written here the way JITs write them:
  *   rwx                one RWX mapping, bump allocation, memcpy: the
  *                      physical limit, and what W^X forbids;
@@ -73,6 +73,10 @@ static void *dualmap_create(void)
 static void *procmem_create(void)
 {
     return wx_create(WXJIT_BACKEND_PROCMEM, 0);
+}
+static void *procmem_defer_create(void)
+{
+    return wx_create(WXJIT_BACKEND_PROCMEM, WXJIT_HEAP_DEFER_TRAP_FILL);
 }
 
 /* wxjit's allocator on RWX memory: the bench's own rwx bump area is not
@@ -156,6 +160,9 @@ static const struct strategy dualmap = {
 static const struct strategy procmem = {
     "procmem", true, false, false, procmem_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
+static const struct strategy procmem_defer = {
+    "procmem-defer", true, false, false, procmem_defer_create, wx_destroy,
+    wx_install, wx_release, NULL, wx_counts};
 static const struct strategy wx_rwx = {
     "wxjit-rwx", true, false, false, wx_rwx_create, wx_destroy, wx_install,
     wx_release, NULL, wx_counts};
@@ -283,15 +290,15 @@ static const struct strategy page_per_block = {
     blocks_install, blocks_release, NULL, blocks_counts};
 
 const struct strategy *const strategies[] = {
-    &rwx,     &toggle,  &toggle_batch,   &toggle_defer,
-    &dualmap, &procmem, &page_per_block, &whole_area,
+    &rwx,     &toggle,  &toggle_batch,   &toggle_defer, &dualmap,
+    &procmem, &procmem_defer, &page_per_block, &whole_area,
 };
 const size_t strategy_count = sizeof(strategies) / sizeof(strategies[0]);
 
 /* Those whose install and release may run on many threads at once (wxjit
  * heaps), for the multi-threaded workload; the baseline first. */
 const struct strategy *const threaded_strategies[] = {
-    &wx_rwx, &toggle, &toggle_defer, &dualmap, &procmem,
+    &wx_rwx, &toggle, &toggle_defer, &dualmap, &procmem, &procmem_defer,
 };
 const size_t threaded_strategy_count =
     sizeof(threaded_strategies) / sizeof(threaded_strategies[0]);

@@ -117,7 +117,7 @@ struct mheap {
     wxjit_backend backend;
     size_t chunk_size, max_bytes;
     uint64_t installs, frees, retried, forwarded;
-    bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle) */
+    bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle, procmem) */
 };
 
 /* Code freed on a heap with deferred trap fills: its granules may keep

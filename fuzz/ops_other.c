@@ -64,6 +64,7 @@ void op_create(struct input *in)
                                id == WXJIT_BACKEND_RWX)) ||
                  ((o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
                   o.backend != WXJIT_BACKEND_TOGGLE &&
+                  o.backend != WXJIT_BACKEND_PROCMEM &&
                   o.backend != WXJIT_BACKEND_AUTO))
             want = EINVAL;
         else if (o.backend == WXJIT_BACKEND_RWX)
@@ -100,7 +101,8 @@ void op_create(struct input *in)
     FUZZ_CHECK(mh->backend == expect, "backend %d, expected %d",
                (int)mh->backend, (int)expect);
     mh->defer = !null_opts && (o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
-                mh->backend == WXJIT_BACKEND_TOGGLE;
+                (mh->backend == WXJIT_BACKEND_TOGGLE ||
+                 mh->backend == WXJIT_BACKEND_PROCMEM);
 }
 
 void destroy_heap(int hi)

@@ -98,25 +98,28 @@ enum {
      * toggle only; refused (EINVAL) with dualmap, rwx, RW_ON_DEMAND and a
      * WXJIT_BACKEND variable naming dualmap. */
     WXJIT_HEAP_NO_WRITABLE_ALIAS = 1u << 2,
-    /* toggle: wxjit_free makes no system call. Instead of opening a write
-     * window (two mprotect) just to fill the freed function with traps, it
-     * records the fill as pending, and the next write window that opens
-     * the page anyway (an install, a commit, an in-place reserve or abort,
-     * a patch) does it, before it writes anything else. The weaker
-     * guarantee: a stale call into freed code runs the old code until its
-     * page's next window, and traps only from then on (without the flag it
-     * traps at once); a thread still running freed code when that window
-     * opens goes on in whatever the window wrote there, traps or new code.
-     * Freed space may be reused before its fill: the window that writes
-     * new code into it trap-fills every pending fill on the pages it
-     * opens, the rest of the freed function included, before writing the
-     * new code, and that page runs nothing while the window is open; so a
-     * call to the new function's address runs the new code only, never a
-     * mix. A fill still pending when the heap is destroyed is simply
-     * unmapped; a fork child inherits pending fills like the code itself.
-     * Accepted with WXJIT_BACKEND_AUTO (applies if toggle is chosen;
-     * dualmap's frees make no system call anyway), refused with dualmap
-     * and rwx. */
+    /* toggle and procmem: wxjit_free makes no system call. Instead of
+     * writing traps over the freed function (toggle: a write window, two
+     * mprotect; procmem: one pwrite), it records the fill as pending.
+     * The weaker guarantee: a stale call into freed code runs the old code
+     * for a while (without the flag it traps at once), which is what a
+     * JIT's own allocator without W^X gives, e.g. stock sljit's.
+     * - toggle: the next write window that opens the page anyway (an
+     *   install, a commit, an in-place reserve or abort, a patch) fills
+     *   every pending fill on its pages before it writes anything else;
+     *   stale calls trap from then on.
+     * - procmem: the freed bytes stay until that space is written again
+     *   (reused by new code, whose last granule gets traps past its end,
+     *   or by an in-place abort), which may be never; nothing else fills
+     *   them, as no window takes a page from other writers there.
+     * Either way a call to new code at a reused address runs that code
+     * only, never a mix with the old, and a thread still running freed
+     * code when its space is rewritten goes on in whatever was written
+     * there, traps or new code. A fill still pending when the heap is
+     * destroyed is simply unmapped; a fork child inherits pending fills
+     * like the code itself. Accepted with WXJIT_BACKEND_AUTO (applies if
+     * toggle or procmem is chosen; dualmap's frees make no system call
+     * anyway), refused with dualmap and rwx. */
     WXJIT_HEAP_DEFER_TRAP_FILL = 1u << 3,
 };
 
@@ -149,8 +152,8 @@ typedef struct wxjit_heap_options {
  *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
  *                 backend other than dualmap or AUTO or with
  *                 NO_WRITABLE_ALIAS, NO_WRITABLE_ALIAS with dualmap or
- *                 rwx, DEFER_TRAP_FILL with a backend other than toggle
- *                 or AUTO, ALLOW_RWX without the rwx backend, a bad value
+ *                 rwx, DEFER_TRAP_FILL with a backend other than toggle,
+ *                 procmem or AUTO, ALLOW_RWX without the rwx backend, a bad value
  *                 in an environment variable;
  *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
  *         other   the errno that makes the requested backend unusable here
@@ -328,8 +331,8 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  * wxjit_install or a committed reservation). Its bytes are filled with trap
  * instructions at once (int3, brk #0, c.ebreak), so a stale call traps
  * deterministically with SIGTRAP, and the space is reused later. With
- * WXJIT_HEAP_DEFER_TRAP_FILL on toggle the fill waits for the page's next
- * write window (see that flag) and the call makes no system call.
+ * WXJIT_HEAP_DEFER_TRAP_FILL on toggle or procmem the fill waits (see that
+ * flag) and the call makes no system call.
  * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
  *                function of this heap (foreign pointer, interior pointer,
  *                open reservation, double free);

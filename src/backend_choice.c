@@ -87,7 +87,7 @@ static int check_flags(wxjit_backend id, unsigned flags)
         return EINVAL;
     /* AUTO: applies if it picks a backend that defers (heap.c). */
     if ((flags & WXJIT_HEAP_DEFER_TRAP_FILL) && id != WXJIT_BACKEND_AUTO &&
-        !backends[id]->defers_trap_fill)
+        backends[id]->deferral == WXJ_FILL_AT_FREE)
         return EINVAL;
     return no_alias && has_alias(id) ? EINVAL : 0;
 }

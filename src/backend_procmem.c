@@ -257,24 +257,48 @@ static int pages_executable(struct wxjit_heap *heap, struct wxj_chunk *c,
     return 0;
 }
 
+/* WXJIT_HEAP_DEFER_TRAP_FILL: freed space keeps its old code until
+ * written again (WXJ_FILL_ON_REUSE). A write that begins or ends inside
+ * such a granule takes in the rest of it from the view (traps, or the
+ * caller's bytes), so that no granule is left part new, part old code: a
+ * commit's last granule gets its traps past the code. Only the writer's
+ * own block can be pending there (patches are over live code, which is
+ * never pending), so no other thread writes those bytes meanwhile. */
+static void widen_over_pending(const struct wxj_chunk *c, const uint8_t **lo,
+                               const uint8_t **hi, size_t *g, size_t *n)
+{
+    size_t first = wxj_granule_of(c, *lo), last = wxj_granule_of(c, *hi - 1);
+    if (wxj_bit_get(c->stale, first))
+        *lo = wxj_granule_addr(c, first);
+    if (wxj_bit_get(c->stale, last))
+        *hi = wxj_granule_addr(c, last) + WXJ_GRANULE;
+    *g = first;
+    *n = last - first + 1;
+}
+
 /* On failure the buffer stays (the window stays open, for a retry or for
  * abandon) and the code is as it was. */
 static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
 {
+    struct wxj_chunk *c = w->chunk;
     uint8_t *old = w->view + window_bytes(heap, w);
-    size_t undone;
+    const uint8_t *lo = flush, *hi = lo + flush_len;
+    size_t g = 0, n = 0, undone;
     int fd;
-    memcpy(old, flush, flush_len);
-    int err = write_back((void *)flush, wxj_window_at(heap, w, flush), old,
-                         flush_len);
-    if (err == 0 &&
-        (err = pages_executable(heap, w->chunk, flush, flush_len)) &&
+    if (c->stale)
+        widen_over_pending(c, &lo, &hi, &g, &n);
+    size_t len = (size_t)(hi - lo);
+    memcpy(old, lo, len);
+    int err = write_back((void *)lo, wxj_window_at(heap, w, lo), old, len);
+    if (err == 0 && (err = pages_executable(heap, c, lo, len)) &&
         self_mem(&fd) == 0)
-        wxj_os_write_mem(fd, (void *)flush, old, flush_len, 1, &undone);
+        wxj_os_write_mem(fd, (void *)lo, old, len, 1, &undone);
     if (err)
         return err;
-    wxj_code_changed_by_kernel(flush, flush_len);
+    if (n)
+        wxj_block_rewritten(c, g, n);
+    wxj_code_changed_by_kernel(lo, len);
     free(w->view);
     return 0;
 }
@@ -312,6 +336,7 @@ const struct wxj_backend wxj_backend_procmem = {
     .name = "procmem",
     .id = WXJIT_BACKEND_PROCMEM,
     .exact_writes = true,
+    .deferral = WXJ_FILL_ON_REUSE,
     .probe = procmem_probe,
     .chunk_map = procmem_chunk_map,
     .chunk_unmap = procmem_chunk_unmap,

@@ -282,7 +282,9 @@ retry:
         pages_drop(chunk, w->first, w->last);
         return err;
     }
-    if (chunk->stale)
+    /* Not in procmem's atomic-store windows: there other threads write
+     * the page without taking it, reused space included. */
+    if (chunk->stale && heap->backend->deferral == WXJ_FILL_IN_PAGE_WINDOW)
         fill_deferred(heap, chunk, w->first, w->last);
     w->view = chunk->base + w->first * heap->page_size;
     return 0;
@@ -456,7 +458,7 @@ static void toggle_fork_child(struct wxjit_heap *heap, struct wxj_chunk *chunk,
 const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
-    .defers_trap_fill = true,
+    .deferral = WXJ_FILL_IN_PAGE_WINDOW,
     .exclusive_windows = true,
     .probe = toggle_probe,
     .chunk_map = toggle_chunk_map,

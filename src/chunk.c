@@ -111,6 +111,11 @@ void wxj_block_defer_traps(struct wxj_chunk *chunk, size_t g, size_t n)
     bits_update(chunk->stale, g, n, true);
 }
 
+void wxj_block_rewritten(struct wxj_chunk *chunk, size_t g, size_t n)
+{
+    bits_update(chunk->stale, g, n, false);
+}
+
 void wxj_block_shrink(struct wxj_chunk *chunk, size_t g, size_t n, size_t m)
 {
     wxj_bit_set(chunk->end, g + m - 1);

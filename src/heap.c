@@ -83,8 +83,9 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
         err = wxj_object_from_env(&object_first);
     if (err)
         return err;
-    /* AUTO chose a backend whose frees open no window: nothing to defer. */
-    if (!backend->defers_trap_fill)
+    /* AUTO chose a backend whose frees make no system call (dualmap):
+     * nothing to defer. */
+    if (backend->deferral == WXJ_FILL_AT_FREE)
         o.flags &= ~(unsigned)WXJIT_HEAP_DEFER_TRAP_FILL;
 
     pthread_mutex_lock(&heaps_lock);

@@ -172,13 +172,20 @@ struct wxj_window {
     uint8_t *view;
 };
 
+/* Who writes the traps over a function freed with deferred trap fill. */
+enum wxj_deferral {
+    WXJ_FILL_AT_FREE,       /* the free itself: nothing is deferred */
+    WXJ_FILL_IN_PAGE_WINDOW,/* the next window opening its page (toggle) */
+    WXJ_FILL_ON_REUSE,      /* the next write into that space (procmem) */
+};
+
 /* How bytes become executable: one table per backend (backend_*.c). */
 struct wxj_backend {
     const char *name;
     wxjit_backend id;
-    /* Its open fills the pending trap fills of the pages it opens, so
-     * WXJIT_HEAP_DEFER_TRAP_FILL applies (chunk->stale). */
-    bool defers_trap_fill;
+    /* Where WXJIT_HEAP_DEFER_TRAP_FILL leaves a free's trap fill
+     * (recorded in chunk->stale); WXJ_FILL_AT_FREE: the flag is refused. */
+    enum wxj_deferral deferral;
     /* open takes the window's pages from every other writer until close
      * (toggle): a write checked inside the window cannot be overtaken. */
     bool exclusive_windows;
@@ -336,9 +343,11 @@ bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start);
 bool wxj_bit_get(_Atomic uint64_t *map, size_t g);
 bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
 void wxj_bit_set(_Atomic uint64_t *map, size_t g);
-/* The freed block [g, g + n) keeps its code until a window over its page
+/* The freed block [g, g + n) keeps its code until the backend's deferral
  * fills it (WXJIT_HEAP_DEFER_TRAP_FILL); before wxj_block_unmark. */
 void wxj_block_defer_traps(struct wxj_chunk *chunk, size_t g, size_t n);
+/* Granules [g, g + n) were written whole: no fill is pending there. */
+void wxj_block_rewritten(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Granules [g, g + n) became free (unmarked, or left by a tail). */
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Where the executable frontier of a chunk mapped in steps (dualmap,

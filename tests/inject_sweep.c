@@ -67,6 +67,8 @@ static const struct variant variants[] = {
      * is then pending on the page the call writes (defer_a_free). */
     {WXJIT_HEAP_DEFER_TRAP_FILL, NULL, " [DEFER_TRAP_FILL]",
      WXJIT_BACKEND_TOGGLE},
+    {WXJIT_HEAP_DEFER_TRAP_FILL, NULL, " [DEFER_TRAP_FILL]",
+     WXJIT_BACKEND_PROCMEM},
 };
 
 struct point {

@@ -1,16 +1,24 @@
-/* WXJIT_HEAP_DEFER_TRAP_FILL: which backends take the flag; on toggle a
- * free makes no system call and its code runs on until the page's next
- * write window, which trap-fills it; space freed that way is reused
- * correctly (the new code and traps, never old code, at and around the new
- * function); many threads install, call and free (each other's code) with
- * every result checked; a fork child inherits pending fills; a heap with
- * pending fills is destroyed cleanly. On dualmap (AUTO picks it) the flag
- * is accepted and changes nothing: frees trap at once. */
+/* WXJIT_HEAP_DEFER_TRAP_FILL: which backends take the flag; a free makes
+ * no system call and its code runs on: on toggle until the page's next
+ * write window, which trap-fills it; on procmem until that space is
+ * written again. Space freed that way is reused correctly (the new code,
+ * then traps to the end of its last granule; on toggle the rest of the
+ * page's freed code trapped too); many threads install, call and free
+ * (each other's code) with every result checked; a fork child inherits
+ * pending fills; a heap with pending fills is destroyed cleanly. On
+ * dualmap (AUTO picks it) the flag is accepted and changes nothing: frees
+ * trap at once. */
 #include "emit.h"
 #include "wxtest.h"
 
 static size_t page;
-static bool deferring; /* the heaps here are toggle: the flag applies */
+enum { GRANULE = 16 }; /* wxjit's unit of allocation (WXJ_GRANULE) */
+/* What the heaps here (AUTO: WXJIT_BACKEND's) do with the flag. */
+static enum {
+    AT_FREE,     /* dualmap: frees trap at once */
+    PAGE_WINDOW, /* toggle: the page's next window fills */
+    ON_REUSE,    /* procmem: the next write into that space fills */
+} mode;
 
 static wxjit_heap *defer_heap(size_t chunk_pages)
 {
@@ -55,15 +63,21 @@ static bool all_traps(const uint8_t *p, size_t n)
     return true;
 }
 
-/* What a function emitted by emit_fn(size, v) holds at p. */
-static bool holds_fn(const uint8_t *p, size_t size, int32_t v)
+/* p holds bytes [off, off + len) of the function emit_fn(size, v). */
+static bool holds_part(const uint8_t *p, size_t size, int32_t v, size_t off,
+                       size_t len)
 {
     uint8_t *want = malloc(size);
     CHECK(want, "malloc");
     emit_fn(want, size, v);
-    bool same = !memcmp(p, want, size);
+    bool same = !memcmp(p, want + off, len);
     free(want);
     return same;
+}
+
+static bool holds_fn(const uint8_t *p, size_t size, int32_t v)
+{
+    return holds_part(p, size, v, 0, size);
 }
 
 static void call_it(void *f)
@@ -79,11 +93,10 @@ static void expect_trap(const char *what, void *f)
 /* After a free, old code (deferring) or traps (not) at f. */
 static void expect_freed(const char *what, uint8_t *f, size_t size, int32_t v)
 {
-    if (deferring) {
+    if (mode != AT_FREE) {
         CHECK(holds_fn(f, size, v),
-              "%s: freed code at %p changed before "
-              "its page's next window",
-              what, (void *)f);
+              "%s: freed code at %p changed before its fill", what,
+              (void *)f);
         expect_returns(what, f, v);
     } else {
         CHECK(all_traps(f, size), "%s: freed code at %p is not traps", what,
@@ -92,7 +105,8 @@ static void expect_freed(const char *what, uint8_t *f, size_t size, int32_t v)
     }
 }
 
-/* Explicit toggle and AUTO take the flag; dualmap and rwx refuse it. */
+/* Explicit toggle and procmem and AUTO take the flag; dualmap and rwx
+ * refuse it. */
 static void test_backends(void)
 {
     wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
@@ -111,11 +125,21 @@ static void test_backends(void)
     o.backend = WXJIT_BACKEND_AUTO;
     CHECK_OK(wxjit_heap_create(&o, &h));
     CHECK_OK(wxjit_heap_destroy(h));
-    printf("  flag: taken by toggle and AUTO, EINVAL with dualmap and rwx\n");
+    const char *why = NULL;
+    if (wxjit_backend_probe(WXJIT_BACKEND_PROCMEM, &why) == 0) {
+        o.backend = WXJIT_BACKEND_PROCMEM;
+        CHECK_OK(wxjit_heap_create(&o, &h));
+        CHECK_OK(wxjit_heap_destroy(h));
+    } else {
+        wxtest_skip("the flag with an explicit procmem", why);
+    }
+    printf("  flag: taken by toggle, procmem and AUTO, EINVAL with dualmap "
+           "and rwx\n");
 }
 
 /* A free costs no system call; its code runs until the page's next window
- * (an install on the same page), then traps. */
+ * (an install on the same page), then traps; on procmem that install
+ * leaves it, as it lands elsewhere. */
 static void test_stale_call(void)
 {
     wxjit_heap *h = defer_heap(4);
@@ -128,7 +152,7 @@ static void test_stale_call(void)
           (unsigned long long)s0.frees, (unsigned long long)s1.frees,
           (unsigned long long)s0.bytes_live,
           (unsigned long long)s1.bytes_live);
-    if (deferring)
+    if (mode != AT_FREE)
         CHECK(s1.syscalls == s0.syscalls,
               "a deferred free made %llu system "
               "calls",
@@ -137,19 +161,28 @@ static void test_stale_call(void)
     uint8_t *c = install_fn(h, 64, 3);
     CHECK(wxtest_page_of(c) == wxtest_page_of(a), "c at %p, a at %p",
           (void *)c, (void *)a);
-    CHECK(all_traps(a, 64), "freed code at %p survived its page's window",
-          (void *)a);
-    expect_trap("stale call after the page's next window", a);
+    if (mode == ON_REUSE) {
+        expect_freed("stale call after an install elsewhere on its page", a,
+                     64, 1);
+    } else {
+        CHECK(all_traps(a, 64), "freed code at %p survived its page's "
+                                "window", (void *)a);
+        expect_trap("stale call after the page's next window", a);
+    }
     expect_returns("neighbour", b, 2);
     expect_returns("new function", c, 3);
     CHECK_OK(wxjit_heap_destroy(h));
-    printf("  stale call: old code until the page's next window, then "
-           "SIGTRAP\n");
+    printf("  stale call: %s\n",
+           mode == ON_REUSE ? "old code, also after an install elsewhere"
+                            : "old code until the page's next window, then "
+                              "SIGTRAP");
 }
 
 /* A one-page chunk filled with 16 functions; two freed; a smaller one
- * installed lands in the first's space: the rest of it and all of the
- * second (same page, same window) are traps, the neighbours run. */
+ * installed lands in the first's space: traps follow it to the end of its
+ * last granule; the rest of the first's space and all of the second (same
+ * page, same window) are traps on toggle, old code still on procmem; the
+ * neighbours run. */
 static void test_reuse(void)
 {
     enum { N = 16 };
@@ -163,22 +196,33 @@ static void test_reuse(void)
     CHECK_OK(wxjit_free(h, f[5]));
     CHECK_OK(wxjit_free(h, f[9]));
     expect_freed("freed, before reuse", f[5], size, 5);
-    uint8_t *g = install_fn(h, size / 2, 100);
+    /* Not a whole number of granules: its last one has slack. */
+    size_t gsize = size / 2 - 3, mine = (gsize + GRANULE - 1) / GRANULE * GRANULE;
+    uint8_t *g = install_fn(h, gsize, 100);
     CHECK(g == f[5], "the new function went to %p, not the freed space %p",
           (void *)g, (void *)f[5]);
     expect_returns("the new function in reused space", g, 100);
-    CHECK(holds_fn(g, size / 2, 100) && all_traps(g + size / 2, size / 2),
-          "reused space: not the new code then traps");
-    CHECK(all_traps(f[9], size), "the other freed function on the page was "
-                                 "not filled by the reusing window");
-    expect_trap("stale call to the other freed function", f[9]);
+    CHECK(holds_fn(g, gsize, 100) && all_traps(g + gsize, mine - gsize),
+          "reused space: not the new code then traps to its granules' end");
+    if (mode == ON_REUSE) {
+        CHECK(holds_part(f[5] + mine, size, 5, mine, size - mine),
+              "the freed function's rest changed though not reused");
+        expect_freed("the other freed function, not reused", f[9], size, 9);
+    } else {
+        CHECK(all_traps(g + mine, size - mine),
+              "the freed function's rest is not traps");
+        CHECK(all_traps(f[9], size), "the other freed function on the page "
+                                     "was not filled by the reusing window");
+        expect_trap("stale call to the other freed function", f[9]);
+    }
     for (int i = 0; i < N; i++)
         if (i != 5 && i != 9)
             expect_returns("neighbour", f[i], i);
 
-    /* A freed function across two pages, reused at its start: the
-     * window covers the first page only, which it fills; the part on the
-     * second page waits for that page's window (a patch there). */
+    /* A freed function across two pages, reused at its start: on toggle
+     * the window covers the first page only, which it fills; the part on
+     * the second page waits for that page's window (a patch there). On
+     * procmem all of the rest stays, patch or not. */
     wxjit_heap *h2 = defer_heap(2);
     uint8_t *big = install_fn(h2, page + page / 2, 7);
     uint8_t *filler = install_fn(h2, page / 2, 8);
@@ -189,24 +233,28 @@ static void test_reuse(void)
     CHECK(s == big, "the new function went to %p, not %p", (void *)s,
           (void *)big);
     expect_returns("new function over a freed two-page one", s, 9);
-    CHECK(all_traps(big + 64, page - 64), "the freed function's rest on "
-                                          "the reused page is not traps");
-    uint8_t *rest = malloc(page / 2);
-    CHECK(rest, "malloc");
-    emit_nops(rest, page / 2);
-    CHECK(!deferring || !memcmp(big + page, rest, page / 2),
+    size_t big_size = page + page / 2;
+    CHECK(mode == ON_REUSE
+              ? holds_part(big + 64, big_size, 7, 64, page - 64)
+              : all_traps(big + 64, page - 64),
+          "the freed function's rest on the reused page is not %s",
+          mode == ON_REUSE ? "its old code" : "traps");
+    CHECK(mode == AT_FREE || holds_part(big + page, big_size, 7, page, page / 2),
           "the freed function's part on the other page changed before that "
           "page's window");
-    free(rest);
     int32_t v = 10;
     CHECK_OK(wxjit_patch(h2, filler + 1, &v, sizeof(v)));
     expect_returns("patched neighbour", filler, 10);
-    CHECK(all_traps(big + page, page / 2), "the freed function's part on "
-                                           "the patched page is not traps");
+    CHECK(mode == ON_REUSE
+              ? holds_part(big + page, big_size, 7, page, page / 2)
+              : all_traps(big + page, page / 2),
+          "the freed function's part on the patched page is not %s",
+          mode == ON_REUSE ? "its old code" : "traps");
     CHECK_OK(wxjit_heap_destroy(h2));
     CHECK_OK(wxjit_heap_destroy(h));
-    printf("  reuse: new code and traps in the reusing window, neighbours "
-           "run\n");
+    printf("  reuse: new code and traps to its granules' end; %s\n",
+           mode == ON_REUSE ? "the rest of freed code stays until reused"
+                            : "the page's freed code trapped by its window");
 }
 
 /* ---- threads: install, call and free each other's code ----------------- */
@@ -303,7 +351,12 @@ static void fork_child(void *unused)
     expect_freed("in the child, before any window", fork_a, 64, 1);
     uint8_t *c = install_fn(fork_heap, 64, 3);
     expect_returns("installed in the child", c, 3);
-    CHECK(all_traps(fork_a, 64), "the child's window left the freed code");
+    if (mode == ON_REUSE)
+        expect_freed("in the child, after an install elsewhere", fork_a, 64,
+                     1);
+    else
+        CHECK(all_traps(fork_a, 64), "the child's window left the freed "
+                                     "code");
 }
 
 static void test_fork(void)
@@ -345,9 +398,15 @@ int main(int argc, char **argv)
     wxjit_backend b;
     CHECK_OK(wxjit_heap_backend(h, &b));
     CHECK_OK(wxjit_heap_destroy(h));
-    deferring = b == WXJIT_BACKEND_TOGGLE;
-    printf("test_defer (%s: %s)\n", deferring ? "toggle" : "dualmap",
-           deferring ? "frees deferred" : "the flag changes nothing");
+    mode = b == WXJIT_BACKEND_TOGGLE    ? PAGE_WINDOW
+           : b == WXJIT_BACKEND_PROCMEM ? ON_REUSE
+                                        : AT_FREE;
+    const char *name;
+    CHECK_OK(wxjit_backend_name(b, &name));
+    printf("test_defer (%s: %s)\n", name,
+           mode == PAGE_WINDOW ? "frees filled by the page's next window"
+           : mode == ON_REUSE  ? "frees left until their space is reused"
+                               : "the flag changes nothing");
     if (wxtest_selected(argc, argv, "backends"))
         test_backends();
     if (wxtest_selected(argc, argv, "stale_call"))

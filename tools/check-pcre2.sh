@@ -17,7 +17,8 @@
 #      negative control: stock must fail pcre2_jit_test and RunTest (it
 #        passes both without the policy: the policy is what breaks it);
 #      sljit-wx passes pcre2_jit_test;
-#      wxjit, per backend (WXJIT_BACKEND=toggle, dualmap, procmem):
+#      wxjit, per backend (WXJIT_BACKEND=toggle, dualmap, procmem, and
+#        procmem with WXJIT_SLJIT_DEFER_TRAP_FILL=1):
 #        pcre2_jit_test and RunTest pass, every JIT function came from
 #        wxjit's heap, and integrations/sljit/pcre2_threads passes.
 # 4. Unless PCRE2_FIGURES=0: pages, mappings and system calls of
@@ -43,7 +44,8 @@ THREADS_ROUNDS=${PCRE2_THREADS_ROUNDS:-10000}
 COMPILE_THREADS=${PCRE2_COMPILE_THREADS:-4}
 COMPILE_SECONDS=${PCRE2_COMPILE_SECONDS:-2}
 COMPILE_RUNS=${PCRE2_COMPILE_RUNS:-5}
-BACKENDS="toggle dualmap procmem"
+# X-defer: backend X with WXJIT_HEAP_DEFER_TRAP_FILL (wxjit_env).
+BACKENDS="toggle dualmap procmem procmem-defer"
 
 WX_RUN=$BUILD/wx-run
 SLJIT_LIB=$BUILD/integrations/sljit/libwxjit_sljit.a
@@ -56,6 +58,11 @@ say() { printf '%s\n' "$*"; }
 pass() { say "  PASS  $*"; }
 fail() { say "  FAIL  $*"; failures=$((failures + 1)); }
 die() { say "check-pcre2: $*" >&2; exit 1; }
+# The environment that puts integrations/sljit on wxjit variant $1.
+wxjit_env() {
+  local backend=${1%-defer}
+  printf 'WXJIT_BACKEND=%s WXJIT_SLJIT_DEFER_TRAP_FILL=%d' "$backend" "$([ "$backend" = "$1" ]; echo $?)"
+}
 
 # ---- tools ----------------------------------------------------------------
 need_pkgs=()
@@ -218,11 +225,12 @@ fi
 
 for b in $BACKENDS; do
   say "== wxjit, backend $b"
-  if run_jit_test wxjit "wxjit-$b-jit-test" env WXJIT_BACKEND="$b" WXJIT_SLJIT_STATS=1 "$WX_RUN" &&
+  # shellcheck disable=SC2046 # wxjit_env prints two assignments
+  if run_jit_test wxjit "wxjit-$b-jit-test" env $(wxjit_env "$b") WXJIT_SLJIT_STATS=1 "$WX_RUN" &&
      jit_test_clean "$LOGS/wxjit-$b-jit-test.log"; then
     stats=$(grep -o 'wxjit_sljit: backend=.*' "$LOGS/wxjit-$b-jit-test.log" || true)
     installs=$(sed -n 's/.* installs=\([0-9]*\).*/\1/p' <<<"$stats")
-    if [[ $stats == "wxjit_sljit: backend=$b "* ]] && [ "${installs:-0}" -gt 0 ]; then
+    if [[ $stats == "wxjit_sljit: backend=${b%-defer} "* ]] && [ "${installs:-0}" -gt 0 ]; then
       pass "pcre2_jit_test under W^X ($installs JIT functions from wxjit's $b heap)"
     else
       fail "pcre2_jit_test passed but did not use wxjit's $b heap: '${stats:-no stats}'"
@@ -230,13 +238,15 @@ for b in $BACKENDS; do
   else
     fail "pcre2_jit_test under W^X ($LOGS/wxjit-$b-jit-test.log)"
   fi
-  if run_runtest wxjit "wxjit-$b-runtest" env WXJIT_BACKEND="$b" "$WX_RUN"; then
+  # shellcheck disable=SC2046 # as above
+  if run_runtest wxjit "wxjit-$b-runtest" env $(wxjit_env "$b") "$WX_RUN"; then
     pass "RunTest under W^X ($(grep -c 'OK with JIT' "$LOGS/wxjit-$b-runtest.log") test files also with JIT)"
   else
     fail "RunTest under W^X ($LOGS/wxjit-$b-runtest.log)"
   fi
   t0=$(date +%s%N)
-  if WXJIT_BACKEND=$b "$WX_RUN" "$WORK/pcre2_threads" --threads 4 --rounds "$THREADS_ROUNDS" \
+  # shellcheck disable=SC2046 # as above
+  if env $(wxjit_env "$b") "$WX_RUN" "$WORK/pcre2_threads" --threads 4 --rounds "$THREADS_ROUNDS" \
        >"$LOGS/wxjit-$b-threads.log" 2>&1; then
     pass "pcre2_threads under W^X ($((($(date +%s%N) - t0) / 1000000)) ms):"
   else
@@ -256,10 +266,10 @@ figures() {
   declare -A dir env maps stats
   dir[stock]=stock; dir[sljit-wx]=sljit-wx
   env[stock]=; env[sljit-wx]=
-  for b in $BACKENDS; do dir[$b]=wxjit; env[$b]=WXJIT_BACKEND=$b; done
+  for b in $BACKENDS; do dir[$b]=wxjit; env[$b]=$(wxjit_env "$b"); done
   say "== figures: pcre2_jit_test per variant (not under the policy, which stock cannot run under)"
   for v in $variants; do
-    # shellcheck disable=SC2086 # env[v] is one word, or none
+    # shellcheck disable=SC2086 # env[v] is assignments, or none
     (cd "$WORK/build-${dir[$v]}" && env ${env[$v]} WXJIT_SLJIT_STATS=1 \
       strace -f -qq -e trace=mmap,munmap,mprotect,pwritev -o "$LOGS/strace-$v.txt" \
       ./pcre2_jit_test) >"$LOGS/figures-$v.log" 2>&1 || return 1
@@ -343,7 +353,7 @@ figures() {
 # medians, and wxjit's system calls and faults retried per compile from
 # its own counters (WXJIT_SLJIT_STATS), over all runs.
 compile_rate_figures() {
-  local variants="stock dualmap procmem toggle" load
+  local variants="stock dualmap procmem procmem-defer toggle" load
   load=$(cut -d' ' -f1-3 /proc/loadavg)
   declare -A rates cpu_rates syscalls installs faults bytes
   say "== figures: pcre2_compile_rate, $COMPILE_THREADS threads, $COMPILE_RUNS runs of $COMPILE_SECONDS s"
@@ -351,14 +361,16 @@ compile_rate_figures() {
     for v in $variants; do
       local bin=$WORK/pcre2_compile_rate-wxjit out
       [ "$v" = stock ] && bin=$WORK/pcre2_compile_rate-stock
-      out=$(WXJIT_BACKEND=$v WXJIT_SLJIT_STATS=1 "$bin" --threads "$COMPILE_THREADS" \
-              --seconds "$COMPILE_SECONDS" 2>&1) || { say "$out"; return 1; }
+      # shellcheck disable=SC2046 # wxjit_env prints two assignments
+      out=$(env $(wxjit_env "$v") WXJIT_SLJIT_STATS=1 \
+              "$bin" --threads "$COMPILE_THREADS" --seconds "$COMPILE_SECONDS" 2>&1) \
+        || { say "$out"; return 1; }
       say "   $v: $(grep compile_rate: <<<"$out")"
       rates[$v]+="$(field "$out" per_s) "
       cpu_rates[$v]+="$(field "$out" per_cpu_s) "
       bytes[$v]=$(field "$out" jit_bytes_mean)
       if [ "$v" != stock ]; then
-        grep -q "wxjit_sljit: backend=$v " <<<"$out" || { say "$v: not on wxjit's $v heap"; return 1; }
+        grep -q "wxjit_sljit: backend=${v%-defer} " <<<"$out" || { say "$v: not on wxjit's ${v%-defer} heap"; return 1; }
         syscalls[$v]=$((${syscalls[$v]:-0} + $(field "$out" syscalls)))
         installs[$v]=$((${installs[$v]:-0} + $(field "$out" installs)))
         faults[$v]=$((${faults[$v]:-0} + $(field "$out" faults_retried)))
@@ -370,8 +382,8 @@ compile_rate_figures() {
   cpu_base=$(median "${cpu_rates[stock]}")
   {
     say ""
-    say "| pcre2_compile_rate, $COMPILE_THREADS threads | stock (RWX) | wxjit dualmap | wxjit procmem | wxjit toggle |"
-    say "|---|---|---|---|---|"
+    say "| pcre2_compile_rate, $COMPILE_THREADS threads | stock (RWX) | wxjit dualmap | wxjit procmem | wxjit procmem, deferred trap fill | wxjit toggle |"
+    say "|---|---|---|---|---|---|"
     row="| compiles/s, median of $COMPILE_RUNS runs of $COMPILE_SECONDS s |"
     for v in $variants; do row+=" $(median "${rates[$v]}") |"; done
     say "$row"

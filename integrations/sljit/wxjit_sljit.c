@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,11 +64,21 @@ static void print_stats(void)
             (unsigned long long)s.faults_retried);
 }
 
+/* Set, and neither empty nor "0". */
+static bool env_on(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 static void heap_init(void)
 {
     wxjit_heap *h = NULL;
     wxjit_backend b = WXJIT_BACKEND_AUTO;
-    heap_err = wxjit_heap_create(NULL, &h);
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    if (env_on("WXJIT_SLJIT_DEFER_TRAP_FILL"))
+        o.flags |= WXJIT_HEAP_DEFER_TRAP_FILL;
+    heap_err = wxjit_heap_create(&o, &h);
     if (heap_err == 0)
         heap_err = wxjit_heap_backend(h, &b);
     /* toggle needs the fault-retry handler before any page of the heap can
@@ -85,8 +96,7 @@ static void heap_init(void)
         return;
     }
     heap = h;
-    const char *stats = getenv("WXJIT_SLJIT_STATS");
-    if (stats && *stats && strcmp(stats, "0") != 0)
+    if (env_on("WXJIT_SLJIT_STATS"))
         atexit(print_stats);
 }
 

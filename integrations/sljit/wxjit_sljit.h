@@ -7,11 +7,15 @@
  * this file maps those four macros onto the functions below; each block is
  * a wxjit in-place reservation (WXJIT_RESERVE_IN_PLACE) from malloc to
  * seal, and a committed function after it. The heap is created on first
- * use, backend from WXJIT_BACKEND (toggle|dualmap, default: wxjit's AUTO);
+ * use, backend from WXJIT_BACKEND (default: wxjit's AUTO);
  * with toggle, wxjit's fault handler is installed at the same time.
  *
  * Environment, read once when the heap is created:
- *   WXJIT_BACKEND=toggle|dualmap|auto  as for wxjit_heap_create;
+ *   WXJIT_BACKEND=toggle|dualmap|procmem|auto  as for wxjit_heap_create;
+ *   WXJIT_SLJIT_DEFER_TRAP_FILL=1  create the heap with
+ *       WXJIT_HEAP_DEFER_TRAP_FILL (toggle, procmem: frees make no system
+ *       call; freed code stays runnable for a while, as with sljit's own
+ *       allocator);
  *   WXJIT_SLJIT_STATS=1  print the heap's counters to stderr at exit.
  *
  * All functions are thread-safe; none is async-signal-safe. The thread that
