@@ -307,6 +307,11 @@ static uint32_t bound_lower(_Atomic uint64_t *bound, uint64_t seen,
     return BOUND_OF(seen);
 }
 
+bool wxj_chunk_unused(struct wxj_chunk *chunk, size_t g, size_t n)
+{
+    return bits_next(chunk->used, g, g + n, true) == g + n;
+}
+
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n)
 {
     if (n == 0)

@@ -215,6 +215,8 @@ static void commit_finish(struct wxj_pool *pool, wxjit_reservation *res,
                           const struct open_res *r, size_t used)
 {
     size_t m = granules(used);
+    if (r->in_place)
+        wxj_pool_in_place_ended(pool, r->chunk, r->g + r->n);
     if (m < r->n) {
         wxj_block_shrink(r->chunk, r->g, r->n, m);
         wxj_pool_give_back(pool, r->chunk, r->g + m, r->n - m);
@@ -285,6 +287,7 @@ static int abort_reservation(struct wxjit_heap *heap, struct wxj_pool *pool,
             unclaim(pool, &r); /* still open and held: retry */
             return err;
         }
+        wxj_pool_in_place_ended(pool, r.chunk, r.g + r.n);
     } else {
         free(res->write);
         wxj_block_unmark(r.chunk, r.g, r.n);

@@ -348,6 +348,8 @@ void wxj_bit_set(_Atomic uint64_t *map, size_t g);
 void wxj_block_defer_traps(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Granules [g, g + n) were written whole: no fill is pending there. */
 void wxj_block_rewritten(struct wxj_chunk *chunk, size_t g, size_t n);
+/* No granule of [g, g + n) is in use. */
+bool wxj_chunk_unused(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Granules [g, g + n) became free (unmarked, or left by a tail). */
 void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
 /* Where the executable frontier of a chunk mapped in steps (dualmap,
@@ -408,6 +410,11 @@ void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n);
 void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
                             struct wxj_chunk *chunk, size_t end_granule);
+/* The in-place reservation ending at end_granule is over (committed or
+ * aborted, before its space is given back): the rest of the page skipped
+ * after it is the tail's again, if nothing after it is in use. */
+void wxj_pool_in_place_ended(struct wxj_pool *pool, struct wxj_chunk *chunk,
+                             size_t end_granule);
 void wxj_pools_forget_heap(struct wxjit_heap *heap);
 /* for fork.c: close the gate, wait for operations, clean up in the child */
 void wxj_ops_close(void);

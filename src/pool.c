@@ -261,6 +261,21 @@ void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
     pool->cursor = next;
 }
 
+/* Without this, every in-place reservation (each sljit function) would
+ * cost its thread the rest of a page, and a JIT that compiles and frees
+ * in turn would walk its tail page by page and refill it under the heap
+ * lock, instead of reusing the same bytes. Space in the tail is the
+ * pool's alone (searches skip every pool's [tail_start, limit)), so once
+ * nothing in [end, cursor) is in use the cursor may stand at end again,
+ * as a give-back of the tail's last block makes it. */
+void wxj_pool_in_place_ended(struct wxj_pool *pool, struct wxj_chunk *chunk,
+                             size_t end)
+{
+    if (pool->chunk == chunk && end >= pool->tail_start &&
+        end < pool->cursor && wxj_chunk_unused(chunk, end, pool->cursor - end))
+        pool->cursor = end;
+}
+
 /* ---- the operation gate, closed while the process forks ----------------
  * Every operation that changes a heap runs between wxj_op_begin and
  * wxj_op_end with its pool's busy flag up. Fork preparation raises

@@ -1,7 +1,10 @@
 /* Open reservations are recorded per pool (src/reservations.c), so that
  * installs share no lock between threads:
- * - steady: after a warm-up, 10,000 rounds of install+free and
- *   reserve+commit+free from each of 2 threads add 0 to shared_locks
+ * - steady: after a warm-up, 10,000 rounds of install+free,
+ *   reserve+commit+free, in-place reserve+commit+free (as sljit does for
+ *   each function) and in-place reserve+abort from each of 2 threads add 0
+ *   to shared_locks and no page (the rest of a page skipped after an
+ *   in-place reservation is the thread's again once it ended)
  *   (with dualmap's WXJIT_HEAP_RW_ON_DEMAND: exactly 2 per write window,
  *   its window list's lock at open and close, and nothing else; a tenth
  *   of the rounds there, each window being an mmap and a munmap);
@@ -54,6 +57,14 @@ static void churn_rounds(wxjit_heap *h, int32_t v, int rounds)
         CHECK_OK(wxjit_commit(h, &r, n));
         wxtest_expect_returns(exec, v);
         CHECK_OK(wxjit_free(h, exec));
+        CHECK_OK(wxjit_reserve(h, 256, 0, WXJIT_RESERVE_IN_PLACE, &r));
+        memcpy(r.write, buf, n);
+        exec = r.exec;
+        CHECK_OK(wxjit_commit(h, &r, n));
+        wxtest_expect_returns(exec, v);
+        CHECK_OK(wxjit_free(h, exec));
+        CHECK_OK(wxjit_reserve(h, 256, 0, WXJIT_RESERVE_IN_PLACE, &r));
+        CHECK_OK(wxjit_abort(h, &r));
     }
 }
 
@@ -83,16 +94,18 @@ static void steady(const char *what, wxjit_heap *h, bool on_demand)
     wxjit_stats b = wxtest_stats_of(h);
     pthread_barrier_destroy(&go);
     uint64_t installs = delta(a.installs, b.installs);
-    uint64_t windows = installs + delta(a.frees, b.frees);
+    /* And one per in-place abort (its traps), a round per thread. */
+    uint64_t windows = installs + delta(a.frees, b.frees) + 2 * (uint64_t)rounds;
     uint64_t shared = delta(a.shared_locks, b.shared_locks);
-    CHECK_EQ(installs, 2 * 2 * rounds);
+    CHECK_EQ(installs, 2 * 3 * rounds);
     /* Each write window of an on-demand heap maps its own RW view and
      * lists it under the backend's lock while open. */
     CHECK_EQ(shared, on_demand ? 2 * windows : 0);
     CHECK_EQ(delta(a.pages, b.pages), 0); /* no refill: the tails sufficed */
-    printf("  %s: 2 threads x %d rounds of install+free and "
-           "reserve+commit+free after a warm-up: %llu installs, %llu shared "
-           "locks (%.2f per write window)\n",
+    printf("  %s: 2 threads x %d rounds of install+free, "
+           "reserve+commit+free (scratch and in place) and in-place "
+           "reserve+abort after a warm-up: %llu installs, %llu shared locks "
+           "(%.2f per write window), no new page\n",
            what, rounds, (unsigned long long)installs,
            (unsigned long long)shared, (double)shared / (double)windows);
 }
@@ -100,7 +113,9 @@ static void steady(const char *what, wxjit_heap *h, bool on_demand)
 static void test_steady(wxjit_backend backend)
 {
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
-    steady(backend == WXJIT_BACKEND_DUALMAP ? "dualmap" : "toggle", h, false);
+    const char *name;
+    CHECK_OK(wxjit_backend_name(backend, &name));
+    steady(name, h, false);
     CHECK_OK(wxjit_heap_destroy(h));
     if (backend != WXJIT_BACKEND_DUALMAP)
         return;
