@@ -73,8 +73,8 @@ typedef enum wxjit_backend {
      * /proc/self/mem (opened once per process, and once in a fork child),
      * through which the kernel writes the way a debugger sets a
      * breakpoint. No writable page and no second mapping exist; one
-     * system call per install, patch or free, and executors never fault
-     * or wait. Write views are scratch copies: write - exec is constant
+     * system call per install, patch or free (none per free with
+     * WXJIT_HEAP_DEFER_TRAP_FILL), and executors never fault or wait. Write views are scratch copies: write - exec is constant
      * within a reservation, with or without WXJIT_RESERVE_IN_PLACE.
      * wxjit_patch_atomic opens a toggle window (RW for the store; needs
      * the fault handler, as toggle does) since the kernel's copy is not
@@ -108,14 +108,17 @@ enum {
      *   install, a commit, an in-place reserve or abort, a patch) fills
      *   every pending fill on its pages before it writes anything else;
      *   stale calls trap from then on.
-     * - procmem: the freed bytes stay until that space is written again
-     *   (reused by new code, whose last granule gets traps past its end,
-     *   or by an in-place abort), which may be never; nothing else fills
-     *   them, as no window takes a page from other writers there.
+     * - procmem: the freed bytes stay until that space is written again,
+     *   which may be never: by new code (its last granule gets traps past
+     *   its end) or by the traps of an in-place reservation's commit or
+     *   abort there; nothing else fills them, as no window takes a page
+     *   from other writers on procmem.
      * Either way a call to new code at a reused address runs that code
-     * only, never a mix with the old, and a thread still running freed
-     * code when its space is rewritten goes on in whatever was written
-     * there, traps or new code. A fill still pending when the heap is
+     * only, never a mix with the old. A thread still running freed code
+     * when its space is rewritten goes on in whatever is there: on toggle
+     * traps or new code; on procmem, whose copy excludes no executor,
+     * possibly a mix of old and new bytes while the kernel copies (as
+     * when a free writes traps without the flag). A fill still pending when the heap is
      * destroyed is simply unmapped; a fork child inherits pending fills
      * like the code itself. Accepted with WXJIT_BACKEND_AUTO (applies if
      * toggle or procmem is chosen; dualmap's frees make no system call
