@@ -66,6 +66,12 @@ fuzz:
 check-pcre2: build
 	bash tools/check-pcre2.sh $(BUILD)
 
+# ---- sljit's own regex test and allocation failures on wxjit -------------
+# Needs sljit's source (SLJIT_SRC, default ../shared/third_party/sljit).
+.PHONY: check-sljit
+check-sljit: build
+	bash tools/check-sljit.sh $(BUILD)
+
 # ---- cross builds under qemu-user (tools/check-cross.sh) -------------------
 # aarch64 and riscv64: cross-built with Debian's gcc-<arch>-linux-gnu, the
 # whole ctest suite under qemu-user once per backend, in

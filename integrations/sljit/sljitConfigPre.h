@@ -30,4 +30,12 @@
 #define SLJIT_UPDATE_WX_FLAGS(from, to, enable_exec)                          \
     wxjit_sljit_update_wx_flags((from), (to), (enable_exec))
 
+/* sljit's test program allocates through its built-in allocator's names,
+ * which exist only with SLJIT_EXECUTABLE_ALLOCATOR 1: here they are
+ * wxjit's. */
+#define SLJIT_BUILTIN_MALLOC_EXEC(size, exec_allocator_data)                  \
+    wxjit_sljit_malloc_exec((size))
+#define SLJIT_BUILTIN_FREE_EXEC(ptr, exec_allocator_data)                     \
+    wxjit_sljit_free_exec((ptr))
+
 #endif /* WXJIT_SLJIT_CONFIG_PRE_H */

@@ -141,6 +141,10 @@ void *wxjit_sljit_malloc_exec(size_t size)
 
 ptrdiff_t wxjit_sljit_exec_offset(void *ptr)
 {
+    /* sljit asks before it checks the allocation (since sljit 40eff81):
+     * a failed one must reach sljit as SLJIT_ERR_EX_ALLOC_FAILED. */
+    if (!ptr)
+        return 0;
     wxjit_reservation *r = open_by_write(ptr);
     if (!r)
         die("exec offset of a block this thread did not allocate", ptr,
@@ -180,6 +184,11 @@ void wxjit_sljit_free_exec(void *exec)
     int err = !h ? EINVAL : r ? wxjit_abort(h, r) : wxjit_free(h, exec);
     if (err)
         die("freeing", exec, err);
+}
+
+void sljit_free_unused_memory_exec(void)
+{
+    /* wxjit's heap reuses freed space itself; its chunks stay mapped. */
 }
 
 void wxjit_sljit_set_seal_hook(wxjit_sljit_seal_hook *hook)

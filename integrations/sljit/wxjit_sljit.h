@@ -31,13 +31,16 @@ extern "C" {
 #endif
 
 /* SLJIT_MALLOC_EXEC: an in-place reservation of size bytes; returns its
- * write address, or NULL (sljit then fails with SLJIT_ERR_ALLOC_FAILED)
- * when no heap can be created, memory is short, or the calling thread
- * already holds WXJIT_SLJIT_OPEN_MAX unsealed blocks. */
+ * write address, or NULL when no heap can be created, memory is short
+ * (a block larger than wxjit's chunk size, max_bytes reached), or the
+ * calling thread already holds WXJIT_SLJIT_OPEN_MAX unsealed blocks:
+ * sljit_generate_code then returns NULL and sljit_get_compiler_error
+ * says SLJIT_ERR_EX_ALLOC_FAILED (PCRE2 falls back to its interpreter). */
 void *wxjit_sljit_malloc_exec(size_t size);
 
 /* SLJIT_EXEC_OFFSET: executable minus write address of the calling
- * thread's unsealed block whose write address is ptr (0 with toggle). */
+ * thread's unsealed block whose write address is ptr (0 with toggle);
+ * 0 for NULL, which sljit asks about before it checks an allocation. */
 ptrdiff_t wxjit_sljit_exec_offset(void *ptr);
 
 /* SLJIT_UPDATE_WX_FLAGS(from, to, 1) right after code generation: commits
@@ -53,7 +56,8 @@ void wxjit_sljit_update_wx_flags(void *from, void *to, int enable_exec);
 void wxjit_sljit_free_exec(void *exec);
 
 /* Unsealed blocks one thread may hold at once: sljit holds one, from the
- * malloc to the seal at the end of sljit_generate_code. */
+ * malloc to the seal at the end of sljit_generate_code (its own test
+ * program three). One more fails as an allocation (see above). */
 #define WXJIT_SLJIT_OPEN_MAX 8
 
 /* The process-wide heap (created on first use), for wxjit_stats_get or
@@ -68,6 +72,10 @@ struct wxjit_heap *wxjit_sljit_heap(int *err);
  * it off. */
 typedef void wxjit_sljit_seal_hook(void *exec, size_t size);
 void wxjit_sljit_set_seal_hook(wxjit_sljit_seal_hook *hook);
+
+/* sljit's call to release cached executable memory (regex_src calls it
+ * unconditionally): nothing to do, wxjit's heap reuses freed space. */
+void sljit_free_unused_memory_exec(void);
 
 #ifdef __cplusplus
 }

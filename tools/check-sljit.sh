@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# make check-sljit: sljit's own tests on wxjit, under the W^X policy.
+#
+#   tools/check-sljit.sh [BUILD_DIR]     (default: build)
+#
+# Builds, from the sljit source tree in SLJIT_SRC (default:
+# ../shared/third_party/sljit beside the repository; test data, not part
+# of wxjit), with integrations/sljit's sljitConfigPre.h and libwxjit_sljit:
+#   - regex_src's regex engine test (regex_test), run once per backend
+#     (WXJIT_BACKEND=toggle, dualmap, procmem) under wx-run; it passes when
+#     it prints sljit's "all tests PASSED" line (its exit status is always
+#     0);
+#   - integrations/sljit/sljit_alloc_fail.c, run the same way: a failed
+#     allocation is sljit's own error, not an abort;
+#   - a negative control: regex_test on sljit's stock allocator (RWX)
+#     under wx-run must not pass.
+# Exit status 0 only if every check passed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+SRC=${SLJIT_SRC:-$ROOT/../shared/third_party/sljit}
+OUT=$BUILD/check-sljit
+BACKENDS="toggle dualmap procmem"
+
+failures=0
+pass() { printf '  PASS  %s\n' "$*"; }
+fail() { printf '  FAIL  %s\n' "$*"; failures=$((failures + 1)); }
+
+[ -f "$SRC/sljit_src/sljitLir.c" ] || {
+  echo "check-sljit: no sljit source at $SRC (set SLJIT_SRC)" >&2
+  exit 1
+}
+mkdir -p "$OUT"
+echo "== sljit from $SRC ($(head -1 "$SRC/ORIGIN" 2>/dev/null || true))"
+
+CFLAGS=(-O2 -g -pthread)
+ON_WXJIT=(-DSLJIT_HAVE_CONFIG_PRE=1 -I"$ROOT/integrations/sljit" -I"$SRC/sljit_src")
+WXJIT_LIBS=("$BUILD/integrations/sljit/libwxjit_sljit.a" "$BUILD/libwxjit.a" -lm -lpthread)
+REGEX=("$SRC/regex_src/regexMain.c" "$SRC/regex_src/regexJIT.c" "$SRC/sljit_src/sljitLir.c")
+
+build() { # name command...
+  local name=$1
+  shift
+  "$@" >"$OUT/build-$name.log" 2>&1 || {
+    cat "$OUT/build-$name.log"
+    echo "check-sljit: building $name failed" >&2
+    exit 1
+  }
+}
+build regex_test cc "${CFLAGS[@]}" -fshort-wchar "${ON_WXJIT[@]}" "${REGEX[@]}" \
+  "${WXJIT_LIBS[@]}" -o "$OUT/regex_test"
+build regex_test-stock cc "${CFLAGS[@]}" -fshort-wchar -I"$SRC/sljit_src" "${REGEX[@]}" \
+  -lm -lpthread -o "$OUT/regex_test-stock"
+build sljit_alloc_fail cc "${CFLAGS[@]}" "${ON_WXJIT[@]}" \
+  "$ROOT/integrations/sljit/sljit_alloc_fail.c" "$SRC/sljit_src/sljitLir.c" \
+  "${WXJIT_LIBS[@]}" -o "$OUT/sljit_alloc_fail"
+
+# regex_test's verdict line, without its colours (an abort prints none:
+# then its last line).
+regex_verdict() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -m1 'REGEX tests:' ||
+    echo "no verdict, last line: $(sed 's/\x1b\[[0-9;]*m//g' "$1" | tail -1)"
+}
+
+echo "== negative control: sljit's own allocator under the W^X policy"
+"$BUILD/wx-run" "$OUT/regex_test-stock" -s >"$OUT/stock.log" 2>&1 || true
+if regex_verdict "$OUT/stock.log" | grep -q 'all tests PASSED'; then
+  fail "stock regex_test passed under W^X: the policy does not bite"
+else
+  pass "stock regex_test under W^X does not pass: $(regex_verdict "$OUT/stock.log")"
+fi
+
+for b in $BACKENDS; do
+  echo "== wxjit, backend $b"
+  log=$OUT/regex-$b.log
+  WXJIT_BACKEND=$b WXJIT_SLJIT_STATS=1 "$BUILD/wx-run" "$OUT/regex_test" -s >"$log" 2>&1 || true
+  stats=$(grep -o 'wxjit_sljit: backend=.*' "$log" || true)
+  if regex_verdict "$log" | grep -q 'all tests PASSED' &&
+     [[ $stats == "wxjit_sljit: backend=$b "* ]]; then
+    pass "regex_test under W^X: $(regex_verdict "$log") (${stats#wxjit_sljit: })"
+  else
+    fail "regex_test under W^X: $(regex_verdict "$log"); ${stats:-no wxjit stats} ($log)"
+  fi
+  if WXJIT_BACKEND=$b "$BUILD/wx-run" "$OUT/sljit_alloc_fail" >"$OUT/alloc-$b.log" 2>&1; then
+    pass "sljit_alloc_fail under W^X"
+  else
+    fail "sljit_alloc_fail under W^X:"
+  fi
+  sed 's/^/        /' "$OUT/alloc-$b.log"
+done
+
+if [ "$failures" -eq 0 ]; then
+  echo "check-sljit: all checks passed"
+else
+  echo "check-sljit: $failures check(s) FAILED (logs in $OUT)"
+  exit 1
+fi
