@@ -213,10 +213,10 @@ enum {
      * abort it (EPERM otherwise); while it is open, that thread's commits
      * of other reservations onto the same pages fail with EDEADLK; if the
      * thread exits or is cancelled first, the reservation is aborted.
-     * While it is open the thread's next code goes to the following page;
-     * once it ends (commit or abort) the rest of its page is the thread's
-     * again, so a JIT that compiles, runs and frees in turn reuses the same
-     * bytes. */
+     * While it is open the thread's next code goes to another page; once
+     * it ends (commit or abort) the rest of its page is the thread's again
+     * unless the thread needed new space meanwhile, so a JIT that
+     * compiles, runs and frees in turn reuses the same bytes. */
     WXJIT_RESERVE_IN_PLACE = 1u << 0,
 };
 

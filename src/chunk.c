@@ -189,17 +189,23 @@ static bool tail_pages_overlap(const struct wxj_chunk *chunk,
     return found;
 }
 
-/* A page in [first, last] that a writer holds (most likely an in-place
- * reservation, possibly the caller's own): code written there would not be
- * executable when its install returns, so reuse looks elsewhere. */
-static size_t held_page(const struct wxj_chunk *chunk, size_t first,
-                        size_t last)
+/* A page in [first, last] that a writer holds (toggle: most likely an
+ * in-place reservation) or where the searching thread has an in-place
+ * reservation open (every backend): code written there would not be
+ * executable when its install returns (toggle), and its commit would be
+ * refused (EDEADLK, on every backend alike), so reuse looks elsewhere. */
+static size_t held_page(struct wxj_chunk *chunk, struct wxj_pool *self,
+                        size_t first, size_t last)
 {
-    for (size_t pg = first; pg <= last; pg++)
-        if (atomic_load_explicit(&chunk->pages[pg].state,
-                                 memory_order_relaxed) &
-            WXJ_PAGE_WRITING)
+    size_t ps = chunk->heap->page_size;
+    for (size_t pg = first; pg <= last; pg++) {
+        uintptr_t at = (uintptr_t)(chunk->base + pg * ps);
+        if ((atomic_load_explicit(&chunk->pages[pg].state,
+                                  memory_order_relaxed) &
+             WXJ_PAGE_WRITING) ||
+            wxj_open_holds_pages(chunk->heap, self, at, at + ps - 1))
             return pg;
+    }
     return SIZE_MAX;
 }
 
@@ -229,7 +235,8 @@ static size_t skip_measured(struct wxj_chunk *chunk, size_t b, size_t skip,
  * longest free run seen starting in [from, to), exclusions ignored. */
 static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
                       size_t n, size_t align, const struct wxj_pool *pools,
-                      size_t *run_start, size_t *run_len, size_t *longest)
+                      struct wxj_pool *self, size_t *run_start,
+                      size_t *run_len, size_t *longest)
 {
     size_t per_page = chunk->heap->page_size / WXJ_GRANULE;
     size_t limit = chunk->fresh_next * per_page;
@@ -254,7 +261,8 @@ static bool scan_runs(struct wxj_chunk *chunk, size_t from, size_t to,
             }
             b = from_g; /* the run stops short of another thread's pages */
         }
-        size_t held = held_page(chunk, a / per_page, (b - 1) / per_page);
+        size_t held =
+            held_page(chunk, self, a / per_page, (b - 1) / per_page);
         if (held != SIZE_MAX) {
             if (held * per_page < a + n) {
                 g = skip_measured(chunk, b, (held + 1) * per_page, to, limit,
@@ -347,8 +355,8 @@ size_t wxj_rx_step_end(const struct wxj_chunk *chunk, size_t last)
 }
 
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
-                        const struct wxj_pool *pools, size_t *run_start,
-                        size_t *run_len)
+                        const struct wxj_pool *pools, struct wxj_pool *self,
+                        size_t *run_start, size_t *run_len)
 {
     size_t limit = chunk->fresh_next * (chunk->heap->page_size / WXJ_GRANULE);
     size_t nseg = (limit + WXJ_SEGMENT - 1) / WXJ_SEGMENT;
@@ -367,7 +375,7 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
         }
         size_t to = (seg + 1) * WXJ_SEGMENT;
         if (scan_runs(chunk, seg * WXJ_SEGMENT, to < limit ? to : limit, n,
-                      align, pools, run_start, run_len, &longest)) {
+                      align, pools, self, run_start, run_len, &longest)) {
             chunk->search_seg = seg;
             return true;
         }

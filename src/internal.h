@@ -356,9 +356,11 @@ void wxj_chunk_note_free(struct wxj_chunk *chunk, size_t g, size_t n);
  * procmem) must move to for pages up to last to be mapped: rx_pages if
  * they are, else a whole step (or more) further, within the chunk. */
 size_t wxj_rx_step_end(const struct wxj_chunk *chunk, size_t last);
+/* self: the searching thread's pool (pages of its in-place reservations
+ * are skipped). */
 bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
-                        const struct wxj_pool *pools, size_t *run_start,
-                        size_t *run_len);
+                        const struct wxj_pool *pools, struct wxj_pool *self,
+                        size_t *run_start, size_t *run_len);
 
 /* ---- window.c: writing code through a backend's windows ---------------- */
 /* Writes len bytes at dst, inside a window; nonzero (an errno): it wrote

@@ -186,7 +186,7 @@ static int refill(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
     struct wxj_chunk *c;
     size_t start, len;
     for (c = heap->chunks; c; c = c->next)
-        if (wxj_chunk_find_run(c, n, align, heap->pools, &start, &len))
+        if (wxj_chunk_find_run(c, n, align, heap->pools, pool, &start, &len))
             goto claim;
     size_t per_page = heap->page_size / WXJ_GRANULE;
     size_t pages = (n + per_page - 1) / per_page;

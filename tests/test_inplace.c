@@ -7,6 +7,10 @@
  * - a scratch reservation committed while the same thread holds an
  *   in-place one on the same page either runs at once or is refused with
  *   EDEADLK and stays open;
+ * - the code a thread reserves or installs after opening an in-place
+ *   reservation goes to another page, also when its tail ends on that page
+ *   and is refilled from the rest of it (found by review: dualmap and
+ *   procmem handed that rest back, and the commit was EDEADLK);
  * - an executor of other code on a page that a writer reopens back to back
  *   waits out at most two of the writer's windows (toggle: fairness).
  * Each scenario that could hang runs in a child that is killed and
@@ -256,6 +260,48 @@ static void nested_commit_child(void *unused)
     CHECK_OK(wxjit_heap_destroy(h));
 }
 
+/* A fresh heap's first tail is one page: the in-place reservation at its
+ * start leaves the rest of that page, which the next refill finds free. */
+static void next_code_elsewhere_child(void *unused)
+{
+    (void)unused;
+    for (int round = 0; round < 3; round++) {
+        wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+        wxjit_reservation r, s;
+        CHECK_OK(wxjit_reserve(h, 16, 0, WXJIT_RESERVE_IN_PLACE, &r));
+        size_t nr = emit_return_int(r.write, 61);
+        void *f = NULL;
+        if (round == 0) {
+            CHECK_OK(wxjit_reserve(h, 16, 0, 0, &s));
+            size_t ns = emit_return_int(s.write, 62);
+            f = s.exec;
+            CHECK(wxtest_page_of(f) != wxtest_page_of(r.exec),
+                  "scratch reservation at %p on the page of the open "
+                  "in-place one at %p", f, r.exec);
+            CHECK_OK(wxjit_commit(h, &s, ns));
+        } else {
+            f = install_int(h, 62);
+            CHECK(wxtest_page_of(f) != wxtest_page_of(r.exec),
+                  "install at %p on the page of the open in-place "
+                  "reservation at %p", f, r.exec);
+        }
+        CHECK_EQ(as_fn(f)(), 62);
+        void *g = r.exec;
+        CHECK_OK(wxjit_commit(h, &r, nr));
+        CHECK_EQ(as_fn(g)(), 61);
+        CHECK_EQ(as_fn(f)(), 62);
+        CHECK_OK(wxjit_heap_destroy(h));
+    }
+}
+
+static void test_next_code_elsewhere(void)
+{
+    wxtest_expect_exit_within("code after an in-place reservation, on a "
+                              "fresh heap",
+                              next_code_elsewhere_child, NULL, HANG_SECONDS,
+                              0);
+}
+
 static void test_commit_under_own_window(void)
 {
     wxtest_expect_exit_within("r1 (scratch) committed while the same thread "
@@ -440,6 +486,8 @@ int main(int argc, char **argv)
         test_thread_ends_in_window(true);
     if (wxtest_selected(argc, argv, "commit_under_own_window"))
         test_commit_under_own_window();
+    if (wxtest_selected(argc, argv, "next_code_elsewhere"))
+        test_next_code_elsewhere();
     if (wxtest_selected(argc, argv, "fairness"))
         test_fairness();
     CHECK_EQ(wxtest_wx_mappings(), 0);
