@@ -64,6 +64,12 @@ void op_reserve(struct input *in)
      * committed there could not run when its commit returns. */
     FUZZ_CHECK(!held_by_reservation(hi, r.exec, size, NULL),
                "new reservation %p on a page held writable", r.exec);
+    /* Nor, on any backend, on a page of this thread's own: its commit
+     * there would be refused (EDEADLK). */
+    FUZZ_CHECK(!on_open_in_place_of(hi, r.exec, size, NULL, cur),
+               "new reservation %p on a page of this thread's open "
+               "in-place reservation",
+               r.exec);
     check_no_overlap(hi, r.exec, granules(size), "new reservation", NULL);
     struct code code;
     make_code(in, size, &code);
@@ -319,6 +325,10 @@ void op_install(struct input *in)
                "install at %p, align %zu", exec, align);
     FUZZ_CHECK(!held_by_reservation(hi, exec, size, NULL),
                "installed %p on a page held writable", exec);
+    FUZZ_CHECK(!on_open_in_place_of(hi, exec, size, NULL, cur),
+               "installed %p on a page of this thread's open in-place "
+               "reservation",
+               exec);
     add_func(hi, exec, code.bytes, size, code.code_len, code.imm_at,
              code.value);
     free(code.bytes);
