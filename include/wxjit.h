@@ -334,6 +334,42 @@ WXJIT_API int wxjit_patch(wxjit_heap *heap, void *addr, const void *bytes, size_
 WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
                        size_t width);
 
+/* Opens [exec, exec + size) of a live function for writing with ordinary
+ * stores (call-site and jump patching, inline caches, constants), until
+ * wxjit_window_close with the same exec and size. *write receives where
+ * to write: at the same distance from exec as the function's reservation
+ * had (toggle: exec itself; dualmap: its RW alias), so an emitter's
+ * stored executable offset stays valid; the view shows the current bytes.
+ * While it is open: toggle makes its pages writable and not executable
+ * (executors of those pages wait in the fault handler, as for an
+ * install); dualmap writes are seen by executors as they are made, so
+ * keep each store atomic where executors may run those bytes.
+ * Windows of one thread may nest over different bytes; a window that
+ * overlaps another thread's (on toggle: shares a page with it) waits for
+ * it to close. A free of the function waits for another thread's window
+ * over it (EDEADLK for the caller's own). A thread that exits closes its
+ * windows as they are; a fork child keeps only the forking thread's.
+ * Errors: EINVAL  heap NULL/destroyed, exec or write NULL, size 0, the
+ *                 range not inside one live function's committed bytes;
+ *         EBUSY   the caller has a window open over some of these bytes;
+ *         EDEADLK waiting for another thread's window could deadlock: it
+ *                 waits for one of the caller's, or the caller holds an
+ *                 in-place reservation open;
+ *         ENOTSUP procmem and dualmap with WXJIT_HEAP_RW_ON_DEMAND (no
+ *                 stable write view yet);
+ *         ENOMEM, or the errno of a failed mprotect (toggle).
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
+                                void **write);
+
+/* Closes the calling thread's window opened with the same exec and size:
+ * the bytes are executable from every thread, instruction caches synced.
+ * Errors: EINVAL no such window of the calling thread (or heap invalid);
+ *         the errno of a failed mprotect (toggle): the window stays open,
+ *         for a retry.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size);
+
 /* Frees the function that starts at exec (an address returned by
  * wxjit_install or a committed reservation). Its bytes are filled with trap
  * instructions at once (int3, brk #0, c.ebreak), so a stale call traps

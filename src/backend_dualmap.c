@@ -308,6 +308,7 @@ static void dualmap_fork_child(struct wxjit_heap *heap,
 const struct wxj_backend wxj_backend_dualmap = {
     .name = "dualmap",
     .id = WXJIT_BACKEND_DUALMAP,
+    .stable_views = true, /* the standing alias; not RW_ON_DEMAND's */
     .probe = dualmap_probe,
     .chunk_map = dualmap_chunk_map,
     .chunk_unmap = dualmap_chunk_unmap,

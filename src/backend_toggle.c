@@ -459,6 +459,7 @@ const struct wxj_backend wxj_backend_toggle = {
     .name = "toggle",
     .id = WXJIT_BACKEND_TOGGLE,
     .deferral = WXJ_FILL_IN_PAGE_WINDOW,
+    .stable_views = true,
     .exclusive_windows = true,
     .probe = toggle_probe,
     .chunk_map = toggle_chunk_map,

@@ -621,12 +621,17 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
         return EINVAL;
     wait_for_patches(heap, chunk, g);
     size_t n = wxj_block_extent(chunk, g);
+    int err = wxj_live_windows_before_free(heap, exec, n * WXJ_GRANULE);
+    if (err) {
+        wxj_bit_set(chunk->start, g); /* the caller's own window is open */
+        return err;
+    }
     if (chunk->stale) {
         /* The page's next window fills it: no window of its own. */
         wxj_block_defer_traps(chunk, g, n);
     } else {
-        int err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
-                                 NULL, WXJ_WRITE_OVER_CODE);
+        err = wxj_write_code(heap, chunk, exec, n * WXJ_GRANULE, fill_trap,
+                             NULL, WXJ_WRITE_OVER_CODE);
         if (err) {
             wxj_bit_set(chunk->start, g);
             return err;

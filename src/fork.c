@@ -64,6 +64,7 @@ static void child(void)
                 h->backend->fork_child(h, c, parent_tid);
         /* In-place windows of threads that do not exist here. */
         wxj_open_after_fork(h, parent_tid, self);
+        wxj_live_windows_after_fork(h, parent_tid, self);
         if (wxj_heap_ok(h))
             wxj_open_abort_orphans(h, self, true);
     }

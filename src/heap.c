@@ -35,6 +35,14 @@ static void unlink_live(struct wxjit_heap *heap)
     *p = heap->live_next;
 }
 
+void wxj_heaps_close_windows_of(int32_t tid)
+{
+    pthread_mutex_lock(&heaps_lock);
+    for (struct wxjit_heap *h = live; h; h = h->live_next)
+        wxj_live_windows_close_own(h, tid);
+    pthread_mutex_unlock(&heaps_lock);
+}
+
 void wxj_heaps_abort_in_place_of(int32_t tid)
 {
     pthread_mutex_lock(&heaps_lock);
@@ -109,6 +117,7 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
                        heap->page_size;
     heap->max_bytes = o.max_bytes;
     pthread_mutex_init(&heap->lock, NULL);
+    wxj_live_windows_init(&heap->windows);
     pthread_mutex_lock(&heaps_lock);
     heap->live_next = live;
     live = heap;
@@ -140,6 +149,7 @@ int wxjit_heap_destroy(wxjit_heap *heap)
     }
     heap->chunks = NULL;
     wxj_pools_forget_heap(heap);
+    wxj_live_windows_destroy(&heap->windows);
     pthread_mutex_destroy(&heap->lock);
 
     pthread_mutex_lock(&heaps_lock);

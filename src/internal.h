@@ -189,6 +189,10 @@ struct wxj_backend {
     /* open takes the window's pages from every other writer until close
      * (toggle): a write checked inside the window cannot be overtaken. */
     bool exclusive_windows;
+    /* A window's view of a page is at the same place every time (toggle:
+     * the page; dualmap: its standing alias), so a write address an
+     * emitter kept from its reservation stays valid for live windows. */
+    bool stable_views;
     /* close writes only [flush, flush + flush_len) of the view, which is a
      * buffer of traps, not the code: a window's writes must form that one
      * range (other threads may change the rest of the pages meanwhile),
@@ -241,6 +245,15 @@ struct wxj_counters {
         faults_forwarded;
 };
 
+/* Write windows on live code (live_window.c). */
+struct wxj_live_window;
+struct wxj_live_windows {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;        /* a window closed or a wait ended */
+    struct wxj_live_window *list;  /* open windows and waiters (lock) */
+    _Atomic unsigned open;         /* how many are open: frees check it */
+};
+
 struct wxjit_heap {
     _Atomic uint32_t magic;       /* WXJ_HEAP_ALIVE while usable */
     uint64_t id;                  /* unique per creation (heap registry) */
@@ -254,6 +267,7 @@ struct wxjit_heap {
     struct wxj_pool *_Atomic pools;
     uint32_t npools;              /* pools created (heap lock) */
     struct wxj_counters count;
+    struct wxj_live_windows windows;
     struct wxjit_heap *recycle_next; /* dead heap handles, see heap.c */
     struct wxjit_heap *live_next;    /* live heaps, for fork.c */
 };
@@ -440,6 +454,8 @@ void wxj_heaps_unlock_all(void);
 /* At thread exit: aborts the thread's open in-place reservations in every
  * live heap. */
 void wxj_heaps_abort_in_place_of(int32_t tid);
+/* The same for the write windows on live code it holds open. */
+void wxj_heaps_close_windows_of(int32_t tid);
 /* Makes a heap refuse every call from now on (a fork child that could not
  * get a private copy of it). */
 void wxj_heap_disable(struct wxjit_heap *heap);
@@ -503,5 +519,21 @@ void wxj_registry_lock(void);
 void wxj_registry_unlock(void);
 /* In a fork child: handlers counted in use are the forking thread's own. */
 void wxj_registry_after_fork(void);
+
+/* ---- live_window.c: write windows on live code --------------------------- */
+void wxj_live_windows_init(struct wxj_live_windows *lw);
+void wxj_live_windows_destroy(struct wxj_live_windows *lw);
+/* A free of the block [block, block + len) (claimed already) may go on:
+ * 0 once no other thread's window is open over it; EDEADLK if the caller's
+ * own is. */
+int wxj_live_windows_before_free(struct wxjit_heap *heap,
+                                 const uint8_t *block, size_t len);
+/* Windows the calling thread opened and has not closed (any heap). */
+unsigned wxj_live_windows_own(void);
+/* tid is going away: its windows close (their bytes as written). */
+void wxj_live_windows_close_own(struct wxjit_heap *heap, int32_t tid);
+/* In a fork child: only the forking thread's windows stay open. */
+void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
+                                 int32_t self);
 
 #endif /* WXJ_INTERNAL_H */

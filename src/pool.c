@@ -50,14 +50,17 @@ static void tls_entry_retire(struct tls_entry *e)
     e->pool = NULL;
 }
 
-/* The thread is going away, and with it the in-place windows it holds
- * open, in any heap: nobody else may close them (they are its own), and
- * pages left writable would hold up their executors forever. */
+/* The thread is going away, and with it the in-place windows and the
+ * windows on live code it holds open, in any heap: nobody else may close
+ * them (they are its own), and pages left writable would hold up their
+ * executors forever. */
 static void thread_exit(void *unused)
 {
     (void)unused;
     if (wxj_open_own_in_place())
         wxj_heaps_abort_in_place_of(wxj_os_tid());
+    if (wxj_live_windows_own())
+        wxj_heaps_close_windows_of(wxj_os_tid());
     for (int i = 0; i < TLS_POOLS; i++)
         if (tls_pools[i].heap)
             tls_entry_retire(&tls_pools[i]);

@@ -1,0 +1,374 @@
+/* Write windows on live code (wxjit_window_open / wxjit_window_close).
+ *
+ * Each heap keeps a registry of open windows under one lock: these are
+ * the rare writes (patching call sites, inline caches), never installs,
+ * so a shared lock is the price of exact exclusion by byte range (by page
+ * on toggle, whose windows take whole pages). A window waits while another
+ * thread's overlaps it; EDEADLK where waiting could close a cycle: the
+ * other owner already waits for one of the caller's windows, or the
+ * caller holds an in-place reservation open (whose page a window holder
+ * may be waiting for, outside this registry).
+ *
+ * A free of a function with a window open over it waits for the window
+ * (another thread's) or fails with EDEADLK (the caller's own). The free
+ * and the open order their claim (start bit) and their registration with
+ * a full fence each, so either the free sees the window or the open sees
+ * the claim. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "wxjit.h"
+
+static __thread unsigned own_windows;
+
+unsigned wxj_live_windows_own(void)
+{
+    return own_windows;
+}
+
+struct wxj_live_window {
+    struct wxj_live_window *next;
+    int32_t owner;
+    bool waiting;             /* a wait record, not an open window */
+    struct wxj_window w;      /* pages and view (open windows) */
+    uintptr_t lo, hi;         /* bytes [lo, hi) */
+    uintptr_t block_lo, block_hi; /* the function's granules */
+};
+
+void wxj_live_windows_init(struct wxj_live_windows *lw)
+{
+    pthread_mutex_init(&lw->lock, NULL);
+    pthread_cond_init(&lw->changed, NULL);
+    lw->list = NULL;
+    atomic_store_explicit(&lw->open, 0, memory_order_relaxed);
+}
+
+void wxj_live_windows_destroy(struct wxj_live_windows *lw)
+{
+    for (struct wxj_live_window *r = lw->list, *next; r; r = next) {
+        next = r->next;
+        free(r);
+    }
+    pthread_cond_destroy(&lw->changed);
+    pthread_mutex_destroy(&lw->lock);
+}
+
+/* The range a window excludes others from: its pages where windows take
+ * whole pages (toggle), else its bytes. */
+static void extent(const struct wxjit_heap *heap, uintptr_t lo, uintptr_t hi,
+                   uintptr_t *a, uintptr_t *b)
+{
+    uintptr_t ps = heap->page_size;
+    if (heap->backend->exclusive_windows) {
+        *a = lo / ps * ps;
+        *b = (hi + ps - 1) / ps * ps;
+    } else {
+        *a = lo;
+        *b = hi;
+    }
+}
+
+static bool meet(uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t d)
+{
+    return a < d && c < b;
+}
+
+/* Lock held. Another thread's open window over [a, b) (extents). */
+static struct wxj_live_window *blocker(const struct wxjit_heap *heap,
+                                       const struct wxj_live_windows *lw,
+                                       int32_t self, uintptr_t a,
+                                       uintptr_t b)
+{
+    for (struct wxj_live_window *r = lw->list; r; r = r->next) {
+        uintptr_t c, d;
+        extent(heap, r->lo, r->hi, &c, &d);
+        if (!r->waiting && r->owner != self && meet(a, b, c, d))
+            return r;
+    }
+    return NULL;
+}
+
+/* Lock held. Whether thread t waits for a range that one of self's open
+ * windows blocks. */
+static bool waits_for(const struct wxjit_heap *heap,
+                      const struct wxj_live_windows *lw, int32_t t,
+                      int32_t self)
+{
+    for (struct wxj_live_window *w = lw->list; w; w = w->next) {
+        if (!w->waiting || w->owner != t)
+            continue;
+        uintptr_t a, b;
+        extent(heap, w->lo, w->hi, &a, &b);
+        for (struct wxj_live_window *r = lw->list; r; r = r->next) {
+            uintptr_t c, d;
+            extent(heap, r->lo, r->hi, &c, &d);
+            if (!r->waiting && r->owner == self && meet(a, b, c, d))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Lock held: waits for a change, letting a fork proceed meanwhile (never
+ * resuming with the lock held: fork's preparation may be waiting). */
+static void sleep_on(struct wxj_live_windows *lw)
+{
+    wxj_op_pause();
+    pthread_cond_wait(&lw->changed, &lw->lock);
+    pthread_mutex_unlock(&lw->lock);
+    wxj_op_resume();
+    pthread_mutex_lock(&lw->lock);
+}
+
+static void unlink_record(struct wxj_live_windows *lw,
+                          struct wxj_live_window *rec)
+{
+    for (struct wxj_live_window **p = &lw->list; *p; p = &(*p)->next)
+        if (*p == rec) {
+            *p = rec->next;
+            return;
+        }
+}
+
+/* Lock held: waits until no other thread's window blocks [lo, hi), or
+ * fails with EDEADLK. */
+static int admit(struct wxjit_heap *heap, struct wxj_live_windows *lw,
+                 int32_t self, uintptr_t lo, uintptr_t hi)
+{
+    uintptr_t a, b;
+    extent(heap, lo, hi, &a, &b);
+    struct wxj_live_window wait = {.owner = self, .waiting = true,
+                                   .lo = lo, .hi = hi};
+    struct wxj_live_window *r;
+    while ((r = blocker(heap, lw, self, a, b))) {
+        if (wxj_open_own_in_place() || waits_for(heap, lw, r->owner, self))
+            return EDEADLK;
+        wait.next = lw->list;
+        lw->list = &wait;
+        sleep_on(lw);
+        unlink_record(lw, &wait);
+    }
+    return 0;
+}
+
+/* The live function holding [addr, addr + size), whole: its granules. */
+static int live_block(struct wxj_chunk *c, const uint8_t *addr, size_t size,
+                      size_t *g, size_t *n)
+{
+    if (!wxj_block_find_start(c, wxj_granule_of(c, addr), g) ||
+        !wxj_bit_get(c->start, *g) || wxj_bit_get(c->open, *g))
+        return EINVAL;
+    *n = wxj_block_extent(c, *g);
+    const uint8_t *end =
+        wxj_granule_addr(c, *g + *n) -
+        atomic_load_explicit(&c->slack[*g], memory_order_relaxed);
+    return addr < end && size <= (size_t)(end - addr) ? 0 : EINVAL;
+}
+
+static void drop(struct wxjit_heap *heap, struct wxj_live_window *rec);
+
+static int window_open(struct wxjit_heap *heap, uint8_t *exec, size_t size,
+                       void **write)
+{
+    struct wxj_live_windows *lw = &heap->windows;
+    struct wxj_chunk *c = wxj_chunk_find(heap, exec);
+    size_t g, n;
+    if (!c || exec + size > c->base + c->size || live_block(c, exec, size, &g, &n))
+        return EINVAL;
+    /* The view must stay where the function's reservation had it. */
+    if (!heap->backend->stable_views || (heap->flags & WXJIT_HEAP_RW_ON_DEMAND))
+        return ENOTSUP;
+    int32_t self = wxj_os_tid();
+    struct wxj_live_window *rec = calloc(1, sizeof(*rec));
+    if (!rec)
+        return ENOMEM;
+    rec->owner = self;
+    rec->lo = (uintptr_t)exec;
+    rec->hi = (uintptr_t)exec + size;
+    rec->block_lo = (uintptr_t)wxj_granule_addr(c, g);
+    rec->block_hi = (uintptr_t)wxj_granule_addr(c, g + n);
+    pthread_mutex_lock(&lw->lock);
+    int err = 0;
+    for (struct wxj_live_window *r = lw->list; r && !err; r = r->next)
+        if (!r->waiting && r->owner == self && meet(rec->lo, rec->hi, r->lo, r->hi))
+            err = EBUSY; /* the caller's own window over these bytes */
+    if (!err)
+        err = admit(heap, lw, self, rec->lo, rec->hi);
+    if (!err) {
+        rec->next = lw->list;
+        lw->list = rec;
+        atomic_fetch_add_explicit(&lw->open, 1, memory_order_seq_cst);
+    }
+    pthread_mutex_unlock(&lw->lock);
+    if (err) {
+        free(rec);
+        return err;
+    }
+    /* Registered, then checked again: a free that claimed the function
+     * before it could see this record is seen here (free_code's fence). */
+    atomic_thread_fence(memory_order_seq_cst);
+    rec->w = wxj_window_over(heap, c, exec, size);
+    if (!wxj_bit_get(c->start, g) ||
+        (err = heap->backend->open(heap, &rec->w)) != 0) {
+        if (!err)
+            err = EINVAL;
+        drop(heap, rec);
+        return err;
+    }
+    *write = wxj_window_at(heap, &rec->w, exec);
+    own_windows++;
+    return 0;
+}
+
+static void drop(struct wxjit_heap *heap, struct wxj_live_window *rec)
+{
+    struct wxj_live_windows *lw = &heap->windows;
+    pthread_mutex_lock(&lw->lock);
+    unlink_record(lw, rec);
+    atomic_fetch_sub_explicit(&lw->open, 1, memory_order_relaxed);
+    pthread_cond_broadcast(&lw->changed);
+    pthread_mutex_unlock(&lw->lock);
+    free(rec);
+}
+
+static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
+{
+    struct wxj_live_windows *lw = &heap->windows;
+    int32_t self = wxj_os_tid();
+    struct wxj_live_window *rec = NULL;
+    pthread_mutex_lock(&lw->lock);
+    for (struct wxj_live_window *r = lw->list; r && !rec; r = r->next)
+        if (!r->waiting && r->owner == self && r->lo == (uintptr_t)exec &&
+            r->hi == (uintptr_t)exec + size)
+            rec = r;
+    pthread_mutex_unlock(&lw->lock);
+    if (!rec)
+        return EINVAL;
+    /* On failure (toggle: the flip back to RX) the window stays open and
+     * held, for a retry. */
+    int err = heap->backend->close(heap, &rec->w, exec, size);
+    if (err == 0) {
+        drop(heap, rec);
+        own_windows--;
+    }
+    return err;
+}
+
+int wxj_live_windows_before_free(struct wxjit_heap *heap,
+                                 const uint8_t *block, size_t len)
+{
+    struct wxj_live_windows *lw = &heap->windows;
+    atomic_thread_fence(memory_order_seq_cst); /* pairs with the open's */
+    if (!atomic_load_explicit(&lw->open, memory_order_relaxed))
+        return 0;
+    int32_t self = wxj_os_tid();
+    uintptr_t a = (uintptr_t)block, b = a + len;
+    int err = 0;
+    pthread_mutex_lock(&lw->lock);
+    for (;;) {
+        struct wxj_live_window *r = NULL;
+        for (struct wxj_live_window *q = lw->list; q && !r; q = q->next)
+            if (!q->waiting && meet(a, b, q->lo, q->hi))
+                r = q;
+        if (!r)
+            break;
+        if (r->owner == self) {
+            err = EDEADLK;
+            break;
+        }
+        sleep_on(lw);
+    }
+    pthread_mutex_unlock(&lw->lock);
+    return err;
+}
+
+/* Closes rec (its bytes as they are) for a thread that cannot: one going
+ * away, or one that does not exist in a fork child. A close that fails
+ * leaves the window abandoned (toggle: the pages held for nobody; a later
+ * window takes them over). */
+static void close_for_owner(struct wxjit_heap *heap,
+                            struct wxj_live_window *rec)
+{
+    const uint8_t *exec = (const uint8_t *)rec->lo;
+    if (heap->backend->close(heap, &rec->w, exec, rec->hi - rec->lo) &&
+        heap->backend->abandon)
+        heap->backend->abandon(heap, &rec->w);
+}
+
+/* Takes one open window of tid out of the registry. */
+static struct wxj_live_window *take_own(struct wxj_live_windows *lw,
+                                        int32_t tid)
+{
+    struct wxj_live_window *found = NULL;
+    pthread_mutex_lock(&lw->lock);
+    for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
+        if (!r->waiting && r->owner == tid)
+            found = r;
+    pthread_mutex_unlock(&lw->lock);
+    return found;
+}
+
+void wxj_live_windows_close_own(struct wxjit_heap *heap, int32_t tid)
+{
+    struct wxj_live_window *rec;
+    while ((rec = take_own(&heap->windows, tid))) {
+        close_for_owner(heap, rec);
+        drop(heap, rec);
+    }
+}
+
+void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
+                                 int32_t self)
+{
+    struct wxj_live_windows *lw = &heap->windows;
+    /* Whoever held the lock or waited does not exist here. */
+    pthread_mutex_init(&lw->lock, NULL);
+    pthread_cond_init(&lw->changed, NULL);
+    struct wxj_live_window **p = &lw->list, *others = NULL;
+    while (*p) {
+        struct wxj_live_window *r = *p;
+        if (r->waiting || r->owner != parent_tid) {
+            *p = r->next;
+            if (!r->waiting) {
+                r->next = others;
+                others = r;
+            }
+        } else {
+            r->owner = self;
+            p = &r->next;
+        }
+    }
+    for (struct wxj_live_window *r = others, *next; r; r = next) {
+        next = r->next;
+        close_for_owner(heap, r);
+        atomic_fetch_sub_explicit(&lw->open, 1, memory_order_relaxed);
+        free(r);
+    }
+}
+
+int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size, void **write)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !exec || !write || size == 0)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    err = window_open(heap, exec, size, write);
+    wxj_op_end(heap, pool, err);
+    return err;
+}
+
+int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !exec || size == 0)
+        return EINVAL;
+    int err = wxj_op_begin(heap, &pool);
+    if (err)
+        return err;
+    err = window_close(heap, exec, size);
+    wxj_op_end(heap, pool, err);
+    return err;
+}
