@@ -370,6 +370,15 @@ WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size);
 
+/* The executable address of addr, which is either one (returned as is)
+ * or a write address wxjit handed out for this heap's code (an in-place
+ * reservation's or a window's, on backends whose write views stay where
+ * they are: dualmap's standing alias). For emitters that keep write
+ * addresses and later need the code's (sljit's set_jump_addr).
+ * Errors: EINVAL heap NULL/destroyed, addr or exec NULL, addr neither.
+ * Thread-safe. Async-signal-safe. */
+WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
+
 /* Frees the function that starts at exec (an address returned by
  * wxjit_install or a committed reservation). Its bytes are filled with trap
  * instructions at once (int3, brk #0, c.ebreak), so a stale call traps

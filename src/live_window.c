@@ -372,3 +372,24 @@ int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size)
     wxj_op_end(heap, pool, err);
     return err;
 }
+
+int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec)
+{
+    if (!wxj_heap_ok(heap) || !addr || !exec)
+        return EINVAL;
+    const uint8_t *p = addr;
+    if (wxj_chunk_find(heap, p)) {
+        *exec = (void *)p;
+        return 0;
+    }
+    for (struct wxj_chunk *c =
+             atomic_load_explicit(&heap->chunks, memory_order_acquire);
+         c; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+        const uint8_t *view = c->alias;
+        if (view && p >= view && p < view + c->size) {
+            *exec = c->base + (p - view);
+            return 0;
+        }
+    }
+    return EINVAL;
+}

@@ -25,6 +25,15 @@ static int heap_err;
  * (wxjit clears a reservation when it is committed or aborted). */
 static _Thread_local wxjit_reservation open_blocks[WXJIT_SLJIT_OPEN_MAX];
 
+/* The calling thread's windows on sealed code, innermost last:
+ * SLJIT_UPDATE_WX_FLAGS(.., 0) opens one, the matching (.., 1) closes it. */
+struct live_window {
+    void *exec;
+    size_t size;
+};
+static _Thread_local struct live_window windows[WXJIT_SLJIT_WINDOWS_MAX];
+static _Thread_local int nwindows;
+
 static _Atomic(wxjit_sljit_seal_hook *) seal_hook;
 
 /* sljit's hooks cannot return an error: a seal or free that wxjit refuses
@@ -152,20 +161,60 @@ ptrdiff_t wxjit_sljit_exec_offset(void *ptr)
     return (uint8_t *)r->exec - (uint8_t *)r->write;
 }
 
+/* sljit_set_jump_addr and sljit_set_const pass the write address sljit
+ * kept from the block's reservation; read-only buffers pass executable
+ * addresses: wxjit tells them apart. */
+static void *exec_of(void *addr)
+{
+    void *exec;
+    int err = wxjit_exec_of(wxjit_sljit_heap(NULL), addr, &exec);
+    if (err)
+        die("rewriting code that is not wxjit's, at", addr, err);
+    return exec;
+}
+
+/* Rewriting sealed code: a write window, open from (.., 0) to (.., 1). */
+static void rewrite(void *from, size_t size, int enable_exec)
+{
+    wxjit_heap *h = wxjit_sljit_heap(NULL);
+    uint8_t *exec = exec_of(from);
+    int err;
+    if (!enable_exec) {
+        void *write;
+        if (nwindows == WXJIT_SLJIT_WINDOWS_MAX)
+            die("too many windows open on sealed code, at", exec, EBUSY);
+        if ((err = wxjit_window_open(h, exec, size, &write)))
+            die("opening sealed code for writing, at", exec, err);
+        windows[nwindows++] = (struct live_window){exec, size};
+        return;
+    }
+    struct live_window *top = nwindows ? &windows[nwindows - 1] : NULL;
+    if (top && top->exec == exec && top->size == size) {
+        if ((err = wxjit_window_close(h, exec, size)))
+            die("closing a window on sealed code, at", exec, err);
+        nwindows--;
+    } else if (!top || exec < (uint8_t *)top->exec ||
+               exec + size > (uint8_t *)top->exec + top->size) {
+        /* Code generated into a read-only buffer is sealed with a (.., 1)
+         * inside the buffer's window (sljit's SLJIT_GENERATE_CODE_BUFFER):
+         * the window's close publishes it. Anything else is not open. */
+        die("sealing code this thread has not opened, at", exec, EINVAL);
+    }
+}
+
 void wxjit_sljit_update_wx_flags(void *from, void *to, int enable_exec)
 {
-    if (!enable_exec)
-        die("rewriting sealed code (sljit_set_jump_addr, sljit_set_const) "
-            "is not supported, at",
-            from, ENOTSUP);
-    wxjit_reservation *r = open_by_exec(from);
-    if (!r)
-        die("sealing a block this thread does not hold", from, EINVAL);
-    /* sljit seals the bytes it emitted, often fewer than it asked for:
-     * wxjit gives the rest back and fills it with traps. */
-    size_t used = (uint8_t *)to > (uint8_t *)from
+    size_t size = (uint8_t *)to > (uint8_t *)from
                       ? (size_t)((uint8_t *)to - (uint8_t *)from)
                       : 1;
+    wxjit_reservation *r = enable_exec ? open_by_exec(from) : NULL;
+    if (!r) {
+        rewrite(from, size, enable_exec);
+        return;
+    }
+    /* sljit seals the bytes it emitted, often fewer than it asked for:
+     * wxjit gives the rest back and fills it with traps. */
+    size_t used = size;
     int err = wxjit_commit(wxjit_sljit_heap(NULL), r, used);
     if (err)
         die("sealing", from, err);

@@ -46,8 +46,12 @@ ptrdiff_t wxjit_sljit_exec_offset(void *ptr);
 /* SLJIT_UPDATE_WX_FLAGS(from, to, 1) right after code generation: commits
  * [from, to) of the calling thread's unsealed block that starts at the
  * executable address from; the rest of the block returns to the heap.
- * Rewriting sealed code (enable_exec 0, from sljit_set_jump_addr and
- * sljit_set_const) is not supported: it aborts with a message. */
+ * On sealed code (sljit_set_jump_addr, sljit_set_const, read-only
+ * buffers), (from, to, 0) opens a wxjit write window over [from, to) and
+ * the matching (from, to, 1) closes it (from may be the write address
+ * sljit kept or the executable one). Backends without a stable write view
+ * (procmem, RW_ON_DEMAND) cannot: the hook aborts with the reason, as it
+ * does for any refusal (it cannot return an error). */
 void wxjit_sljit_update_wx_flags(void *from, void *to, int enable_exec);
 
 /* SLJIT_FREE_EXEC: frees a sealed block by its executable address, or
@@ -59,6 +63,11 @@ void wxjit_sljit_free_exec(void *exec);
  * malloc to the seal at the end of sljit_generate_code (its own test
  * program three). One more fails as an allocation (see above). */
 #define WXJIT_SLJIT_OPEN_MAX 8
+
+/* Windows on sealed code one thread may hold at once (sljit nests none:
+ * one read-only buffer at a time, set_jump_addr and set_const close their
+ * own at once). */
+#define WXJIT_SLJIT_WINDOWS_MAX 4
 
 /* The process-wide heap (created on first use), for wxjit_stats_get or
  * wxjit_heap_backend; NULL if it cannot be created, *err (may be NULL)
