@@ -156,11 +156,16 @@ static int procmem_probe(bool run_code, const char **reason)
  * widens into neighbours by writing them directly. */
 static int procmem_chunk_map(struct wxjit_heap *heap, struct wxj_chunk *chunk)
 {
-    void *base;
+    void *base, *shadow;
     (void)heap;
     int err = wxj_os_map_anon(chunk->size, WXJ_PROT_NONE, &base);
-    if (err == 0)
+    if (err == 0 &&
+        (err = wxj_os_map_anon(chunk->size, WXJ_PROT_RW, &shadow)) != 0)
+        wxj_os_unmap(base, chunk->size);
+    if (err == 0) {
         chunk->base = base;
+        chunk->shadow = shadow;
+    }
     for (size_t i = 0; err == 0 && i < chunk->npages; i++)
         chunk->pages[i].fresh = false;
     return err;
@@ -171,6 +176,7 @@ static void procmem_chunk_unmap(struct wxjit_heap *heap,
 {
     (void)heap;
     wxj_os_unmap(chunk->base, chunk->size);
+    wxj_os_unmap(chunk->shadow, chunk->size);
 }
 
 /* Maps pages [from, to) executable and fills them with traps. */
@@ -212,12 +218,24 @@ static size_t window_bytes(const struct wxjit_heap *heap,
     return (w->last - w->first + 1) * heap->page_size;
 }
 
-/* The buffer is twice the window: the view, then room for the bytes that
- * close replaces (to put them back if its write fails part-way). The view
- * starts as traps, as the space it stands for does: an in-place emitter
- * that leaves a gap gets traps there on every backend. */
+/* A scratch buffer is twice the window: the view, then room for the
+ * bytes that close replaces (to put them back if its write fails
+ * part-way). The view starts as traps, as the space it stands for does:
+ * an in-place emitter that leaves a gap gets traps there on every
+ * backend. Stable views are the shadow's pages; only the window's own
+ * bytes are set there (other threads' stable views may share the page). */
 static int procmem_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
+    struct wxj_chunk *c = w->chunk;
+    if (w->kind != WXJ_VIEW_SCRATCH) {
+        w->view = c->shadow + w->first * heap->page_size;
+        uint8_t *at = wxj_window_at(heap, w, w->exec);
+        if (w->kind == WXJ_VIEW_STABLE_TRAPS)
+            wxj_arch_trap_fill(at, w->len);
+        else
+            memcpy(at, w->exec, w->len);
+        return 0;
+    }
     size_t len = window_bytes(heap, w);
     uint8_t *buf = malloc(2 * len);
     if (!buf)
@@ -225,6 +243,12 @@ static int procmem_open(struct wxjit_heap *heap, struct wxj_window *w)
     wxj_arch_trap_fill(buf, len);
     w->view = buf;
     return 0;
+}
+
+static bool stable_view(const struct wxj_window *w)
+{
+    const struct wxj_chunk *c = w->chunk;
+    return w->view >= c->shadow && w->view < c->shadow + c->size;
 }
 
 /* Atomic stores open toggle windows on these pages (heap->atomic): bytes
@@ -282,32 +306,39 @@ static int procmem_close(struct wxjit_heap *heap, struct wxj_window *w,
                          const void *flush, size_t flush_len)
 {
     struct wxj_chunk *c = w->chunk;
-    uint8_t *old = w->view + window_bytes(heap, w);
     const uint8_t *lo = flush, *hi = lo + flush_len;
     size_t g = 0, n = 0, undone;
     int fd;
     if (c->stale)
         widen_over_pending(c, &lo, &hi, &g, &n);
     size_t len = (size_t)(hi - lo);
+    bool stable = stable_view(w);
+    uint8_t *old = stable ? malloc(len) : w->view + window_bytes(heap, w);
+    if (!old)
+        return ENOMEM;
     memcpy(old, lo, len);
     int err = write_back((void *)lo, wxj_window_at(heap, w, lo), old, len);
     if (err == 0 && (err = pages_executable(heap, c, lo, len)) &&
         self_mem(&fd) == 0)
         wxj_os_write_mem(fd, (void *)lo, old, len, 1, &undone);
+    if (stable)
+        free(old);
     if (err)
         return err;
     if (n)
         wxj_block_rewritten(c, g, n);
     wxj_code_changed_by_kernel(lo, len);
-    free(w->view);
+    if (!stable)
+        free(w->view);
     return 0;
 }
 
-/* Nothing was written (or it was put back): only the buffer goes. */
+/* Nothing was written (or it was put back): only a scratch buffer goes. */
 static void procmem_abandon(struct wxjit_heap *heap, struct wxj_window *w)
 {
     (void)heap;
-    free(w->view);
+    if (!stable_view(w))
+        free(w->view);
 }
 
 static const struct wxj_backend *procmem_atomic_stores(void)
@@ -336,6 +367,7 @@ const struct wxj_backend wxj_backend_procmem = {
     .name = "procmem",
     .id = WXJIT_BACKEND_PROCMEM,
     .exact_writes = true,
+    .stable_views = true, /* the shadow */
     .deferral = WXJ_FILL_ON_REUSE,
     .probe = procmem_probe,
     .chunk_map = procmem_chunk_map,

@@ -116,8 +116,10 @@ static int reserve(struct wxjit_heap *heap, struct wxj_pool *pool,
         return err;
     uint8_t *at = wxj_granule_addr(chunk, g);
     if (in_place) {
-        /* The window stays open from now to commit or abort. */
+        /* The window stays open from now to commit or abort, its view
+         * where later windows on this code will find it. */
         w = wxj_window_over(heap, chunk, at, size);
+        w.kind = WXJ_VIEW_STABLE_TRAPS;
         if ((err = heap->backend->open(heap, &w))) {
             wxj_pool_give_back(pool, chunk, g, n);
             return err;
@@ -364,7 +366,7 @@ static int write_runs(struct wxjit_heap *heap, struct wxj_pool *pool,
         struct wxj_chunk *c = items[i].r.chunk;
         size_t first = wxj_page_of(heap, c, items[i].res->exec), last = first;
         size_t end = run_end(heap, items, i, count, &last);
-        struct wxj_window w = {c, first, last, NULL};
+        struct wxj_window w = {.chunk = c, .first = first, .last = last};
         uint8_t *flush = items[i].res->exec;
         size_t flush_len = (uint8_t *)items[end - 1].res->exec +
                            items[end - 1].used - flush;

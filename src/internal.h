@@ -105,6 +105,10 @@ struct wxj_chunk {
      * mapped per write window). */
     int fd;
     uint8_t *alias;
+    /* procmem: a private RW copy of the chunk's address range, where
+     * stable views live (not an alias: nothing written there runs until
+     * a close writes it to the code). */
+    uint8_t *shadow;
     size_t rx_pages; /* dualmap, procmem: pages [0, rx_pages) mapped RX,
                         in steps (wxj_rx_step_end; heap lock) */
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
@@ -166,10 +170,24 @@ struct wxj_pool {
 /* A write window over pages [first, last] of a chunk. view is where the
  * first byte of page `first` is written: the page itself (toggle, rwx) or
  * its alias in a second mapping (dualmap). */
+/* What a window's view starts as, on a backend whose views are copies
+ * (procmem): scratch (traps, in a buffer of its own), or at the chunk's
+ * stable view, where a write address handed out stays valid: traps over
+ * [exec, exec + len) (an in-place reservation) or the code's current bytes
+ * there (a window on live code). */
+enum wxj_view {
+    WXJ_VIEW_SCRATCH,
+    WXJ_VIEW_STABLE_TRAPS,
+    WXJ_VIEW_STABLE_LIVE,
+};
+
 struct wxj_window {
     struct wxj_chunk *chunk;
     size_t first, last;
     uint8_t *view;
+    enum wxj_view kind;
+    const uint8_t *exec; /* the bytes asked for (wxj_window_over) */
+    size_t len;
 };
 
 /* Who writes the traps over a function freed with deferred trap fill. */

@@ -209,6 +209,7 @@ static int window_open(struct wxjit_heap *heap, uint8_t *exec, size_t size,
      * before it could see this record is seen here (free_code's fence). */
     atomic_thread_fence(memory_order_seq_cst);
     rec->w = wxj_window_over(heap, c, exec, size);
+    rec->w.kind = WXJ_VIEW_STABLE_LIVE;
     if (!wxj_bit_get(c->start, g) ||
         (err = heap->backend->open(heap, &rec->w)) != 0) {
         if (!err)
@@ -385,7 +386,7 @@ int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec)
     for (struct wxj_chunk *c =
              atomic_load_explicit(&heap->chunks, memory_order_acquire);
          c; c = atomic_load_explicit(&c->next, memory_order_acquire)) {
-        const uint8_t *view = c->alias;
+        const uint8_t *view = c->alias ? c->alias : c->shadow;
         if (view && p >= view && p < view + c->size) {
             *exec = c->base + (p - view);
             return 0;

@@ -203,7 +203,9 @@ static int refill(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
     }
     /* Trap-filled before any code goes there: every byte of a page handed
      * out is code or a trap, whatever a stale jump hits. */
-    struct wxj_window w = {c, c->fresh_next, c->fresh_next + pages - 1, NULL};
+    struct wxj_window w = {.chunk = c,
+                           .first = c->fresh_next,
+                           .last = c->fresh_next + pages - 1};
     int err = heap->backend->fill_fresh(heap, &w);
     if (err)
         return err;

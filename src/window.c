@@ -21,7 +21,8 @@ struct wxj_window wxj_window_over(const struct wxjit_heap *heap,
 {
     const uint8_t *p = exec;
     struct wxj_window w = {chunk, wxj_page_of(heap, chunk, p),
-                           wxj_page_of(heap, chunk, p + len - 1), NULL};
+                           wxj_page_of(heap, chunk, p + len - 1), NULL,
+                           WXJ_VIEW_SCRATCH, p, len};
     return w;
 }
 
@@ -42,6 +43,7 @@ static struct wxj_window in_place_window(const struct wxjit_heap *heap,
     struct wxj_window w = wxj_window_over(heap, chunk, exec, len);
     w.view = (uint8_t *)write - ((const uint8_t *)exec -
                                  (chunk->base + w.first * heap->page_size));
+    w.kind = WXJ_VIEW_STABLE_TRAPS;
     return w;
 }
 

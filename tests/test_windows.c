@@ -45,10 +45,6 @@ static int set_constant(wxjit_heap *h, void *f, int32_t v)
     return wxjit_window_close(h, imm_of(f), 4);
 }
 
-static bool windows_supported(void)
-{
-    return backend == WXJIT_BACKEND_TOGGLE || backend == WXJIT_BACKEND_DUALMAP;
-}
 
 static void test_basic(void)
 {
@@ -67,6 +63,11 @@ static void test_basic(void)
           (uint8_t *)w - (uint8_t *)f, res_off);
     CHECK(backend != WXJIT_BACKEND_TOGGLE || w == f, "toggle: view %p, exec %p",
           w, f);
+    void *back;
+    CHECK_OK(wxjit_exec_of(h, w, &back));
+    CHECK(back == f, "wxjit_exec_of(view) %p, exec %p", back, f);
+    CHECK_OK(wxjit_exec_of(h, f, &back));
+    CHECK(back == f, "wxjit_exec_of(exec) %p, exec %p", back, f);
     CHECK(!memcmp(w, f, 8), "the view does not show the current bytes");
     CHECK_OK(wxjit_abort(h, &r));
     CHECK_OK(wxjit_window_close(h, f, 8));
@@ -140,7 +141,8 @@ static void test_free_waits(void)
     CHECK(!atomic_load(&p.freed), "the free did not wait for the window");
     __atomic_store_n((int32_t *)w, 31, __ATOMIC_RELAXED);
     /* dualmap: executors see stores as they are made (toggle: the page
-     * is not executable until close, not even for this thread). */
+     * is not executable until close, not even for this thread; procmem:
+     * the code changes at close). */
     if (backend == WXJIT_BACKEND_DUALMAP)
         CHECK_EQ(as_fn(p.f)(), 31);
     CHECK_OK(wxjit_window_close(p.h, imm_of(p.f), 4));
@@ -298,16 +300,22 @@ static void test_threads(void)
            PATCHES, (unsigned long long)mt_calls);
 }
 
-/* Neither backend keeps a stable write view yet: refused, nothing else. */
-static void test_unsupported(void)
+/* dualmap with RW_ON_DEMAND keeps no stable write view: refused, and
+ * nothing else changes. */
+static void test_on_demand(void)
 {
-    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.backend = WXJIT_BACKEND_DUALMAP;
+    o.flags = WXJIT_HEAP_RW_ON_DEMAND;
+    CHECK_OK(wxjit_heap_create(&o, &h));
     void *f = install_constant(h, 60), *w = NULL;
     CHECK_RET(wxjit_window_open(h, f, 4, &w), ENOTSUP);
     CHECK(w == NULL, "a refused open wrote its out-parameter");
+    CHECK_EQ(as_fn(f)(), 60);
     CHECK_OK(wxjit_free(h, f));
     CHECK_OK(wxjit_heap_destroy(h));
-    printf("  unsupported here: ENOTSUP\n");
+    printf("  dualmap with RW_ON_DEMAND: ENOTSUP\n");
 }
 
 int main(int argc, char **argv)
@@ -319,11 +327,6 @@ int main(int argc, char **argv)
     CHECK_OK(wxjit_heap_backend(h, &backend));
     CHECK_OK(wxjit_heap_destroy(h));
     wxtest_print_backend();
-    if (!windows_supported()) {
-        test_unsupported();
-        printf("test_windows: ok\n");
-        return 0;
-    }
     if (wxtest_selected(argc, argv, "basic"))
         test_basic();
     if (wxtest_selected(argc, argv, "refused"))
@@ -336,6 +339,9 @@ int main(int argc, char **argv)
         test_exit();
     if (wxtest_selected(argc, argv, "threads"))
         test_threads();
+    if (backend == WXJIT_BACKEND_DUALMAP &&
+        wxtest_selected(argc, argv, "on_demand"))
+        test_on_demand();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_windows: ok\n");
