@@ -5,15 +5,20 @@
 #
 # Builds, from the sljit source tree in SLJIT_SRC (default:
 # ../shared/third_party/sljit beside the repository; test data, not part
-# of wxjit), with integrations/sljit's sljitConfigPre.h and libwxjit_sljit:
-#   - regex_src's regex engine test (regex_test), run once per backend
-#     (WXJIT_BACKEND=toggle, dualmap, procmem) under wx-run; it passes when
-#     it prints sljit's "all tests PASSED" line (its exit status is always
-#     0);
-#   - integrations/sljit/sljit_alloc_fail.c, run the same way: a failed
-#     allocation is sljit's own error, not an abort;
-#   - a negative control: regex_test on sljit's stock allocator (RWX)
-#     under wx-run must not pass.
+# of wxjit), with integrations/sljit's sljitConfigPre.h and libwxjit_sljit,
+# and runs once per backend (WXJIT_BACKEND=toggle, dualmap, procmem) under
+# wx-run:
+#   - test_src's test program (sljit_test, every test in one process,
+#     rewriting of sealed code and read-only buffers included): exit
+#     status 0 and its "all tests PASSED" line;
+#   - regex_src's regex engine test (regex_test): its "all tests PASSED"
+#     line (its exit status is always 0);
+#   - integrations/sljit/sljit_alloc_fail.c: a failed allocation is
+#     sljit's own error, not an abort;
+#   - integrations/sljit/sljit_patch_threads.c: threads rewrite jumps and
+#     constants while others run code on the same pages;
+# and a negative control: both sljit tests on sljit's stock allocator
+# (RWX) under wx-run must not pass.
 # Exit status 0 only if every check passed.
 set -euo pipefail
 
@@ -49,6 +54,14 @@ build() { # name command...
     exit 1
   }
 }
+TEST=("$SRC/test_src/sljitMain.c" "$SRC/test_src/sljitTest.c" "$SRC/sljit_src/sljitLir.c")
+build sljit_test cc "${CFLAGS[@]}" "${ON_WXJIT[@]}" "${TEST[@]}" "${WXJIT_LIBS[@]}" \
+  -o "$OUT/sljit_test"
+build sljit_test-stock cc "${CFLAGS[@]}" -DSLJIT_HAVE_CONFIG_PRE=1 -I"$SRC/test_src" \
+  -I"$SRC/sljit_src" "${TEST[@]}" -lm -lpthread -o "$OUT/sljit_test-stock"
+build sljit_patch_threads cc "${CFLAGS[@]}" "${ON_WXJIT[@]}" -I"$ROOT/include" \
+  "$ROOT/integrations/sljit/sljit_patch_threads.c" "$SRC/sljit_src/sljitLir.c" \
+  "${WXJIT_LIBS[@]}" -o "$OUT/sljit_patch_threads"
 build regex_test cc "${CFLAGS[@]}" -fshort-wchar "${ON_WXJIT[@]}" "${REGEX[@]}" \
   "${WXJIT_LIBS[@]}" -o "$OUT/regex_test"
 build regex_test-stock cc "${CFLAGS[@]}" -fshort-wchar -I"$SRC/sljit_src" "${REGEX[@]}" \
@@ -57,31 +70,43 @@ build sljit_alloc_fail cc "${CFLAGS[@]}" "${ON_WXJIT[@]}" \
   "$ROOT/integrations/sljit/sljit_alloc_fail.c" "$SRC/sljit_src/sljitLir.c" \
   "${WXJIT_LIBS[@]}" -o "$OUT/sljit_alloc_fail"
 
-# regex_test's verdict line, without its colours (an abort prints none:
-# then its last line).
-regex_verdict() {
-  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -m1 'REGEX tests:' ||
+# A test's verdict line (prefix $2), without its colours (an abort prints
+# none: then its last line).
+verdict() {
+  sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -m1 "$2 tests:" ||
     echo "no verdict, last line: $(sed 's/\x1b\[[0-9;]*m//g' "$1" | tail -1)"
 }
 
 echo "== negative control: sljit's own allocator under the W^X policy"
 "$BUILD/wx-run" "$OUT/regex_test-stock" -s >"$OUT/stock.log" 2>&1 || true
-if regex_verdict "$OUT/stock.log" | grep -q 'all tests PASSED'; then
+if verdict "$OUT/stock.log" REGEX | grep -q 'all tests PASSED'; then
   fail "stock regex_test passed under W^X: the policy does not bite"
 else
-  pass "stock regex_test under W^X does not pass: $(regex_verdict "$OUT/stock.log")"
+  pass "stock regex_test under W^X does not pass: $(verdict "$OUT/stock.log" REGEX)"
+fi
+if "$BUILD/wx-run" "$OUT/sljit_test-stock" -s >"$OUT/stock-test.log" 2>&1; then
+  fail "stock sljit_test passed under W^X: the policy does not bite"
+else
+  pass "stock sljit_test under W^X does not pass: $(verdict "$OUT/stock-test.log" SLJIT)"
 fi
 
 for b in $BACKENDS; do
   echo "== wxjit, backend $b"
+  log=$OUT/test-$b.log
+  if WXJIT_BACKEND=$b WXJIT_SLJIT_STATS=1 "$BUILD/wx-run" "$OUT/sljit_test" -s >"$log" 2>&1 &&
+     verdict "$log" SLJIT | grep -q 'all tests PASSED'; then
+    pass "sljit_test under W^X: $(verdict "$log" SLJIT) ($(grep -o 'installs=[0-9]*' "$log"))"
+  else
+    fail "sljit_test under W^X: $(verdict "$log" SLJIT) ($log)"
+  fi
   log=$OUT/regex-$b.log
   WXJIT_BACKEND=$b WXJIT_SLJIT_STATS=1 "$BUILD/wx-run" "$OUT/regex_test" -s >"$log" 2>&1 || true
   stats=$(grep -o 'wxjit_sljit: backend=.*' "$log" || true)
-  if regex_verdict "$log" | grep -q 'all tests PASSED' &&
+  if verdict "$log" REGEX | grep -q 'all tests PASSED' &&
      [[ $stats == "wxjit_sljit: backend=$b "* ]]; then
-    pass "regex_test under W^X: $(regex_verdict "$log") (${stats#wxjit_sljit: })"
+    pass "regex_test under W^X: $(verdict "$log" REGEX) (${stats#wxjit_sljit: })"
   else
-    fail "regex_test under W^X: $(regex_verdict "$log"); ${stats:-no wxjit stats} ($log)"
+    fail "regex_test under W^X: $(verdict "$log" REGEX); ${stats:-no wxjit stats} ($log)"
   fi
   if WXJIT_BACKEND=$b "$BUILD/wx-run" "$OUT/sljit_alloc_fail" >"$OUT/alloc-$b.log" 2>&1; then
     pass "sljit_alloc_fail under W^X"
@@ -89,6 +114,11 @@ for b in $BACKENDS; do
     fail "sljit_alloc_fail under W^X:"
   fi
   sed 's/^/        /' "$OUT/alloc-$b.log"
+  if WXJIT_BACKEND=$b "$BUILD/wx-run" "$OUT/sljit_patch_threads" >"$OUT/patch-$b.log" 2>&1; then
+    pass "$(cat "$OUT/patch-$b.log")"
+  else
+    fail "sljit_patch_threads under W^X: $(tail -1 "$OUT/patch-$b.log")"
+  fi
 done
 
 if [ "$failures" -eq 0 ]; then
