@@ -203,7 +203,8 @@ static size_t held_page(struct wxj_chunk *chunk, struct wxj_pool *self,
         if ((atomic_load_explicit(&chunk->pages[pg].state,
                                   memory_order_relaxed) &
              WXJ_PAGE_WRITING) ||
-            wxj_open_holds_pages(chunk->heap, self, at, at + ps - 1))
+            wxj_open_holds_pages(chunk->heap, self, at, at + ps - 1) ||
+            wxj_live_windows_own_pages(chunk->heap, at, at + ps - 1))
             return pg;
     }
     return SIZE_MAX;

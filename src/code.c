@@ -89,15 +89,17 @@ int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
     return err;
 }
 
-/* New code on a page where the calling thread has an in-place window open
- * would not be executable when its commit returns (toggle keeps that page
- * writable until the window closes), so it is refused, on every backend
- * alike (EDEADLK): a JIT behaves the same whichever backend it runs on. */
+/* New code on a page where the calling thread has an in-place window or
+ * a window on live code open would not be executable when its commit
+ * returns (toggle keeps that page writable until the window closes), so
+ * it is refused, on every backend alike (EDEADLK): a JIT behaves the same
+ * whichever backend it runs on. */
 static bool on_own_window(struct wxjit_heap *heap, struct wxj_pool *pool,
                           const void *exec, size_t len)
 {
-    return wxj_open_holds_pages(heap, pool, (uintptr_t)exec,
-                                (uintptr_t)exec + len - 1);
+    uintptr_t lo = (uintptr_t)exec, hi = lo + len - 1;
+    return wxj_open_holds_pages(heap, pool, lo, hi) ||
+           wxj_live_windows_own_pages(heap, lo, hi);
 }
 
 /* ---- reservations -------------------------------------------------------

@@ -444,6 +444,10 @@ void wxj_pool_give_back(struct wxj_pool *pool, struct wxj_chunk *chunk,
                         size_t g, size_t n);
 void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
                             struct wxj_chunk *chunk, size_t end_granule);
+/* The pool's cursor leaves pages [first, last] of chunk if it is on one
+ * (the calling thread opened a window there). */
+void wxj_pool_leave_pages(struct wxjit_heap *heap, struct wxj_pool *pool,
+                          struct wxj_chunk *chunk, size_t first, size_t last);
 /* The in-place reservation ending at end_granule is over (committed or
  * aborted, before its space is given back): the rest of the page skipped
  * after it is the tail's again, if nothing after it is in use. */
@@ -546,6 +550,9 @@ void wxj_live_windows_destroy(struct wxj_live_windows *lw);
  * own is. */
 int wxj_live_windows_before_free(struct wxjit_heap *heap,
                                  const uint8_t *block, size_t len);
+/* Whether the calling thread has a window open on a page of [lo, hi]. */
+bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
+                                uintptr_t hi);
 /* Windows the calling thread opened and has not closed (any heap). */
 unsigned wxj_live_windows_own(void);
 /* tid is going away: its windows close (their bytes as written). */

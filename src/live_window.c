@@ -168,8 +168,8 @@ static int live_block(struct wxj_chunk *c, const uint8_t *addr, size_t size,
 
 static void drop(struct wxjit_heap *heap, struct wxj_live_window *rec);
 
-static int window_open(struct wxjit_heap *heap, uint8_t *exec, size_t size,
-                       void **write)
+static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
+                       uint8_t *exec, size_t size, void **write)
 {
     struct wxj_live_windows *lw = &heap->windows;
     struct wxj_chunk *c = wxj_chunk_find(heap, exec);
@@ -219,6 +219,10 @@ static int window_open(struct wxjit_heap *heap, uint8_t *exec, size_t size,
     }
     *write = wxj_window_at(heap, &rec->w, exec);
     own_windows++;
+    /* The thread's next code goes elsewhere: on toggle it would not run
+     * until this window closes (and its commit is EDEADLK on every
+     * backend, as for in-place reservations). */
+    wxj_pool_leave_pages(heap, pool, c, rec->w.first, rec->w.last);
     return 0;
 }
 
@@ -356,7 +360,7 @@ int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size, void **write)
     int err = wxj_op_begin(heap, &pool);
     if (err)
         return err;
-    err = window_open(heap, exec, size, write);
+    err = window_open(heap, pool, exec, size, write);
     wxj_op_end(heap, pool, err);
     return err;
 }
@@ -393,4 +397,21 @@ int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec)
         }
     }
     return EINVAL;
+}
+
+bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
+                                uintptr_t hi)
+{
+    if (!own_windows)
+        return false;
+    struct wxj_live_windows *lw = &heap->windows;
+    uintptr_t ps = heap->page_size, a = lo / ps * ps, b = hi / ps * ps + ps;
+    int32_t self = wxj_os_tid();
+    bool found = false;
+    pthread_mutex_lock(&lw->lock);
+    for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
+        found = !r->waiting && r->owner == self &&
+                meet(a, b, r->lo / ps * ps, (r->hi + ps - 1) / ps * ps);
+    pthread_mutex_unlock(&lw->lock);
+    return found;
 }

@@ -266,6 +266,20 @@ void wxj_pool_end_tail_page(struct wxjit_heap *heap, struct wxj_pool *pool,
     pool->cursor = next;
 }
 
+void wxj_pool_leave_pages(struct wxjit_heap *heap, struct wxj_pool *pool,
+                          struct wxj_chunk *chunk, size_t first, size_t last)
+{
+    size_t per_page = heap->page_size / WXJ_GRANULE;
+    if (pool->chunk != chunk || pool->cursor / per_page < first ||
+        pool->cursor / per_page > last || pool->cursor >= pool->limit)
+        return;
+    size_t next = (last + 1) * per_page;
+    if (next > pool->limit)
+        next = pool->limit;
+    wxj_chunk_note_free(chunk, pool->cursor, next - pool->cursor);
+    pool->cursor = next;
+}
+
 /* Without this, every in-place reservation (each sljit function) would
  * cost its thread the rest of a page, and a JIT that compiles and frees
  * in turn would walk its tail page by page and refill it under the heap

@@ -78,6 +78,34 @@ static void test_basic(void)
            "the reservation's distance\n");
 }
 
+/* With a window open, the thread's new code goes to another page and runs
+ * at once; a reservation made before, on the window's page, is refused
+ * (EDEADLK) until the window closes. */
+static void test_new_code(void)
+{
+    wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+    wxjit_reservation r;
+    CHECK_OK(wxjit_reserve(h, 64, 0, 0, &r));
+    size_t n = emit_return_int(r.write, 72);
+    void *f = install_constant(h, 70), *w;
+    CHECK(wxtest_page_of(f) == wxtest_page_of(r.exec), "setup: %p and %p",
+          f, r.exec);
+    CHECK_OK(wxjit_window_open(h, imm_of(f), 4, &w));
+    void *g = install_constant(h, 71);
+    CHECK(wxtest_page_of(g) != wxtest_page_of(f),
+          "new code at %p on the page of the open window at %p", g, f);
+    CHECK_EQ(as_fn(g)(), 71);
+    void *rx = r.exec;
+    CHECK_RET(wxjit_commit(h, &r, n), EDEADLK);
+    CHECK_OK(wxjit_window_close(h, imm_of(f), 4));
+    CHECK_OK(wxjit_commit(h, &r, n));
+    CHECK_EQ(as_fn(rx)(), 72);
+    CHECK_EQ(as_fn(f)(), 70);
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  new code: elsewhere while a window is open; a commit onto its "
+           "page EDEADLK until it closes\n");
+}
+
 static void test_refused(void)
 {
     wxjit_heap *h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
@@ -331,6 +359,8 @@ int main(int argc, char **argv)
         test_basic();
     if (wxtest_selected(argc, argv, "refused"))
         test_refused();
+    if (wxtest_selected(argc, argv, "new_code"))
+        test_new_code();
     if (wxtest_selected(argc, argv, "free_waits"))
         test_free_waits();
     if (wxtest_selected(argc, argv, "cycle"))
