@@ -3,6 +3,7 @@
  *   wxjit-bench [--csv | --csv-file FILE] [--quick] [--reps N]
  *               [--threads-seconds S] [--threads-reps R]
  *               [--threads-csv FILE] [--only-threads | --no-threads]
+ *               [--only-windows]
  *
  * Prints a table with ratios to the rwx baseline, or CSV (to stdout, or to
  * FILE next to the table) with the columns
@@ -13,6 +14,10 @@
  * between threads (stats shared_locks: 0 per install on the steady path);
  * density is live code bytes / code bytes mapped (pages touched). It runs
  * outside any W^X policy because the rwx baselines need RWX memory.
+ *
+ * The patch-window workload (workload_windows.c: one window of 8 bytes on
+ * live code, per wxjit backend, alone and beside a caller on the same
+ * page) prints a table of its own after the others (not in the CSV).
  *
  * The multi-threaded workload (workload_threads.c) has a table and CSV of
  * its own (--threads-csv): R runs (default 5) of S seconds (default 0.5)
@@ -28,6 +33,7 @@
 #include "measure.h"
 #include "strategy.h"
 #include "workload_threads.h"
+#include "workload_windows.h"
 #include "wxjit.h"
 
 typedef int (*int_fn)(void);
@@ -322,7 +328,7 @@ static int run_threads(struct threads_options *o, bool csv,
 
 int main(int argc, char **argv)
 {
-    bool csv = false, main_workloads = true;
+    bool csv = false, main_workloads = true, only_windows = false;
     const char *csv_file = NULL, *threads_csv = NULL;
     struct threads_options threads = {true, 0.5, 5, stdout, NULL};
     for (int i = 1; i < argc; i++) {
@@ -342,13 +348,16 @@ int main(int argc, char **argv)
             threads_csv = argv[++i];
         else if (!strcmp(argv[i], "--only-threads"))
             main_workloads = false;
+        else if (!strcmp(argv[i], "--only-windows"))
+            only_windows = true;
         else if (!strcmp(argv[i], "--no-threads"))
             threads.wanted = false;
         else {
             fprintf(stderr, "usage: wxjit-bench [--csv | --csv-file FILE] "
                             "[--quick] [--reps N] [--threads-seconds S] "
                             "[--threads-reps R] [--threads-csv FILE] "
-                            "[--only-threads | --no-threads]\n");
+                            "[--only-threads | --no-threads] "
+                            "[--only-windows]\n");
             return 2;
         }
     }
@@ -363,6 +372,10 @@ int main(int argc, char **argv)
     if (err) {
         fprintf(stderr, "wxjit-bench: fault handler: %s\n", strerror(err));
         return 1;
+    }
+    if (only_windows) {
+        run_windows(reps, 20000 / scale);
+        return 0;
     }
     if (!main_workloads)
         return run_threads(&threads, csv, threads_csv);
@@ -408,6 +421,7 @@ int main(int argc, char **argv)
                "installs on the same pages; concurrent-alone: the same "
                "caller with no installer.\nwhole-area-toggle is absent "
                "there: its callers would crash while the area is RW.\n");
+        run_windows(reps, 20000 / scale);
     }
     free(res);
     return run_threads(&threads, csv, threads_csv);
