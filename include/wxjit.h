@@ -338,12 +338,15 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  * stores (call-site and jump patching, inline caches, constants), until
  * wxjit_window_close with the same exec and size. *write receives where
  * to write: at the same distance from exec as the function's reservation
- * had (toggle: exec itself; dualmap: its RW alias), so an emitter's
- * stored executable offset stays valid; the view shows the current bytes.
- * While it is open: toggle makes its pages writable and not executable
- * (executors of those pages wait in the fault handler, as for an
- * install); dualmap writes are seen by executors as they are made, so
- * keep each store atomic where executors may run those bytes.
+ * had (toggle: exec itself; dualmap: its RW alias; procmem: the chunk's
+ * private shadow copy), so an emitter's stored executable offset stays
+ * valid; the view shows the current bytes. While it is open: toggle makes
+ * its pages writable and not executable (executors of those pages wait in
+ * the fault handler, as for an install); dualmap's stores are seen by
+ * executors as they are made; procmem writes the bytes at close (one
+ * pwrite, which the kernel copies, not one store). Where other threads
+ * run the very bytes being rewritten, use toggle, or wxjit_patch_atomic
+ * for aligned words.
  * Windows of one thread may nest over different bytes; a window that
  * overlaps another thread's (on toggle: shares a page with it) waits for
  * it to close. A free of the function waits for another thread's window
@@ -355,8 +358,8 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  *         EDEADLK waiting for another thread's window could deadlock: it
  *                 waits for one of the caller's, or the caller holds an
  *                 in-place reservation open;
- *         ENOTSUP procmem and dualmap with WXJIT_HEAP_RW_ON_DEMAND (no
- *                 stable write view yet);
+ *         ENOTSUP dualmap with WXJIT_HEAP_RW_ON_DEMAND (its views are
+ *                 mapped anew each time: no stable write address);
  *         ENOMEM, or the errno of a failed mprotect (toggle).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
@@ -372,9 +375,9 @@ WXJIT_API int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size);
 
 /* The executable address of addr, which is either one (returned as is)
  * or a write address wxjit handed out for this heap's code (an in-place
- * reservation's or a window's, on backends whose write views stay where
- * they are: dualmap's standing alias). For emitters that keep write
- * addresses and later need the code's (sljit's set_jump_addr).
+ * reservation's or a window's: dualmap's standing alias, procmem's
+ * shadow). For emitters that keep write addresses and later need the
+ * code's (sljit's set_jump_addr).
  * Errors: EINVAL heap NULL/destroyed, addr or exec NULL, addr neither.
  * Thread-safe. Async-signal-safe. */
 WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
