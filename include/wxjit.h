@@ -366,7 +366,8 @@ WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
                                 void **write);
 
 /* Closes the calling thread's window opened with the same exec and size:
- * the bytes are executable from every thread, instruction caches synced.
+ * the bytes are executable from every thread, instruction caches synced
+ * (toggle: once no other window of the thread holds their page).
  * Errors: EINVAL no such window of the calling thread (or heap invalid);
  *         the errno of a failed mprotect (toggle): the window stays open,
  *         for a retry.

@@ -114,11 +114,16 @@ static bool waits_for(const struct wxjit_heap *heap,
  * resuming with the lock held: fork's preparation may be waiting). */
 static void sleep_on(struct wxj_live_windows *lw)
 {
+    /* Not a cancellation point: a thread cancelled here would die with
+     * the lock held and its wait record linked. */
+    int state;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &state);
     wxj_op_pause();
     pthread_cond_wait(&lw->changed, &lw->lock);
     pthread_mutex_unlock(&lw->lock);
     wxj_op_resume();
     pthread_mutex_lock(&lw->lock);
+    pthread_setcancelstate(state, NULL);
 }
 
 static void unlink_record(struct wxj_live_windows *lw,
@@ -210,7 +215,10 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     atomic_thread_fence(memory_order_seq_cst);
     rec->w = wxj_window_over(heap, c, exec, size);
     rec->w.kind = WXJ_VIEW_STABLE_LIVE;
-    if (!wxj_bit_get(c->start, g) ||
+    /* All of it again: while this thread waited, the function may have
+     * been freed and its space reused by another. */
+    size_t g2, n2;
+    if (live_block(c, exec, size, &g2, &n2) || g2 != g || n2 != n ||
         (err = heap->backend->open(heap, &rec->w)) != 0) {
         if (!err)
             err = EINVAL;

@@ -3,8 +3,10 @@
  *   the write view is where the function's reservation had it (toggle:
  *   exec; dualmap: the same distance as an in-place reservation's);
  * - refused: bad ranges (EINVAL, nothing changes), overlapping own
- *   windows (EBUSY), closing what is not open, procmem and RW_ON_DEMAND
- *   (ENOTSUP), freeing under one's own window (EDEADLK);
+ *   windows (EBUSY), closing what is not open, freeing under one's own
+ *   window (EDEADLK), dualmap with RW_ON_DEMAND (ENOTSUP);
+ * - new code: the thread's next code goes to other pages while its window
+ *   is open, and a commit onto the window's page is EDEADLK;
  * - free_waits: another thread's free of the function waits for the
  *   window to close;
  * - cycle: two threads each wanting the other's window: one gets EDEADLK;
