@@ -317,6 +317,10 @@ WXJIT_API int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
  * Errors: EINVAL heap NULL/destroyed, addr or bytes NULL, size 0, the range
  *                is not entirely inside the committed bytes of one live
  *                function of this heap;
+ *         EBUSY  procmem: the caller's own window (wxjit_window_open) is
+ *                open over those bytes (its close would undo the patch);
+ *         EDEADLK procmem: another thread's window is over them and the
+ *                caller holds a window or in-place reservation;
  *         other  errno of a failed mprotect or pwrite (nothing changed;
  *                toggle: threads executing other code on that page may
  *                wait until the next call on this heap makes it executable
@@ -349,15 +353,20 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  * for aligned words.
  * Windows of one thread may nest over different bytes; a window that
  * overlaps another thread's (on toggle: shares a page with it) waits for
- * it to close. A free of the function waits for another thread's window
- * over it (EDEADLK for the caller's own). A thread that exits closes its
- * windows as they are; a fork child keeps only the forking thread's.
+ * it to close, unless the caller holds a window or an in-place
+ * reservation itself: then EDEADLK, so that no two threads ever wait for
+ * each other (close yours, then retry). A free of the function waits for
+ * another thread's window over it the same way (EDEADLK for the caller's
+ * own). On procmem a patch of bytes under another thread's window waits
+ * for it too (its close would write back the old bytes). A thread must
+ * not run code on a page another thread's window holds (toggle) while it
+ * holds a window itself. A thread that exits closes its windows as they
+ * are; a fork child keeps only the forking thread's.
  * Errors: EINVAL  heap NULL/destroyed, exec or write NULL, size 0, the
  *                 range not inside one live function's committed bytes;
  *         EBUSY   the caller has a window open over some of these bytes;
- *         EDEADLK waiting for another thread's window could deadlock: it
- *                 waits for one of the caller's, or the caller holds an
- *                 in-place reservation open;
+ *         EDEADLK another thread's window is in the way and the caller
+ *                 holds a window or an in-place reservation;
  *         ENOTSUP dualmap with WXJIT_HEAP_RW_ON_DEMAND (its views are
  *                 mapped anew each time: no stable write address);
  *         ENOMEM, or the errno of a failed mprotect (toggle).

@@ -540,15 +540,20 @@ static int patch_live(struct wxjit_heap *heap, uint8_t *addr, size_t size,
     size_t start;
     if (!c || !wxj_block_find_start(c, wxj_granule_of(c, addr), &start))
         return EINVAL;
+    struct wxj_live_window *held;
+    int err = wxj_live_windows_patch_begin(heap, addr, size, &held);
+    if (err)
+        return err;
     _Atomic uint32_t *pin = pin_of(c, start);
     atomic_fetch_add_explicit(pin, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     struct checked_fill checked = {c, start, fill, arg};
-    int err = live_range(c, addr, size, start);
+    err = live_range(c, addr, size, start);
     if (err == 0)
         err = wxj_write_code(heap, c, addr, size, fill_if_live, &checked,
                              WXJ_WRITE_OVER_CODE | how);
     atomic_fetch_sub_explicit(pin, 1, memory_order_release);
+    wxj_live_windows_patch_end(heap, held);
     return err;
 }
 
@@ -619,15 +624,19 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     size_t g = wxj_granule_of(chunk, exec);
     if (wxj_bit_get(chunk->open, g))
         return EINVAL; /* a reservation: abort it instead */
+    if (wxj_bit_get(chunk->start, g) &&
+        wxj_live_windows_own_over(heap, exec,
+                                  wxj_block_extent(chunk, g) * WXJ_GRANULE))
+        return EDEADLK; /* the caller's own window is open over it */
     /* Clearing the start bit is the claim: of two racing frees of the same
      * block exactly one proceeds, and patches from now on refuse it. */
     if (!wxj_bit_clear(chunk->start, g))
         return EINVAL;
     wait_for_patches(heap, chunk, g);
     size_t n = wxj_block_extent(chunk, g);
-    int err = wxj_live_windows_before_free(heap, exec, n * WXJ_GRANULE);
+    int err = wxj_live_windows_before_free(heap, chunk, g, n * WXJ_GRANULE);
     if (err) {
-        wxj_bit_set(chunk->start, g); /* the caller's own window is open */
+        wxj_bit_set(chunk->start, g); /* it may not wait: still live */
         return err;
     }
     if (chunk->stale) {

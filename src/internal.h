@@ -545,11 +545,23 @@ void wxj_registry_after_fork(void);
 /* ---- live_window.c: write windows on live code --------------------------- */
 void wxj_live_windows_init(struct wxj_live_windows *lw);
 void wxj_live_windows_destroy(struct wxj_live_windows *lw);
-/* A free of the block [block, block + len) (claimed already) may go on:
- * 0 once no other thread's window is open over it; EDEADLK if the caller's
- * own is. */
+/* Whether the calling thread has a window open over [block, block+len). */
+int wxj_live_windows_own_over(struct wxjit_heap *heap, const uint8_t *block,
+                              size_t len);
+/* A free of the block at granule start, len bytes (claimed already), may
+ * go on: 0 once no other thread's window is open over it; EDEADLK where
+ * the caller may not wait (it holds a window or in-place reservation). */
 int wxj_live_windows_before_free(struct wxjit_heap *heap,
-                                 const uint8_t *block, size_t len);
+                                 struct wxj_chunk *chunk, size_t start,
+                                 size_t len);
+/* procmem: a patch of [at, at + len) holds off windows over those bytes
+ * until patch_end (a window's close would write back what it saw). out
+ * is NULL elsewhere. EBUSY: the caller's own window is over them. */
+struct wxj_live_window;
+int wxj_live_windows_patch_begin(struct wxjit_heap *heap, uint8_t *at,
+                                 size_t len, struct wxj_live_window **out);
+void wxj_live_windows_patch_end(struct wxjit_heap *heap,
+                                struct wxj_live_window *rec);
 /* Whether the calling thread has a window open on a page of [lo, hi]. */
 bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
                                 uintptr_t hi);

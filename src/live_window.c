@@ -4,16 +4,25 @@
  * the rare writes (patching call sites, inline caches), never installs,
  * so a shared lock is the price of exact exclusion by byte range (by page
  * on toggle, whose windows take whole pages). A window waits while another
- * thread's overlaps it; EDEADLK where waiting could close a cycle: the
- * other owner already waits for one of the caller's windows, or the
- * caller holds an in-place reservation open (whose page a window holder
- * may be waiting for, outside this registry).
+ * thread's overlaps it.
+ *
+ * No deadlock among wxjit's own waits: a thread that holds something
+ * others may wait for (a window on live code, an in-place reservation)
+ * never waits for a window: it gets EDEADLK instead. Every wait is then by
+ * a thread that holds nothing, so no cycle can form. (A holder that runs
+ * code on a page another thread's window holds waits in the fault
+ * handler: the README's rule that a thread must not wait for the windows
+ * of a thread that waits for it.)
  *
  * A free of a function with a window open over it waits for the window
- * (another thread's) or fails with EDEADLK (the caller's own). The free
- * and the open order their claim (start bit) and their registration with
- * a full fence each, so either the free sees the window or the open sees
- * the claim. */
+ * (another thread's) or fails with EDEADLK (the caller's own, or when the
+ * caller holds a window or in-place reservation itself). The free and the
+ * open order their claim (start bit) and their registration with a full
+ * fence each, so either the free sees the window or the open sees the
+ * claim. A free waiting is registered too, so that a fork child, where
+ * the waiter does not exist, can give the function back its start bit.
+ * On procmem a patch also registers for the time of its write: a window's
+ * close writes back what the window saw, which would revert it. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -30,10 +39,10 @@ unsigned wxj_live_windows_own(void)
 struct wxj_live_window {
     struct wxj_live_window *next;
     int32_t owner;
-    bool waiting;             /* a wait record, not an open window */
+    bool waiting;             /* a free waiting, not an open window */
     struct wxj_window w;      /* pages and view (open windows) */
     uintptr_t lo, hi;         /* bytes [lo, hi) */
-    uintptr_t block_lo, block_hi; /* the function's granules */
+    size_t start;             /* a waiting free: its start granule */
 };
 
 void wxj_live_windows_init(struct wxj_live_windows *lw)
@@ -89,27 +98,6 @@ static struct wxj_live_window *blocker(const struct wxjit_heap *heap,
     return NULL;
 }
 
-/* Lock held. Whether thread t waits for a range that one of self's open
- * windows blocks. */
-static bool waits_for(const struct wxjit_heap *heap,
-                      const struct wxj_live_windows *lw, int32_t t,
-                      int32_t self)
-{
-    for (struct wxj_live_window *w = lw->list; w; w = w->next) {
-        if (!w->waiting || w->owner != t)
-            continue;
-        uintptr_t a, b;
-        extent(heap, w->lo, w->hi, &a, &b);
-        for (struct wxj_live_window *r = lw->list; r; r = r->next) {
-            uintptr_t c, d;
-            extent(heap, r->lo, r->hi, &c, &d);
-            if (!r->waiting && r->owner == self && meet(a, b, c, d))
-                return true;
-        }
-    }
-    return false;
-}
-
 /* Lock held: waits for a change, letting a fork proceed meanwhile (never
  * resuming with the lock held: fork's preparation may be waiting). */
 static void sleep_on(struct wxj_live_windows *lw)
@@ -136,23 +124,21 @@ static void unlink_record(struct wxj_live_windows *lw,
         }
 }
 
-/* Lock held: waits until no other thread's window blocks [lo, hi), or
- * fails with EDEADLK. */
-static int admit(struct wxjit_heap *heap, struct wxj_live_windows *lw,
-                 int32_t self, uintptr_t lo, uintptr_t hi)
+/* Whether the calling thread holds what another may wait for. */
+static bool holds_any(void)
 {
-    uintptr_t a, b;
-    extent(heap, lo, hi, &a, &b);
-    struct wxj_live_window wait = {.owner = self, .waiting = true,
-                                   .lo = lo, .hi = hi};
-    struct wxj_live_window *r;
-    while ((r = blocker(heap, lw, self, a, b))) {
-        if (wxj_open_own_in_place() || waits_for(heap, lw, r->owner, self))
+    return own_windows || wxj_open_own_in_place();
+}
+
+/* Lock held: waits until no other thread's window blocks [a, b) (an
+ * extent), or fails with EDEADLK where the caller may not wait. */
+static int admit(struct wxjit_heap *heap, struct wxj_live_windows *lw,
+                 int32_t self, uintptr_t a, uintptr_t b)
+{
+    while (blocker(heap, lw, self, a, b)) {
+        if (holds_any())
             return EDEADLK;
-        wait.next = lw->list;
-        lw->list = &wait;
         sleep_on(lw);
-        unlink_record(lw, &wait);
     }
     return 0;
 }
@@ -191,15 +177,15 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     rec->owner = self;
     rec->lo = (uintptr_t)exec;
     rec->hi = (uintptr_t)exec + size;
-    rec->block_lo = (uintptr_t)wxj_granule_addr(c, g);
-    rec->block_hi = (uintptr_t)wxj_granule_addr(c, g + n);
     pthread_mutex_lock(&lw->lock);
     int err = 0;
     for (struct wxj_live_window *r = lw->list; r && !err; r = r->next)
         if (!r->waiting && r->owner == self && meet(rec->lo, rec->hi, r->lo, r->hi))
             err = EBUSY; /* the caller's own window over these bytes */
+    uintptr_t a, b;
+    extent(heap, rec->lo, rec->hi, &a, &b);
     if (!err)
-        err = admit(heap, lw, self, rec->lo, rec->hi);
+        err = admit(heap, lw, self, a, b);
     if (!err) {
         rec->next = lw->list;
         lw->list = rec;
@@ -268,32 +254,95 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
     return err;
 }
 
+int wxj_live_windows_own_over(struct wxjit_heap *heap, const uint8_t *block,
+                              size_t len)
+{
+    if (!own_windows)
+        return 0;
+    struct wxj_live_windows *lw = &heap->windows;
+    uintptr_t a = (uintptr_t)block, b = a + len;
+    int32_t self = wxj_os_tid();
+    bool found = false;
+    pthread_mutex_lock(&lw->lock);
+    for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
+        found = !r->waiting && r->owner == self && meet(a, b, r->lo, r->hi);
+    pthread_mutex_unlock(&lw->lock);
+    return found;
+}
+
 int wxj_live_windows_before_free(struct wxjit_heap *heap,
-                                 const uint8_t *block, size_t len)
+                                 struct wxj_chunk *chunk, size_t start,
+                                 size_t len)
 {
     struct wxj_live_windows *lw = &heap->windows;
     atomic_thread_fence(memory_order_seq_cst); /* pairs with the open's */
     if (!atomic_load_explicit(&lw->open, memory_order_relaxed))
         return 0;
     int32_t self = wxj_os_tid();
-    uintptr_t a = (uintptr_t)block, b = a + len;
+    uintptr_t a = (uintptr_t)wxj_granule_addr(chunk, start), b = a + len;
+    struct wxj_live_window wait = {.owner = self, .waiting = true,
+                                   .w = {.chunk = chunk}, .lo = a, .hi = b,
+                                   .start = start};
     int err = 0;
     pthread_mutex_lock(&lw->lock);
-    for (;;) {
-        struct wxj_live_window *r = NULL;
-        for (struct wxj_live_window *q = lw->list; q && !r; q = q->next)
-            if (!q->waiting && meet(a, b, q->lo, q->hi))
-                r = q;
-        if (!r)
-            break;
-        if (r->owner == self) {
+    while (blocker(heap, lw, -1, a, b)) {
+        if (holds_any()) {
             err = EDEADLK;
             break;
         }
+        wait.next = lw->list;
+        lw->list = &wait;
         sleep_on(lw);
+        unlink_record(lw, &wait);
     }
     pthread_mutex_unlock(&lw->lock);
     return err;
+}
+
+int wxj_live_windows_patch_begin(struct wxjit_heap *heap, uint8_t *at,
+                                 size_t len, struct wxj_live_window **out)
+{
+    *out = NULL;
+    if (heap->backend->id != WXJIT_BACKEND_PROCMEM)
+        return 0;
+    struct wxj_live_windows *lw = &heap->windows;
+    int32_t self = wxj_os_tid();
+    struct wxj_live_window *rec = calloc(1, sizeof(*rec));
+    if (!rec)
+        return ENOMEM;
+    rec->owner = self;
+    rec->lo = (uintptr_t)at;
+    rec->hi = rec->lo + len;
+    int err = 0;
+    pthread_mutex_lock(&lw->lock);
+    for (struct wxj_live_window *r = lw->list; r && !err; r = r->next)
+        if (!r->waiting && r->owner == self && meet(rec->lo, rec->hi, r->lo, r->hi))
+            err = EBUSY; /* its close would write back the old bytes */
+    if (!err)
+        err = admit(heap, lw, self, rec->lo, rec->hi);
+    if (!err) {
+        rec->next = lw->list;
+        lw->list = rec;
+    }
+    pthread_mutex_unlock(&lw->lock);
+    if (err)
+        free(rec);
+    else
+        *out = rec;
+    return err;
+}
+
+void wxj_live_windows_patch_end(struct wxjit_heap *heap,
+                                struct wxj_live_window *rec)
+{
+    if (!rec)
+        return;
+    struct wxj_live_windows *lw = &heap->windows;
+    pthread_mutex_lock(&lw->lock);
+    unlink_record(lw, rec);
+    pthread_cond_broadcast(&lw->changed);
+    pthread_mutex_unlock(&lw->lock);
+    free(rec);
 }
 
 /* Closes rec (its bytes as they are) for a thread that cannot: one going
@@ -343,9 +392,13 @@ void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
         struct wxj_live_window *r = *p;
         if (r->waiting || r->owner != parent_tid) {
             *p = r->next;
-            if (!r->waiting) {
+            if (r->waiting) /* a free that never happened here */
+                wxj_bit_set(r->w.chunk->start, r->start);
+            else if (r->w.chunk) {
                 r->next = others;
                 others = r;
+            } else {
+                free(r); /* a patch's: it never wrote here */
             }
         } else {
             r->owner = self;
