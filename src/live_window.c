@@ -29,17 +29,64 @@
 #include "internal.h"
 #include "wxjit.h"
 
-static __thread unsigned own_windows;
+/* The calling thread's open windows, per heap (a heap destroyed with
+ * windows open must not count: its id no longer matches). */
+#define OWN_HEAPS 8
+static __thread struct {
+    const struct wxjit_heap *heap;
+    uint64_t id;
+    unsigned n;
+} own[OWN_HEAPS];
+
+static bool own_is_live(int i)
+{
+    return own[i].n && wxj_heap_ok(own[i].heap) &&
+           own[i].heap->id == own[i].id;
+}
+
+static unsigned own_in(const struct wxjit_heap *heap)
+{
+    for (int i = 0; i < OWN_HEAPS; i++)
+        if (own[i].heap == heap && own_is_live(i))
+            return own[i].n;
+    return 0;
+}
+
+/* Counts a window opened (+1) or closed (-1) in heap; false if the
+ * thread already has windows in OWN_HEAPS other heaps. */
+static bool own_add(const struct wxjit_heap *heap, int by)
+{
+    int slot = -1;
+    for (int i = 0; i < OWN_HEAPS; i++) {
+        if (own[i].heap == heap && own[i].id == heap->id && own[i].n) {
+            own[i].n += (unsigned)by;
+            return true;
+        }
+        if (slot < 0 && !own_is_live(i))
+            slot = i;
+    }
+    if (by < 0 || slot < 0)
+        return by < 0;
+    own[slot].heap = heap;
+    own[slot].id = heap->id;
+    own[slot].n = 1;
+    return true;
+}
 
 unsigned wxj_live_windows_own(void)
 {
-    return own_windows;
+    unsigned n = 0;
+    for (int i = 0; i < OWN_HEAPS; i++)
+        n += own[i].n;
+    return n;
 }
 
 struct wxj_live_window {
     struct wxj_live_window *next;
     int32_t owner;
     bool waiting;             /* a free waiting, not an open window */
+    bool opened;              /* the backend's open succeeded */
+    bool patch;               /* a procmem patch's, for its write */
     struct wxj_window w;      /* pages and view (open windows) */
     uintptr_t lo, hi;         /* bytes [lo, hi) */
     size_t start;             /* a waiting free: its start granule */
@@ -127,7 +174,10 @@ static void unlink_record(struct wxj_live_windows *lw,
 /* Whether the calling thread holds what another may wait for. */
 static bool holds_any(void)
 {
-    return own_windows || wxj_open_own_in_place();
+    for (int i = 0; i < OWN_HEAPS; i++)
+        if (own_is_live(i))
+            return true;
+    return wxj_open_own_in_place() != 0;
 }
 
 /* Lock held: waits until no other thread's window blocks [a, b) (an
@@ -231,8 +281,14 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
         drop(heap, rec);
         return err;
     }
+    if (!own_add(heap, 1)) {
+        /* Windows in too many heaps at once to count (OWN_HEAPS). */
+        heap->backend->close(heap, &rec->w, exec, size);
+        drop(heap, rec);
+        return ENOMEM;
+    }
+    rec->opened = true;
     *write = wxj_window_at(heap, &rec->w, exec);
-    own_windows++;
     /* The thread's next code goes elsewhere: on toggle it would not run
      * until this window closes (and its commit is EDEADLK on every
      * backend, as for in-place reservations). */
@@ -269,7 +325,7 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
     int err = heap->backend->close(heap, &rec->w, exec, size);
     if (err == 0) {
         drop(heap, rec);
-        own_windows--;
+        own_add(heap, -1);
     }
     return err;
 }
@@ -277,7 +333,7 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
 int wxj_live_windows_own_over(struct wxjit_heap *heap, const uint8_t *block,
                               size_t len)
 {
-    if (!own_windows)
+    if (!own_in(heap))
         return 0;
     struct wxj_live_windows *lw = &heap->windows;
     uintptr_t a = (uintptr_t)block, b = a + len;
@@ -305,7 +361,7 @@ int wxj_live_windows_before_free(struct wxjit_heap *heap,
                                    .start = start};
     int err = 0;
     pthread_mutex_lock(&lw->lock);
-    while (blocker(heap, lw, -1, a, b)) {
+    while (blocker(heap, lw, self, a, b)) {
         if (holds_any()) {
             err = EDEADLK;
             break;
@@ -331,6 +387,7 @@ int wxj_live_windows_patch_begin(struct wxjit_heap *heap, uint8_t *at,
     if (!rec)
         return ENOMEM;
     rec->owner = self;
+    rec->patch = true;
     rec->lo = (uintptr_t)at;
     rec->hi = rec->lo + len;
     int err = 0;
@@ -414,11 +471,13 @@ void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
             *p = r->next;
             if (r->waiting) /* a free that never happened here */
                 wxj_bit_set(r->w.chunk->start, r->start);
-            else if (r->w.chunk) {
+            else if (r->patch)
+                free(r); /* it never wrote here */
+            else {
+                /* Closed below if it was open; one still waiting to open
+                 * holds no page (toggle_open drops them to wait). */
                 r->next = others;
                 others = r;
-            } else {
-                free(r); /* a patch's: it never wrote here */
             }
         } else {
             r->owner = self;
@@ -427,7 +486,8 @@ void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
     }
     for (struct wxj_live_window *r = others, *next; r; r = next) {
         next = r->next;
-        close_for_owner(heap, r);
+        if (r->opened)
+            close_for_owner(heap, r);
         atomic_fetch_sub_explicit(&lw->open, 1, memory_order_relaxed);
         free(r);
     }
@@ -483,7 +543,7 @@ int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec)
 bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
                                 uintptr_t hi)
 {
-    if (!own_windows)
+    if (!own_in(heap))
         return false;
     struct wxj_live_windows *lw = &heap->windows;
     uintptr_t ps = heap->page_size, a = lo / ps * ps, b = hi / ps * ps + ps;
