@@ -253,6 +253,17 @@ static void fill_deferred(struct wxjit_heap *heap, struct wxj_chunk *chunk,
         wxj_code_changed(lo, (size_t)(hi - lo));
 }
 
+/* In-place reservations and windows on live code hold their pages from
+ * one call to another: counted on each page (toggle_open's rule). */
+static void count_long_hold(const struct wxj_window *w, int by)
+{
+    if (w->kind == WXJ_VIEW_SCRATCH)
+        return;
+    for (size_t i = w->first; i <= w->last; i++)
+        atomic_fetch_add_explicit(&w->chunk->pages[i].long_holds,
+                                  (uint32_t)by, memory_order_release);
+}
+
 static int toggle_open(struct wxjit_heap *heap, struct wxj_window *w)
 {
     struct wxj_chunk *chunk = w->chunk;
@@ -271,6 +282,12 @@ retry:
          * two writers whose ranges overlap. */
         if (i > w->first)
             pages_drop(chunk, w->first, i - 1);
+        /* Nor wait for another thread's long hold while holding one: it
+         * may be waiting for ours. Short holds always end by themselves
+         * (their writers never hold pages while they wait). */
+        if (atomic_load_explicit(&pg->long_holds, memory_order_acquire) &&
+            wxj_thread_holds_long())
+            return EDEADLK;
         page_wait(pg, seen, true);
         goto retry;
     }
@@ -287,6 +304,7 @@ retry:
     if (chunk->stale && heap->backend->deferral == WXJ_FILL_IN_PAGE_WINDOW)
         fill_deferred(heap, chunk, w->first, w->last);
     w->view = chunk->base + w->first * heap->page_size;
+    count_long_hold(w, 1);
     return 0;
 }
 
@@ -362,6 +380,7 @@ static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
     wxj_code_changed(flush, flush_len);
     if (err)
         return err; /* still open and held: the caller decides */
+    count_long_hold(w, -1);
     pages_drop(w->chunk, w->first, w->last);
     return 0;
 }
@@ -369,6 +388,7 @@ static int toggle_close(struct wxjit_heap *heap, struct wxj_window *w,
 static void toggle_abandon(struct wxjit_heap *heap, struct wxj_window *w)
 {
     (void)heap;
+    count_long_hold(w, -1);
     pages_drop(w->chunk, w->first, w->last);
 }
 

@@ -53,6 +53,10 @@ struct wxj_page {
     _Atomic uint32_t state;  /* the protocol word above */
     _Atomic int32_t writer;  /* tid holding WRITING, 0 when none */
     _Atomic uint32_t waiting; /* executors asleep in the fault handler */
+    /* Holds that last from one call to another (in-place reservations,
+     * windows on live code): a thread holding one of its own must not
+     * wait for such a page (toggle_open), or two could wait in a cycle. */
+    _Atomic uint32_t long_holds;
     uint32_t depth;          /* nested holds by the writer (writer only) */
     bool fresh;              /* never executable: still RW from the chunk
                                 mapping, so writing needs no mprotect */
@@ -565,6 +569,10 @@ void wxj_live_windows_patch_end(struct wxjit_heap *heap,
 /* Whether the calling thread has a window open on a page of [lo, hi]. */
 bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
                                 uintptr_t hi);
+/* Whether the calling thread holds a window on live code (in a live heap)
+ * or an in-place reservation: then it may not wait for another thread's
+ * long hold (EDEADLK instead). */
+bool wxj_thread_holds_long(void);
 /* Windows the calling thread opened and has not closed (any heap). */
 unsigned wxj_live_windows_own(void);
 /* tid is going away: its windows close (their bytes as written). */

@@ -180,6 +180,11 @@ static bool holds_any(void)
     return wxj_open_own_in_place() != 0;
 }
 
+bool wxj_thread_holds_long(void)
+{
+    return holds_any();
+}
+
 /* Lock held: waits until no other thread's window blocks [a, b) (an
  * extent), or fails with EDEADLK where the caller may not wait. */
 static int admit(struct wxjit_heap *heap, struct wxj_live_windows *lw,
@@ -191,18 +196,6 @@ static int admit(struct wxjit_heap *heap, struct wxj_live_windows *lw,
         sleep_on(lw);
     }
     return 0;
-}
-
-static bool pages_held_by_others(const struct wxj_chunk *c, size_t first,
-                                 size_t last, int32_t self)
-{
-    for (size_t i = first; i <= last; i++)
-        if ((atomic_load_explicit(&c->pages[i].state, memory_order_acquire) &
-             WXJ_PAGE_WRITING) &&
-            atomic_load_explicit(&c->pages[i].writer, memory_order_relaxed) !=
-                self)
-            return true;
-    return false;
 }
 
 /* The live function holding [addr, addr + size), whole: its granules. */
@@ -263,14 +256,6 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     atomic_thread_fence(memory_order_seq_cst);
     rec->w = wxj_window_over(heap, c, exec, size);
     rec->w.kind = WXJ_VIEW_STABLE_LIVE;
-    /* A holder may not wait for pages either (toggle: another thread's
-     * in-place reservation or window holds them, and that thread may be
-     * about to wait for this one's). */
-    if (heap->backend->exclusive_windows && holds_any() &&
-        pages_held_by_others(c, rec->w.first, rec->w.last, self)) {
-        drop(heap, rec);
-        return EDEADLK;
-    }
     /* All of it again: while this thread waited, the function may have
      * been freed and its space reused by another. */
     size_t g2, n2;

@@ -221,10 +221,36 @@ claim:
     return 0;
 }
 
+/* toggle: the first granule at or after `at` (aligned) from which n fit
+ * on no page another thread holds from one call to another (an in-place
+ * reservation, a window on live code): writing there would wait for it,
+ * perhaps for long, and a thread that holds such a page itself may not
+ * wait at all (toggle_open). */
+static size_t past_long_holds(struct wxjit_heap *heap, struct wxj_pool *pool,
+                              size_t at, size_t n, size_t align)
+{
+    size_t per_page = heap->page_size / WXJ_GRANULE;
+    int32_t self = wxj_os_tid();
+    struct wxj_chunk *c = pool->chunk;
+    for (size_t pg = at / per_page; at + n <= pool->limit &&
+                                    pg <= (at + n - 1) / per_page;
+         pg++) {
+        struct wxj_page *p = &c->pages[pg];
+        if (atomic_load_explicit(&p->long_holds, memory_order_acquire) &&
+            atomic_load_explicit(&p->writer, memory_order_relaxed) != self) {
+            at = align_up((pg + 1) * per_page, align);
+            pg = at / per_page - 1;
+        }
+    }
+    return at;
+}
+
 int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
                    size_t align, struct wxj_chunk **chunk, size_t *granule)
 {
     size_t at = align_up(pool->cursor, align);
+    if (pool->chunk && heap->backend->exclusive_windows)
+        at = past_long_holds(heap, pool, at, n, align);
     if (!pool->chunk || at + n > pool->limit) {
         wxj_lock_shared(&heap->lock);
         int err = refill(heap, pool, n, align);
@@ -232,6 +258,13 @@ int wxj_pool_alloc(struct wxjit_heap *heap, struct wxj_pool *pool, size_t n,
         if (err)
             return err;
         at = align_up(pool->cursor, align);
+        /* A new tail skips held pages already (refill); one taken since
+         * is waited for (or EDEADLK, toggle_open's rule). */
+        size_t past = heap->backend->exclusive_windows
+                          ? past_long_holds(heap, pool, at, n, align)
+                          : at;
+        if (past + n <= pool->limit)
+            at = past;
     }
     wxj_chunk_note_free(pool->chunk, pool->cursor, at - pool->cursor);
     pool->cursor = at + n;
