@@ -240,7 +240,11 @@ typedef struct wxjit_reservation {
  *                out of memory or mappings (vm.max_map_count);
  *         EMFILE, ENFILE  dualmap: no file descriptor for the shared
  *                memory object of a new chunk (RLIMIT_NOFILE); space in
- *                existing chunks is still handed out.
+ *                existing chunks is still handed out;
+ *         EDEADLK toggle (in place, or wxjit_install): the calling thread holds a window on live code
+ *                or an in-place reservation, and the call would have to
+ *                wait for a page another thread holds that way (it never
+ *                waits then: close yours, then retry);
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigned flags,
                   wxjit_reservation *out);
@@ -254,8 +258,10 @@ WXJIT_API int wxjit_reserve(wxjit_heap *heap, size_t size, size_t align, unsigne
  *                 of this heap, used 0 or larger than res->size;
  *         EPERM   an in-place reservation committed by another thread;
  *         EDEADLK a scratch reservation on a page where the calling thread
- *                 has an in-place reservation open (its code could not run
- *                 until that one is committed): commit that one first;
+ *                 has an in-place reservation or a window on live code
+ *                 open (its code could not run until that one ends): end
+ *                 that one first; or, as wxjit_reserve, a page another
+ *                 thread holds;
  *         other   errno of a failed mprotect (ENOMEM at vm.max_map_count,
  *                 after retries): the reservation stays open, to commit
  *                 again or abort; an in-place one keeps its write view
@@ -319,8 +325,9 @@ WXJIT_API int wxjit_install(wxjit_heap *heap, const void *code, size_t size,
  *                function of this heap;
  *         EBUSY  procmem: the caller's own window (wxjit_window_open) is
  *                open over those bytes (its close would undo the patch);
- *         EDEADLK procmem: another thread's window is over them and the
- *                caller holds a window or in-place reservation;
+ *         EDEADLK another thread's window is over them (toggle: on their
+ *                page) and the caller holds a window or in-place
+ *                reservation;
  *         other  errno of a failed mprotect or pwrite (nothing changed;
  *                toggle: threads executing other code on that page may
  *                wait until the next call on this heap makes it executable
@@ -401,6 +408,10 @@ WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
  * Errors: EINVAL heap NULL/destroyed, exec NULL, not the start of a live
  *                function of this heap (foreign pointer, interior pointer,
  *                open reservation, double free);
+ *         EDEADLK the caller's own window on live code is over it, or
+ *                another thread's window (toggle: one on its pages) and
+ *                the caller holds a window or in-place reservation
+ *                (nothing changed: the function stays live);
  *         other  errno of a failed mprotect (nothing changed; as for
  *                wxjit_patch).
  * Thread-safe. Not async-signal-safe. */

@@ -291,8 +291,12 @@ retry:
         page_wait(pg, seen, true);
         goto retry;
     }
+    /* Counted before the flip: a holder meeting these pages from now on
+     * sees a long hold, not one it may wait for. */
+    count_long_hold(w, 1);
     int err = protect_runs(heap, chunk, w->first, w->last, true, true, true);
     if (err) {
+        count_long_hold(w, -1);
         /* Pages flipped before the failure go back to RX; any that will
          * not stay abandoned, never released writable. */
         protect_runs(heap, chunk, w->first, w->last, false, true, false);
@@ -304,7 +308,6 @@ retry:
     if (chunk->stale && heap->backend->deferral == WXJ_FILL_IN_PAGE_WINDOW)
         fill_deferred(heap, chunk, w->first, w->last);
     w->view = chunk->base + w->first * heap->page_size;
-    count_long_hold(w, 1);
     return 0;
 }
 

@@ -624,10 +624,15 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     size_t g = wxj_granule_of(chunk, exec);
     if (wxj_bit_get(chunk->open, g))
         return EINVAL; /* a reservation: abort it instead */
-    if (wxj_bit_get(chunk->start, g) &&
-        wxj_live_windows_own_over(heap, exec,
-                                  wxj_block_extent(chunk, g) * WXJ_GRANULE))
-        return EDEADLK; /* the caller's own window is open over it */
+    /* Refused before the claim, so that the function never looks freed
+     * for a moment: the caller's own window is over it, or the caller
+     * holds one (or an in-place reservation) and would have to wait. */
+    if (wxj_bit_get(chunk->start, g)) {
+        size_t n = wxj_block_extent(chunk, g);
+        if (wxj_live_windows_own_over(heap, exec, n * WXJ_GRANULE) ||
+            wxj_live_windows_free_would_wait(heap, chunk, g, n, !chunk->stale))
+            return EDEADLK;
+    }
     /* Clearing the start bit is the claim: of two racing frees of the same
      * block exactly one proceeds, and patches from now on refuse it. */
     if (!wxj_bit_clear(chunk->start, g))

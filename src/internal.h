@@ -552,6 +552,13 @@ void wxj_live_windows_destroy(struct wxj_live_windows *lw);
 /* Whether the calling thread has a window open over [block, block+len). */
 int wxj_live_windows_own_over(struct wxjit_heap *heap, const uint8_t *block,
                               size_t len);
+/* Whether a free of the block [start, start + n) by a thread that holds a
+ * window or in-place reservation would have to wait for another thread's
+ * (and so must be refused, EDEADLK, before it claims the function);
+ * writes: the free writes traps (toggle: through the block's pages). */
+bool wxj_live_windows_free_would_wait(struct wxjit_heap *heap,
+                                      struct wxj_chunk *chunk, size_t start,
+                                      size_t n, bool writes);
 /* A free of the block at granule start, len bytes (claimed already), may
  * go on: 0 once no other thread's window is open over it; EDEADLK where
  * the caller may not wait (it holds a window or in-place reservation). */

@@ -541,3 +541,32 @@ bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
     pthread_mutex_unlock(&lw->lock);
     return found;
 }
+
+bool wxj_live_windows_free_would_wait(struct wxjit_heap *heap,
+                                      struct wxj_chunk *chunk, size_t start,
+                                      size_t n, bool writes)
+{
+    if (!holds_any())
+        return false;
+    if (writes && heap->backend->exclusive_windows) {
+        int32_t self = wxj_os_tid();
+        size_t ps = heap->page_size;
+        size_t first = (size_t)(wxj_granule_addr(chunk, start) - chunk->base) / ps;
+        size_t last = (size_t)(wxj_granule_addr(chunk, start + n) - 1 -
+                               chunk->base) / ps;
+        for (size_t i = first; i <= last; i++)
+            if (atomic_load_explicit(&chunk->pages[i].long_holds,
+                                     memory_order_acquire) &&
+                atomic_load_explicit(&chunk->pages[i].writer,
+                                     memory_order_relaxed) != self)
+                return true;
+    }
+    struct wxj_live_windows *lw = &heap->windows;
+    if (!atomic_load_explicit(&lw->open, memory_order_acquire))
+        return false;
+    uintptr_t a = (uintptr_t)wxj_granule_addr(chunk, start);
+    pthread_mutex_lock(&lw->lock);
+    bool blocked = blocker(heap, lw, wxj_os_tid(), a, a + n * WXJ_GRANULE);
+    pthread_mutex_unlock(&lw->lock);
+    return blocked;
+}

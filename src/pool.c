@@ -222,22 +222,21 @@ claim:
 }
 
 /* toggle: the first granule at or after `at` (aligned) from which n fit
- * on no page another thread holds from one call to another (an in-place
- * reservation, a window on live code): writing there would wait for it,
- * perhaps for long, and a thread that holds such a page itself may not
- * wait at all (toggle_open). */
+ * on no page held from one call to another (an in-place reservation, a
+ * window on live code): another thread's would make the write wait,
+ * perhaps for long (and a thread that holds such a page itself may not
+ * wait at all: toggle_open); the caller's own would leave its new code
+ * unexecutable until that window closes. */
 static size_t past_long_holds(struct wxjit_heap *heap, struct wxj_pool *pool,
                               size_t at, size_t n, size_t align)
 {
     size_t per_page = heap->page_size / WXJ_GRANULE;
-    int32_t self = wxj_os_tid();
     struct wxj_chunk *c = pool->chunk;
     for (size_t pg = at / per_page; at + n <= pool->limit &&
                                     pg <= (at + n - 1) / per_page;
          pg++) {
-        struct wxj_page *p = &c->pages[pg];
-        if (atomic_load_explicit(&p->long_holds, memory_order_acquire) &&
-            atomic_load_explicit(&p->writer, memory_order_relaxed) != self) {
+        if (atomic_load_explicit(&c->pages[pg].long_holds,
+                                 memory_order_acquire)) {
             at = align_up((pg + 1) * per_page, align);
             pg = at / per_page - 1;
         }
