@@ -159,33 +159,45 @@ static void sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
+/* A function returning v, a window over its constant that stores *store
+ * (none if NULL), and beside it another thread running fn (which sets
+ * p->freed when its call returned): when must_wait, fn's call must not
+ * return before the window closes. The caller destroys p->h after. */
+static void beside_window(int32_t v, const int32_t *store,
+                          void *(*fn)(void *), bool must_wait, struct pair *p)
+{
+    p->h = wxtest_heap_of(WXJIT_BACKEND_AUTO);
+    p->f = install_constant(p->h, v);
+    pthread_barrier_init(&p->step, NULL, 2);
+    void *w;
+    CHECK_OK(wxjit_window_open(p->h, imm_of(p->f), 4, &w));
+    pthread_t t = wxtest_spawn(fn, p);
+    pthread_barrier_wait(&p->step);
+    sleep_ms(100);
+    CHECK(!must_wait || !atomic_load(&p->freed),
+          "the other thread's call did not wait for the window");
+    if (store) {
+        __atomic_store_n((int32_t *)w, *store, __ATOMIC_RELAXED);
+        /* dualmap: executors see stores as they are made (toggle: the
+         * page is not executable until close, not even for this thread;
+         * procmem: the code changes at close). */
+        if (backend == WXJIT_BACKEND_DUALMAP && !atomic_load(&p->freed))
+            CHECK_EQ(as_fn(p->f)(), *store);
+    }
+    CHECK_OK(wxjit_window_close(p->h, imm_of(p->f), 4));
+    wxtest_join(t);
+    CHECK(atomic_load(&p->freed), "the other thread's call did not finish");
+    pthread_barrier_destroy(&p->step);
+}
+
 static void test_free_waits(void)
 {
-    struct pair p = {.h = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
-    p.f = install_constant(p.h, 30);
-    pthread_barrier_init(&p.step, NULL, 2);
-    void *w;
-    CHECK_OK(wxjit_window_open(p.h, imm_of(p.f), 4, &w));
-    pthread_t t = wxtest_spawn(free_it, &p);
-    pthread_barrier_wait(&p.step);
-    sleep_ms(100);
-    CHECK(!atomic_load(&p.freed), "the free did not wait for the window");
-    __atomic_store_n((int32_t *)w, 31, __ATOMIC_RELAXED);
-    /* dualmap: executors see stores as they are made (toggle: the page
-     * is not executable until close, not even for this thread; procmem:
-     * the code changes at close). */
-    if (backend == WXJIT_BACKEND_DUALMAP)
-        CHECK_EQ(as_fn(p.f)(), 31);
-    CHECK_OK(wxjit_window_close(p.h, imm_of(p.f), 4));
-    wxtest_join(t);
-    CHECK(atomic_load(&p.freed), "the free did not finish");
-    pthread_barrier_destroy(&p.step);
+    struct pair p = {0};
+    beside_window(30, &(int32_t){31}, free_it, true, &p);
     CHECK_OK(wxjit_heap_destroy(p.h));
     printf("  free_waits: another thread's free waited for the window\n");
 }
 
-/* A thread holding a window that would wait for another's gets EDEADLK
- * (so no cycle can form); one holding nothing waits. */
 /* Another thread's patch of bytes under a window lands (after the window,
  * on toggle and procmem): the window's close does not write back what it
  * saw over it (procmem did, found by review). */
@@ -201,23 +213,18 @@ static void *patch_f(void *arg)
 
 static void test_patch_under_window(void)
 {
-    struct pair p = {.h = wxtest_heap_of(WXJIT_BACKEND_AUTO)};
-    p.f = install_constant(p.h, 32);
-    pthread_barrier_init(&p.step, NULL, 2);
-    void *w;
-    CHECK_OK(wxjit_window_open(p.h, imm_of(p.f), 4, &w));
-    pthread_t t = wxtest_spawn(patch_f, &p);
-    pthread_barrier_wait(&p.step);
-    sleep_ms(50);
-    CHECK_OK(wxjit_window_close(p.h, imm_of(p.f), 4));
-    wxtest_join(t);
+    struct pair p = {0};
+    /* The window stores nothing: only a close that writes back what it
+     * saw over the patch could bring 32 back. */
+    beside_window(32, NULL, patch_f, backend != WXJIT_BACKEND_DUALMAP, &p);
     CHECK_EQ(as_fn(p.f)(), 33);
-    pthread_barrier_destroy(&p.step);
     CHECK_OK(wxjit_heap_destroy(p.h));
     printf("  patch under a window: the other thread's patch stands after "
            "the close\n");
 }
 
+/* A thread holding a window that would wait for another's gets EDEADLK
+ * (so no cycle can form); one holding nothing waits. */
 static void *holder_wants_f(void *arg)
 {
     struct pair *p = arg;
