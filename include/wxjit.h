@@ -376,7 +376,9 @@ WXJIT_API int wxjit_patch_atomic(wxjit_heap *heap, void *addr, uint64_t value,
  *                 holds a window or an in-place reservation;
  *         ENOTSUP dualmap with WXJIT_HEAP_RW_ON_DEMAND (its views are
  *                 mapped anew each time: no stable write address);
- *         ENOMEM, or the errno of a failed mprotect (toggle).
+ *         ENOMEM  out of memory, or the caller has windows open in 8
+ *                 other heaps at once;
+ *         other   the errno of a failed mprotect (toggle).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
                                 void **write);
