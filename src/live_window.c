@@ -2,8 +2,9 @@
  *
  * Each heap keeps a registry of open windows under one lock: these are
  * the rare writes (patching call sites, inline caches), never installs,
- * so a shared lock is the price of exact exclusion by byte range (by page
- * on toggle, whose windows take whole pages). A window waits while another
+ * so a shared lock (counted in stats.shared_locks, as every such lock
+ * is) is the price of exact exclusion by byte range (by page on toggle,
+ * whose windows take whole pages). A window waits while another
  * thread's overlaps it.
  *
  * No deadlock among wxjit's own waits: a thread that holds something
@@ -157,7 +158,7 @@ static void sleep_on(struct wxj_live_windows *lw)
     pthread_cond_wait(&lw->changed, &lw->lock);
     pthread_mutex_unlock(&lw->lock);
     wxj_op_resume();
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     pthread_setcancelstate(state, NULL);
 }
 
@@ -232,7 +233,7 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     rec->owner = self;
     rec->lo = (uintptr_t)exec;
     rec->hi = (uintptr_t)exec + size;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     int err = 0;
     for (struct wxj_live_window *r = lw->list; r && !err; r = r->next)
         if (!r->waiting && r->owner == self && meet(rec->lo, rec->hi, r->lo, r->hi))
@@ -284,7 +285,7 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
 static void drop(struct wxjit_heap *heap, struct wxj_live_window *rec)
 {
     struct wxj_live_windows *lw = &heap->windows;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     unlink_record(lw, rec);
     atomic_fetch_sub_explicit(&lw->open, 1, memory_order_relaxed);
     pthread_cond_broadcast(&lw->changed);
@@ -297,7 +298,7 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
     struct wxj_live_windows *lw = &heap->windows;
     int32_t self = wxj_os_tid();
     struct wxj_live_window *rec = NULL;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     for (struct wxj_live_window *r = lw->list; r && !rec; r = r->next)
         if (!r->waiting && r->owner == self && r->lo == (uintptr_t)exec &&
             r->hi == (uintptr_t)exec + size)
@@ -324,7 +325,7 @@ int wxj_live_windows_own_over(struct wxjit_heap *heap, const uint8_t *block,
     uintptr_t a = (uintptr_t)block, b = a + len;
     int32_t self = wxj_os_tid();
     bool found = false;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
         found = !r->waiting && r->owner == self && meet(a, b, r->lo, r->hi);
     pthread_mutex_unlock(&lw->lock);
@@ -345,7 +346,7 @@ int wxj_live_windows_before_free(struct wxjit_heap *heap,
                                    .w = {.chunk = chunk}, .lo = a, .hi = b,
                                    .start = start};
     int err = 0;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     while (blocker(heap, lw, self, a, b)) {
         if (holds_any()) {
             err = EDEADLK;
@@ -376,7 +377,7 @@ int wxj_live_windows_patch_begin(struct wxjit_heap *heap, uint8_t *at,
     rec->lo = (uintptr_t)at;
     rec->hi = rec->lo + len;
     int err = 0;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     for (struct wxj_live_window *r = lw->list; r && !err; r = r->next)
         if (!r->waiting && r->owner == self && meet(rec->lo, rec->hi, r->lo, r->hi))
             err = EBUSY; /* its close would write back the old bytes */
@@ -400,7 +401,7 @@ void wxj_live_windows_patch_end(struct wxjit_heap *heap,
     if (!rec)
         return;
     struct wxj_live_windows *lw = &heap->windows;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     unlink_record(lw, rec);
     pthread_cond_broadcast(&lw->changed);
     pthread_mutex_unlock(&lw->lock);
@@ -425,7 +426,7 @@ static struct wxj_live_window *take_own(struct wxj_live_windows *lw,
                                         int32_t tid)
 {
     struct wxj_live_window *found = NULL;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
         if (!r->waiting && r->owner == tid)
             found = r;
@@ -534,7 +535,7 @@ bool wxj_live_windows_own_pages(struct wxjit_heap *heap, uintptr_t lo,
     uintptr_t ps = heap->page_size, a = lo / ps * ps, b = hi / ps * ps + ps;
     int32_t self = wxj_os_tid();
     bool found = false;
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     for (struct wxj_live_window *r = lw->list; r && !found; r = r->next)
         found = !r->waiting && r->owner == self &&
                 meet(a, b, r->lo / ps * ps, (r->hi + ps - 1) / ps * ps);
@@ -565,7 +566,7 @@ bool wxj_live_windows_free_would_wait(struct wxjit_heap *heap,
     if (!atomic_load_explicit(&lw->open, memory_order_acquire))
         return false;
     uintptr_t a = (uintptr_t)wxj_granule_addr(chunk, start);
-    pthread_mutex_lock(&lw->lock);
+    wxj_lock_shared(&lw->lock);
     bool blocked = blocker(heap, lw, wxj_os_tid(), a, a + n * WXJ_GRANULE);
     pthread_mutex_unlock(&lw->lock);
     return blocked;
