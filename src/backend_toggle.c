@@ -123,6 +123,12 @@ static void page_wait(struct wxj_page *pg, uint32_t seen, bool pause)
         wxj_op_resume();
 }
 
+static bool released(struct wxj_page *pg)
+{
+    return !(atomic_load_explicit(&pg->state, memory_order_relaxed) &
+             WXJ_PAGE_WRITING);
+}
+
 /* Executors woken by the page's last release get to run before a writer
  * takes it again, so back-to-back windows do not starve them. Only while
  * the page is released (waiters of a page held by someone else wait for
@@ -131,17 +137,32 @@ static void page_wait(struct wxj_page *pg, uint32_t seen, bool pause)
 static bool handing_off(struct wxj_page *pg)
 {
     return atomic_load_explicit(&pg->waiting, memory_order_relaxed) &&
-           !(atomic_load_explicit(&pg->state, memory_order_relaxed) &
-             WXJ_PAGE_WRITING);
+           released(pg);
 }
 
+/* A waiter that has left the handler has still to return from the signal
+ * and fetch its instruction again. That takes about as long as its wake
+ * did, since both wait for the scheduler to run it: tens of microseconds
+ * natively, up to a millisecond under TSan's signal wrappers, where a
+ * writer that took the page as soon as the count fell starved executors
+ * for 8-12 windows in a row (check-tsan, test_inplace). So the writer
+ * waits that long again before it takes the page. */
 static void let_waiters_run(struct wxj_page *pg)
 {
     if (!handing_off(pg))
         return;
-    uint64_t until = wxj_os_now_ns() + HANDOFF_NS;
-    while (handing_off(pg) && wxj_os_now_ns() < until)
+    uint64_t start = wxj_os_now_ns(), now = start;
+    uint64_t until = start + HANDOFF_NS;
+    while (handing_off(pg) && now < until) {
         wxj_os_yield();
+        now = wxj_os_now_ns();
+    }
+    if (now - start < until - now)
+        until = now + (now - start);
+    while (released(pg) && now < until) {
+        wxj_os_yield();
+        now = wxj_os_now_ns();
+    }
 }
 
 /* Drops one hold on each page of [first, last]; the last hold releases,
