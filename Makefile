@@ -83,6 +83,18 @@ CROSS_BUILD ?= build-cross
 check-cross:
 	CROSS_BUILD=$(CROSS_BUILD) bash tools/check-cross.sh
 
+# ---- aarch64 on a real kernel (tools/check-arm64-system.sh) -----------------
+# The whole ctest suite once per backend, statically cross-built, on
+# Debian's arm64 kernel under qemu-system-aarch64 (2 vCPUs, initramfs only),
+# in $(ARM64_SYSTEM_BUILD). Installs the cross compiler, qemu-system-arm and
+# cpio, and downloads the kernel package, with apt-get when missing (as
+# root). README: "aarch64 on a real kernel".
+ARM64_SYSTEM_BUILD ?= build-arm64-system
+
+.PHONY: check-arm64-system
+check-arm64-system:
+	ARM64_SYSTEM_BUILD=$(ARM64_SYSTEM_BUILD) bash tools/check-arm64-system.sh
+
 # ---- sanitizers and Valgrind (tools/check-sanitizers.sh) ------------------
 # The whole ctest suite, every heap test once per backend, built with
 # clang's ASan+UBSan (build-asan) or TSan (build-tsan), or run under

@@ -128,14 +128,29 @@ static inline bool wxtest_sanitizer_signals(void)
 #endif
 }
 
+/* "SKIPPED under TOOL: " or, natively (a kernel without a feature),
+ * "SKIPPED: ". */
+static inline void wxtest_print_skipped(void)
+{
+    const char *tool = wxtest_tool();
+    if (tool)
+        printf("SKIPPED under %s: ", tool);
+    else
+        printf("SKIPPED: ");
+}
+
 static inline void wxtest_skip(const char *what, const char *why)
 {
-    printf("  SKIPPED under %s: %s: %s\n", wxtest_tool(), what, why);
+    printf("  ");
+    wxtest_print_skipped();
+    printf("%s: %s\n", what, why);
 }
 
 static inline void wxtest_skip_all(const char *test, const char *why)
 {
-    printf("%s: SKIPPED under %s: %s\n", test, wxtest_tool(), why);
+    printf("%s: ", test);
+    wxtest_print_skipped();
+    printf("%s\n", why);
     exit(WXTEST_SKIPPED);
 }
 

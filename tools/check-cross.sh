@@ -27,24 +27,7 @@ declare -A NEED=(
     [riscv64-linux-gnu-gcc]="gcc-riscv64-linux-gnu libc6-dev-riscv64-cross"
     [qemu-aarch64]=qemu-user [qemu-riscv64]=qemu-user
 )
-
-install_missing() {
-    local missing=() tool
-    for tool in "${!NEED[@]}"; do
-        command -v "$tool" >/dev/null || missing+=(${NEED[$tool]})
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    if [ "$(id -u)" != 0 ]; then
-        echo "check-cross: missing: ${missing[*]}"
-        echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}"
-        exit 1
-    fi
-    echo "== check-cross: apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-}
+source tools/need.sh
 
 # Runs one ctest selection, prints its log, appends "arch set passed
 # skipped failed" to the summary and records a failure in STATUS.
@@ -95,7 +78,7 @@ check_arch() {
     run_set "$arch" "procmem" "$dir" -L procmem
 }
 
-install_missing
+need_install check-cross
 for arch in "${ARCHES[@]}"; do
     case $arch in
     aarch64 | riscv64) check_arch "$arch" ;;
