@@ -26,7 +26,6 @@ FNR == NR {
 }
 /^wxsys: out / {
     name = $3
-    sub(/\|$/, "", name)
     line = $0
     sub(/^wxsys: out [^|]*\| ?/, "", line)
     out[name] = out[name] "\n    " line

@@ -12,7 +12,8 @@
  *
  * Console lines, all starting "wxsys: ":
  *   wxsys: kernel RELEASE MACHINE cpus N uptime SECONDS
- *   wxsys: out NAME| LINE                      (the test's stdout/stderr)
+ *   wxsys: out NAME SECONDS| LINE        (the test's stdout/stderr, and
+ *                                         when since it started)
  *   wxsys: result NAME passed|skipped|failed|timeout DETAIL SECONDS
  *   wxsys: done N tests in SECONDS s
  *   wxsys: error WHAT                          (init itself failed) */
@@ -229,7 +230,8 @@ static void start(struct job *j, struct test *t)
 
 static void put_line(struct job *j)
 {
-    printf("wxsys: out %s| %.*s\n", j->t->name, (int)j->len, j->line);
+    printf("wxsys: out %s %.1f| %.*s\n", j->t->name, now() - j->start,
+           (int)j->len, j->line);
     j->len = 0;
 }
 
