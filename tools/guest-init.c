@@ -7,7 +7,7 @@
  *
  * Manifest (written on the host from ctest's own list, so that the guest
  * runs exactly ctest's command lines): "jobs N" once, then per test the
- * lines "test NAME", "timeout SECONDS", "serial 0|1", "cwd DIR", any
+ * lines "test NAME", "timeout SECONDS" (required), "serial 0|1", "cwd DIR", any
  * number of "env K=V" and "arg ARG" (argv in order), and "run".
  *
  * Console lines, all starting "wxsys: ":
@@ -44,9 +44,6 @@
 #define LINE_MAX_LEN 4096
 /* tests/wxtest_core.h's WXTEST_SKIPPED: ctest's SKIP_RETURN_CODE. */
 #define EXIT_SKIPPED 77
-/* A test without ctest's TIMEOUT property gets ctest's --timeout of
- * tools/check-cross.sh. */
-#define DEFAULT_TIMEOUT 120
 
 struct test {
     char *name, *cwd;
@@ -164,7 +161,7 @@ static void read_manifest(void)
         else if ((v = value(line, "arg")) && t->argc < MAX_ARGS)
             t->argv[t->argc++] = v;
         else if (!strcmp(line, "run") && t->name && t->argc > 0 &&
-                 ntests < MAX_TESTS - 1)
+                 t->timeout > 0 && ntests < MAX_TESTS - 1)
             t = &tests[++ntests];
         else {
             errno = EINVAL;
@@ -350,8 +347,6 @@ static void run_all(void)
         if (may) {
             for (int i = 0; i < jobs_max; i++)
                 if (!jobs[i].t) {
-                    if (!t->timeout)
-                        t->timeout = DEFAULT_TIMEOUT;
                     start(&jobs[i], t);
                     break;
                 }

@@ -4,12 +4,16 @@
 # labels (its backend) reach the host's summary. CMake rather than a JSON
 # tool: the build needs CMake anyway.
 #
-#   cmake -DJSON=tests.json -DOUT=manifest -DJOBS=2 -DLABELS=labels \
-#         -P tools/guest-manifest.cmake
+#   cmake -DJSON=tests.json -DOUT=manifest -DJOBS=1 -DTIMEOUT_SCALE=3 \
+#         -DLABELS=labels -P tools/guest-manifest.cmake
 #
+# Every timeout is ctest's (TIMEOUT, else the 120 s of check-cross's
+# --timeout) times TIMEOUT_SCALE: the guest runs the tests under TCG, at
+# about a hundredth of native speed on a busy 2-core host; a timeout is a
+# bound on a hang, not a check, so scaling it weakens no test.
 # LABELS gets one line per test: "NAME LABEL" (LABEL "-" without one).
 cmake_minimum_required(VERSION 3.19) # string(JSON)
-foreach(var JSON OUT JOBS LABELS)
+foreach(var JSON OUT JOBS TIMEOUT_SCALE LABELS)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "guest-manifest.cmake: -D${var}= is missing")
   endif()
@@ -24,13 +28,14 @@ foreach(i RANGE ${last})
   string(JSON name GET "${json}" tests ${i} name)
   string(APPEND manifest "test ${name}\n")
   set(label "-")
+  set(timeout 120)
   string(JSON nprops LENGTH "${json}" tests ${i} properties)
   math(EXPR lastprop "${nprops} - 1")
   foreach(p RANGE ${lastprop})
     string(JSON key GET "${json}" tests ${i} properties ${p} name)
     string(JSON val GET "${json}" tests ${i} properties ${p} value)
     if(key STREQUAL "TIMEOUT")
-      string(APPEND manifest "timeout ${val}\n")
+      string(REGEX REPLACE "\\..*" "" timeout "${val}") # math() has no floats
     elseif(key STREQUAL "RUN_SERIAL" AND val)
       string(APPEND manifest "serial 1\n")
     elseif(key STREQUAL "WORKING_DIRECTORY")
@@ -54,6 +59,8 @@ foreach(i RANGE ${last})
         "${key} is not handled")
     endif()
   endforeach()
+  math(EXPR timeout "${timeout} * ${TIMEOUT_SCALE}")
+  string(APPEND manifest "timeout ${timeout}\n")
   string(JSON nargs LENGTH "${json}" tests ${i} command)
   math(EXPR lastarg "${nargs} - 1")
   foreach(a RANGE ${lastarg})
