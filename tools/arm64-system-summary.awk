@@ -16,7 +16,7 @@ FNR == NR {
     next
 }
 /^wxsys: kernel / { kernel = $3 " " $4; cpus = $6; boot = $8; next }
-/^wxsys: done / { done = $5; next }
+/^wxsys: done / { done = $6; next }
 /^wxsys: error / { errors = errors "\n  " $0; next }
 /^wxsys: result / {
     verdict[$3] = $4

@@ -18,7 +18,7 @@
 # about 50), ARM64_SYSTEM_TIMEOUT_SCALE (each test's ctest timeout is
 # multiplied by it in the guest, default 3),
 # ARM64_SYSTEM_TIMEOUT (seconds for the whole boot, default 3000: the
-# suite took 1350 s on a 2-core host busy with other work, load ~10),
+# suite took 1080-1330 s on a 2-core host busy with other work, load ~10),
 # ARM64_KERNEL (an arm64 kernel Image to boot instead of Debian's).
 # As root, installs what is missing with apt-get (adding the arm64
 # architecture to fetch the kernel package, which is unpacked in the build
