@@ -387,8 +387,9 @@ WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
  * the bytes are executable from every thread, instruction caches synced
  * (toggle: once no other window of the thread holds their page).
  * Errors: EINVAL no such window of the calling thread (or heap invalid);
- *         the errno of a failed mprotect (toggle): the window stays open,
- *         for a retry.
+ *         the errno of a failed mprotect (toggle) or pwrite (procmem):
+ *         the window stays open with what was written in it (procmem:
+ *         executors still run the old bytes), for a retry.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size);
 
