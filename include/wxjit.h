@@ -445,6 +445,14 @@ typedef struct wxjit_stats {
                                   with WXJIT_HEAP_RW_ON_DEMAND...) inside
                                   this heap's operations; 0 per install on
                                   the steady path */
+    uint64_t core_syncs;       /* membarrier calls made so that every other
+                                  thread's CPU runs the changed code, not
+                                  instructions it fetched before: on
+                                  aarch64 one per operation that changes
+                                  code, on x86_64 one per patch or window
+                                  close on live code, on riscv64 none (its
+                                  icache flush reaches every hart); README,
+                                  "Instruction caches and other cores" */
 } wxjit_stats;
 
 /* Reads a heap's counters.

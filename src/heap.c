@@ -182,6 +182,7 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
         out->mprotect_calls += READ(p->mprotect_calls);
         out->map_calls += READ(p->map_calls);
         out->shared_locks += READ(p->shared_locks);
+        out->core_syncs += READ(p->core_syncs);
         granules += READ(p->granules_live);
     }
     out->bytes_live = granules > 0 ? (uint64_t)granules * WXJ_GRANULE : 0;

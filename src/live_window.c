@@ -24,9 +24,11 @@
  * the waiter does not exist, can give the function back its start bit.
  * On procmem a patch also registers for the time of its write: a window's
  * close writes back what the window saw, which would revert it. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "code_changed.h"
 #include "internal.h"
 #include "wxjit.h"
 
@@ -308,6 +310,7 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
         return EINVAL;
     /* On failure (toggle: the flip back to RX) the window stays open and
      * held, for a retry. */
+    wxj_code_changes |= WXJ_CHANGE_LIVE;
     int err = heap->backend->close(heap, &rec->w, exec, size);
     if (err == 0) {
         drop(heap, rec);
