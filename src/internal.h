@@ -30,7 +30,7 @@ enum wxj_os_call {
     WXJ_CALL_PWRITE,
     WXJ_CALL_CLOSE,     /* never fails as far as wxjit cares */
     WXJ_CALL_FUTEX,     /* never fails as far as wxjit cares */
-    WXJ_CALL_MEMBARRIER, /* the same */
+    WXJ_CALL_MEMBARRIER, /* failures fall back (wxj_os_core_sync) */
     WXJ_CALL_OTHER,     /* getrandom, shm_unlink */
     WXJ_CALL_KINDS
 };

@@ -363,7 +363,9 @@ enum {
 
 static int membarrier(int cmd)
 {
-    calls[WXJ_CALL_MEMBARRIER]++;
+    int err = count_call(WXJ_CALL_MEMBARRIER);
+    if (err)
+        return err;
     return syscall(SYS_membarrier, cmd, 0, 0) == 0 ? 0 : errno;
 }
 

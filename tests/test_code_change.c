@@ -10,6 +10,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "../src/internal.h" /* the failure-injection seam */
 #include "emit.h"
 #include "wxtest.h"
 
@@ -183,6 +184,43 @@ static void test_core_sync(void)
     CHECK_OK(wxjit_free(heap, f));
 }
 
+/* Kernels without SYNC_CORE (before 4.16: EINVAL) get GLOBAL; without
+ * membarrier at all (ENOSYS), nothing more is tried. Each in a child: the
+ * choice is made once per process. */
+static void fallback_child(void *arg)
+{
+    int err = *(const int *)arg;
+    uint8_t buf[32];
+    void *f;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 30), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, err == EINVAL ? 1 : 2, err);
+    uint64_t s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 31, 4));
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, 0, 0);
+    /* EINVAL: SYNC_CORE refused, GLOBAL made; ENOSYS: both refused. */
+    expect_syncs(err == EINVAL ? "first patch, SYNC_CORE refused"
+                               : "first patch, membarrier refused",
+                 s, SYNC_LIVE ? 2 : 0);
+    s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 32, 4));
+    expect_syncs(err == EINVAL ? "next patch (GLOBAL)"
+                               : "next patch (none tried)",
+                 s, SYNC_LIVE && err == EINVAL ? 1 : 0);
+    expect_returns("patched", f, 32);
+}
+
+static void test_core_sync_fallback(void)
+{
+    static const int errs[] = {EINVAL, ENOSYS};
+    for (int i = 0; i < 2; i++)
+        wxtest_expect_exit_within(errs[i] == EINVAL
+                                      ? "no SYNC_CORE: GLOBAL instead"
+                                      : "no membarrier: no core sync",
+                                  fallback_child, (void *)&errs[i], 30, 0);
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -198,6 +236,7 @@ int main(void)
     test_reuse();
     test_patch();
     test_core_sync();
+    test_core_sync_fallback();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
     printf("test_code_change: ok\n");
