@@ -56,6 +56,11 @@
 #ifndef FUZZ_KNOWN_DEFECT_9 /* dualmap: another thread commits in place */
 #define FUZZ_KNOWN_DEFECT_9 0
 #endif
+/* procmem: a system call failing in heap_create's probe for atomic
+ * stores leaves the heap without them (patch_atomic ENOTSUP for good). */
+#ifndef FUZZ_KNOWN_DEFECT_10
+#define FUZZ_KNOWN_DEFECT_10 1
+#endif
 
 
 /* The checks are not what is being fuzzed: their loops would only slow
@@ -121,6 +126,7 @@ struct mheap {
     uint64_t installs, frees, retried, forwarded;
     bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle, procmem) */
     bool on_demand; /* dualmap with WXJIT_HEAP_RW_ON_DEMAND: no windows */
+    bool created_injected; /* created while a failure was injected */
 };
 
 /* Code freed on a heap with deferred trap fills: its granules may keep

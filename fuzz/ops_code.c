@@ -508,7 +508,11 @@ void op_patch_atomic(struct input *in)
     wxjit_stats before;
     stats_before(hi, &before);
     int err = wxjit_patch_atomic(h, addr, v, width);
-    if (injected(hi, &before, err, "patch_atomic")) {
+    bool lost = FUZZ_KNOWN_DEFECT_10 && heaps[hi].created_injected &&
+                heaps[hi].backend == WXJIT_BACKEND_PROCMEM && err == ENOTSUP;
+    if (lost)
+        check_unchanged(hi, &before, err, "patch_atomic (defect 10)");
+    if (lost || injected(hi, &before, err, "patch_atomic")) {
         memcpy(f->bytes + off, old_bytes, width);
         f->value = old_value;
         share_patched(f);

@@ -105,6 +105,7 @@ void op_create(struct input *in)
                  mh->backend == WXJIT_BACKEND_PROCMEM);
     mh->on_demand = !null_opts && (o.flags & WXJIT_HEAP_RW_ON_DEMAND) &&
                     mh->backend == WXJIT_BACKEND_DUALMAP;
+    mh->created_injected = injecting;
 }
 
 void destroy_heap(int hi)

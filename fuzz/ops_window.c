@@ -55,8 +55,9 @@ static uint8_t *pick_range(struct input *in, size_t *len)
     if (f && sel % 8 < 7) {
         size_t off = u16(in) % f->size;
         *len = 1 + u16(in) % (f->size - off);
-        if (sel % 8 == 5)
-            *len = f->size - off + 1 + u8(in) % 32; /* past its end */
+        if (sel % 8 == 5) /* past its end, or past the address space */
+            *len = sel & 0x80 ? SIZE_MAX - u8(in)
+                              : f->size - off + 1 + u8(in) % 32;
         if (sel % 8 == 6)
             return f->exec - 1 - u8(in) % 16; /* from before it */
         return f->exec + off;
