@@ -122,6 +122,8 @@ static void test_refused(void)
     CHECK_RET(wxjit_window_open(h, f, 4, NULL), EINVAL);
     CHECK_RET(wxjit_window_open(h, &local, 4, &w), EINVAL);
     CHECK_RET(wxjit_window_open(h, f, 64, &w), EINVAL); /* past its end */
+    /* Past the address space: compared without forming exec + size. */
+    CHECK_RET(wxjit_window_open(h, f, SIZE_MAX, &w), EINVAL);
     CHECK(w == NULL, "a refused open wrote its out-parameter");
     CHECK_RET(wxjit_window_close(h, f, 4), EINVAL); /* nothing open */
     CHECK_OK(wxjit_window_open(h, f, EMIT_PATCHABLE_IMM_OFFSET + 2, &w));
