@@ -1,9 +1,9 @@
 /* The invariant checks run after every op: statistics against the model,
  * each chunk's metadata (granule bitmaps, open bits, free-space bounds,
  * page words and long holds) and bytes (live code, write views of
- * reservations and windows, traps everywhere else),
- * page protections (toggle, procmem), no two live or open ranges overlapping, and
- * every live function returning its value. */
+ * reservations and windows, traps everywhere else), page protections
+ * (toggle, procmem), no two live or open ranges overlapping, and every
+ * live function returning its value. */
 #include "fuzz.h"
 
 NO_COVERAGE static uint64_t live_granules(int hi)

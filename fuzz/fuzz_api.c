@@ -1,13 +1,15 @@
 /* libFuzzer harness for the whole API, multi-threaded and model-based.
  * The input is read as a sequence of ops (API calls with valid, stale,
  * forged and garbage arguments, write windows on live code, and thread
- * exits, forks, failure injection) on up to MAX_HEAPS heaps, each run on the thread its op byte
- * names, one at a time. A model of what must exist predicts every result,
- * and after every op the harness checks (checks.c) that
+ * exits, forks, failure injection) on up to MAX_HEAPS heaps, each run on
+ * the thread its op byte names, one at a time. A model of what must
+ * exist predicts every result, and after every op the harness checks
+ * (checks.c) that
  *   - each call returned what the model predicts (the documented errno for
  *     bad arguments and another thread's in-place reservation, and then
  *     nothing changed: same statistics, same bits);
  *   - no two live functions or open reservations overlap;
+ *   - each open window's view holds what was written through it;
  *   - every live function returns its value when called from the op's
  *     thread, and every CALL_ALL_EVERY ops from every worker;
  *   - the heap's metadata (granule bitmaps, page words, free-space hints,

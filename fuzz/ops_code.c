@@ -347,7 +347,7 @@ void op_install(struct input *in)
 }
 
 void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
-                        size_t len, bool keep_imm, uint8_t *out)
+                 size_t len, bool keep_imm, uint8_t *out)
 {
     for (size_t i = 0; i < len; i++) {
         size_t at = off + i;
@@ -358,8 +358,7 @@ void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
     }
 }
 
-void apply_patch(struct mfunc *f, size_t off, const uint8_t *b,
-                        size_t len)
+void apply_patch(struct mfunc *f, size_t off, const uint8_t *b, size_t len)
 {
     memcpy(f->bytes + off, b, len);
     if (f->callable)
@@ -443,7 +442,8 @@ void op_patch(struct input *in)
         memset(buf, TRAP, sizeof(buf));
         REFUSED_WITH(hi, want,
                      wxjit_patch(h, mode == 15 ? NULL : addr,
-                                 mode == 14 ? NULL : buf, mode == 13 ? 0 : len));
+                                 mode == 14 ? NULL : buf,
+                                 mode == 13 ? 0 : len));
         return;
     }
     int rule = patch_rule(hi, addr, len);
@@ -484,8 +484,8 @@ void op_patch_atomic(struct input *in)
         int want = early ? EINVAL : refused_patch_rule(hi, addr, width);
         if (want == WAITS)
             return;
-        REFUSED_WITH(hi, want, wxjit_patch_atomic(h, addr, 0xcccccccccccccccc,
-                                                  width));
+        REFUSED_WITH(hi, want,
+                     wxjit_patch_atomic(h, addr, 0xcccccccccccccccc, width));
         return;
     }
     int rule = patch_rule(hi, addr, width);
