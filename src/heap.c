@@ -95,6 +95,10 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
      * nothing to defer. */
     if (backend->deferral == WXJ_FILL_AT_FREE)
         o.flags &= ~(unsigned)WXJIT_HEAP_DEFER_TRAP_FILL;
+    /* AUTO chose a backend whose views are stable anyway: RW_ON_DEMAND is
+     * dualmap's, and kept would refuse windows (ENOTSUP) there too. */
+    if (backend->id != WXJIT_BACKEND_DUALMAP)
+        o.flags &= ~(unsigned)WXJIT_HEAP_RW_ON_DEMAND;
 
     pthread_mutex_lock(&heaps_lock);
     struct wxjit_heap *heap = recycled;

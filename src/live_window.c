@@ -223,7 +223,10 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     struct wxj_live_windows *lw = &heap->windows;
     struct wxj_chunk *c = wxj_chunk_find(heap, exec);
     size_t g, n;
-    if (!c || exec + size > c->base + c->size || live_block(c, exec, size, &g, &n))
+    /* exec is inside c: its distance to the end, not exec + size, which
+     * overflows for a size past the address space. */
+    if (!c || size > (size_t)(c->base + c->size - exec) ||
+        live_block(c, exec, size, &g, &n))
         return EINVAL;
     /* The view must stay where the function's reservation had it. */
     if (!heap->backend->stable_views || (heap->flags & WXJIT_HEAP_RW_ON_DEMAND))
