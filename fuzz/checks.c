@@ -1,8 +1,9 @@
 /* The invariant checks run after every op: statistics against the model,
  * each chunk's metadata (granule bitmaps, open bits, free-space bounds,
- * page words) and bytes (live code, write views, traps everywhere else),
- * page protections (toggle, procmem), no two live or open ranges overlapping, and
- * every live function returning its value. */
+ * page words and long holds) and bytes (live code, write views of
+ * reservations and windows, traps everywhere else), page protections
+ * (toggle, procmem), no two live or open ranges overlapping, and every
+ * live function returning its value. */
 #include "fuzz.h"
 
 NO_COVERAGE static uint64_t live_granules(int hi)
@@ -139,17 +140,53 @@ NO_COVERAGE static bool free_granule(int hi, const struct wxj_chunk *c,
     return true;
 }
 
-/* The open in-place reservation holding the page at p (toggle). */
-NO_COVERAGE static const struct mres *holder(int hi, const uint8_t *p)
+/* toggle: how many holds the page at p has (an in-place reservation
+ * and each window over it count one), and whose they are. */
+NO_COVERAGE static unsigned page_holds(int hi, const uint8_t *p, int *owner)
 {
-    for (int i = 0; i < MAX_RES; i++)
-        if (res[i].used && res[i].heap == hi && res[i].in_place &&
-            held_by_reservation(hi, p, page, NULL) &&
-            (uintptr_t)res[i].r.exec / page <= (uintptr_t)p / page &&
-            ((uintptr_t)res[i].r.exec + res[i].r.size - 1) / page >=
-                (uintptr_t)p / page)
-            return &res[i];
-    return NULL;
+    unsigned n = 0;
+    *owner = -1;
+    if (heaps[hi].backend != WXJIT_BACKEND_TOGGLE)
+        return 0;
+    uintptr_t pg = (uintptr_t)p / page;
+    for (int i = 0; i < MAX_RES; i++) {
+        const struct mres *m = &res[i];
+        if (m->used && m->heap == hi && m->in_place &&
+            (uintptr_t)m->r.exec / page <= pg &&
+            ((uintptr_t)m->r.exec + m->r.size - 1) / page >= pg) {
+            FUZZ_CHECK(n == 0 || *owner == m->owner,
+                       "page %p held by threads %d and %d", p, *owner,
+                       m->owner);
+            *owner = m->owner;
+            n++;
+        }
+    }
+    for (int i = 0; i < MAX_WIN; i++) {
+        const struct mwin *w = &wins[i];
+        if (w->used && w->heap == hi && (uintptr_t)w->exec / page <= pg &&
+            ((uintptr_t)w->exec + w->len - 1) / page >= pg) {
+            FUZZ_CHECK(n == 0 || *owner == w->owner,
+                       "page %p held by threads %d and %d", p, *owner,
+                       w->owner);
+            *owner = w->owner;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* Each open window shows what was written through it: on toggle and
+ * dualmap the function's own bytes, on procmem its shadow copy. */
+NO_COVERAGE static void check_windows(int hi)
+{
+    for (int i = 0; i < MAX_WIN; i++) {
+        const struct mwin *w = &wins[i];
+        if (!w->used || w->heap != hi)
+            continue;
+        const uint8_t *want =
+            w->pending ? w->pending : w->f->bytes + (w->exec - w->f->exec);
+        check_bytes(w->write, want, w->len, "window view");
+    }
 }
 
 NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
@@ -266,23 +303,28 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
         g = b;
     }
 
-    /* Page words: WRITING exactly on pages an in-place reservation holds
-     * (toggle), by its owner, once; never-handed-out pages untouched
-     * (fresh: RW from the mapping; procmem: never). */
+    /* Page words: WRITING exactly on pages in-place reservations and
+     * windows hold (toggle), by their owner, once per hold, each counted
+     * a long hold; never-handed-out pages untouched (fresh: RW from the
+     * mapping; procmem: never). */
     for (size_t i = 0; i < c->npages; i++) {
         struct wxj_page *pg = &c->pages[i];
         uint32_t s = atomic_load(&pg->state);
-        const struct mres *m =
-            i < c->fresh_next ? holder(hi, c->base + i * page) : NULL;
-        FUZZ_CHECK(!!(s & WXJ_PAGE_WRITING) == !!m,
-                   "page %zu: state %#x, held by a reservation: %d", i, s,
-                   !!m);
-        if (m)
-            FUZZ_CHECK(m->owner >= 0 &&
-                           atomic_load(&pg->writer) == thread_tid(m->owner) &&
-                           pg->depth == 1,
-                       "page %zu: writer %d depth %u, owner thread %d", i,
-                       (int)atomic_load(&pg->writer), pg->depth, m->owner);
+        int owner;
+        unsigned holds =
+            i < c->fresh_next ? page_holds(hi, c->base + i * page, &owner) : 0;
+        FUZZ_CHECK(!!(s & WXJ_PAGE_WRITING) == !!holds &&
+                       atomic_load(&pg->long_holds) == holds,
+                   "page %zu: state %#x, long holds %u; model: %u holds", i,
+                   s, atomic_load(&pg->long_holds), holds);
+        if (holds)
+            FUZZ_CHECK(owner >= 0 &&
+                           atomic_load(&pg->writer) == thread_tid(owner) &&
+                           pg->depth == holds,
+                       "page %zu: writer %d depth %u, owner thread %d, %u "
+                       "holds",
+                       i, (int)atomic_load(&pg->writer), pg->depth, owner,
+                       holds);
         /* Or, toggle, widened into by an RX flip at the mapping limit
          * (injected ENOMEM): taken and trap-filled, and made executable
          * (not fresh any more) unless that flip failed too. */
@@ -296,7 +338,8 @@ NO_COVERAGE static void check_chunk(int hi, struct wxj_chunk *c)
     }
 }
 
-/* toggle: RX where code may run, RW only where fresh or held. */
+/* toggle: RX where code may run, RW only where fresh or held (in-place
+ * reservations, windows). */
 NO_COVERAGE static void check_protections(int hi, struct wxj_chunk *c)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -320,7 +363,7 @@ NO_COVERAGE static void check_protections(int hi, struct wxj_chunk *c)
                 continue;
             }
             bool rw = c->pages[i].fresh ||
-                      held_by_reservation(hi, (const void *)a, page, NULL);
+                      held_pages(hi, (const void *)a, page, NULL);
             FUZZ_CHECK(!strncmp(perms, rw ? "rw-" : "r-x", 3),
                        "page %zu (%s): %s", i,
                        rw                 ? "fresh or held"
@@ -375,15 +418,15 @@ NO_COVERAGE static void check_overlaps(int hi)
 }
 
 /* Invariant 3: committed code runs, from the calling thread. Not on pages
- * an in-place reservation holds (toggle): their executors wait for its
- * owner, which with one op at a time never comes, and the owner itself
- * must not run code there (a documented limit). */
+ * an in-place reservation or a window holds (toggle): their executors
+ * wait for its owner, which with one op at a time never comes, and the
+ * owner itself must not run code there (a documented limit). */
 NO_COVERAGE void check_calls(void)
 {
     for (int i = 0; i < MAX_FUNCS; i++) {
         struct mfunc *f = &funcs[i];
         if (f->used && f->callable &&
-            !held_by_reservation(f->heap, f->exec, f->n * WXJ_GRANULE, NULL)) {
+            !held_pages(f->heap, f->exec, f->n * WXJ_GRANULE, NULL)) {
             int got = call(f->exec);
             FUZZ_CHECK(got == f->value,
                        "%p (from thread %d) returned %d on thread %d, not %d",
@@ -421,6 +464,7 @@ NO_COVERAGE void check_all(bool protections)
         check_stats(hi);
         check_overlaps(hi);
         check_pools(hi);
+        check_windows(hi);
         for (struct wxj_chunk *c = heaps[hi].h->chunks; c; c = c->next) {
             check_chunk(hi, c);
             if (protections && heaps[hi].backend != WXJIT_BACKEND_DUALMAP)

@@ -182,8 +182,8 @@ void share_patched(struct mfunc *f)
 
 /* Before heap hi is destroyed: unpublishes its functions and waits until
  * no executor can be calling them. false, with nothing done, when an
- * in-place reservation is open (toggle): an executor may be waiting for
- * its page, which no op can release while this one waits. */
+ * in-place reservation or a window is open (toggle): an executor may be
+ * waiting for its page, which no op can release while this one waits. */
 NO_COVERAGE bool share_drop_heap(int hi)
 {
     if (!concurrent)
@@ -197,6 +197,9 @@ NO_COVERAGE bool share_drop_heap(int hi)
     for (int i = 0; i < MAX_RES; i++)
         if (res[i].used && res[i].in_place &&
             heaps[res[i].heap].backend == WXJIT_BACKEND_TOGGLE)
+            return false;
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && heaps[wins[i].heap].backend == WXJIT_BACKEND_TOGGLE)
             return false;
     for (int i = 0; i < MAX_FUNCS; i++)
         if (funcs[i].used && funcs[i].heap == hi && funcs[i].shared)

@@ -7,6 +7,7 @@
  *   checks.c      the invariant checks run after every op
  *   ops_code.c    ops on code: reserve, commit, batch, abort, install,
  *                 patch, free
+ *   ops_window.c  write windows on live code: open, write, close
  *   ops_other.c   ops on heaps, faults, threads, fork, failure injection
  *   threads.c     the worker threads that ops run on, one op at a time
  *   concurrent.c  the executor threads of the concurrent mode
@@ -28,6 +29,7 @@
 #define MAX_FUNCS 48
 #define MAX_RES 6
 #define MAX_STALE 8
+#define MAX_WIN 8
 #define MAX_STEPS 96
 #define MAX_CODE 65536 /* largest valid size the harness asks for */
 #define SMALL_CHUNK_PAGES 64
@@ -53,6 +55,11 @@
 #endif
 #ifndef FUZZ_KNOWN_DEFECT_9 /* dualmap: another thread commits in place */
 #define FUZZ_KNOWN_DEFECT_9 0
+#endif
+/* procmem: a system call failing in heap_create's probe for atomic
+ * stores leaves the heap without them (patch_atomic ENOTSUP for good). */
+#ifndef FUZZ_KNOWN_DEFECT_10
+#define FUZZ_KNOWN_DEFECT_10 1
 #endif
 
 
@@ -118,6 +125,8 @@ struct mheap {
     size_t chunk_size, max_bytes;
     uint64_t installs, frees, retried, forwarded;
     bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle, procmem) */
+    bool on_demand; /* dualmap with WXJIT_HEAP_RW_ON_DEMAND: no windows */
+    bool created_injected; /* created while a failure was injected */
 };
 
 /* Code freed on a heap with deferred trap fills: its granules may keep
@@ -158,9 +167,25 @@ struct mres {
     int32_t value;
 };
 
+/* An open write window on live code (wxjit_window_open). On toggle and
+ * dualmap its view is the code's own memory (the page itself, the RW
+ * alias), so writes through it are in the function's bytes at once; on
+ * procmem the view is a shadow copy, written over the code at close. */
+struct mwin {
+    bool used;
+    int heap;
+    int owner;         /* the thread that opened it */
+    struct mfunc *f;   /* the function it is over */
+    uint8_t *exec;
+    size_t len;
+    uint8_t *write;    /* the view wxjit handed out */
+    uint8_t *pending;  /* procmem: the view's len bytes until close */
+};
+
 extern struct mheap heaps[MAX_HEAPS];
 extern struct mfunc funcs[MAX_FUNCS];
 extern struct mres res[MAX_RES];
+extern struct mwin wins[MAX_WIN];
 extern wxjit_heap *dead[MAX_STALE];
 extern void *stale_ptrs[MAX_STALE];
 extern wxjit_reservation stale_res[MAX_STALE];
@@ -186,9 +211,27 @@ bool on_open_in_place(int hi, const uint8_t *a, size_t len,
                       const struct mres *except);
 bool on_open_in_place_of(int hi, const uint8_t *a, size_t len,
                          const struct mres *except, int t);
-bool held_by_reservation(int hi, const uint8_t *a, size_t len,
-                         const struct mres *except);
+/* toggle: a page of [a, a + len) is held from one call to another, by an
+ * open in-place reservation (but except) or a window on live code. */
+bool held_pages(int hi, const uint8_t *a, size_t len,
+                const struct mres *except);
+/* toggle: the same, by a thread other than the current one. */
 bool held_by_other(int hi, const uint8_t *a, size_t len);
+/* Windows of heap hi: the current thread's over some of the bytes of
+ * [a, a + len), or on a page of it (every backend); another thread's
+ * that excludes it (toggle: on one of its pages; elsewhere: over some of
+ * its bytes). */
+bool own_window_over(int hi, const uint8_t *a, size_t len);
+bool own_window_pages(int hi, const uint8_t *a, size_t len);
+bool other_window_over(int hi, const uint8_t *a, size_t len);
+/* Whether thread t holds what others may wait for: a window on live code
+ * or an in-place reservation. Such a thread never waits (EDEADLK). */
+bool holds_long(int t);
+/* A call blocked by another thread's hold: EDEADLK for a holder, else it
+ * would wait, which with one op at a time never ends (WAITS: the op is
+ * left out). 0 when not blocked. */
+#define WAITS (-1)
+int wait_rule(bool blocked);
 struct mfunc *func_at(int hi, const uint8_t *p);
 struct mfunc *func_holding(int hi, const uint8_t *p, size_t len);
 struct mfunc *func_slot(void);
@@ -210,6 +253,19 @@ void free_func(struct mfunc *f);
 const uint8_t *ghost_at(int hi, const uint8_t *p);
 void drop_ghosts(int hi); /* all of heap hi's (-1: every heap's) */
 void drop_res(struct mres *m);
+struct mwin *win_slot(void);
+struct mwin *pick_win(unsigned sel);
+/* The current thread's window of heap hi at exactly [exec, exec + len). */
+struct mwin *own_window(int hi, const uint8_t *exec, size_t len);
+/* w closed (procmem: its view written over the code) or gone unclosed
+ * (apply false: its heap destroyed). */
+void drop_win(struct mwin *w, bool apply);
+/* New bytes for [off, off + len) of f, from the input (ops_code.c): the
+ * immediate (unless keep_imm) and the bytes after the code; instructions
+ * stay as they are. apply_patch puts them into the model. */
+void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
+                 size_t len, bool keep_imm, uint8_t *out);
+void apply_patch(struct mfunc *f, size_t off, const uint8_t *b, size_t len);
 void check_enomem(int hi, size_t size);
 /* Statistics before a call that may fail; after it, the failure changed
  * nothing (fault counters aside in the concurrent mode). */
@@ -219,14 +275,15 @@ void check_unchanged(int hi, const wxjit_stats *before, int err,
 /* An error that only injection explains: checked and accepted. */
 bool injected(int hi, const wxjit_stats *before, int err, const char *what);
 
-/* A call that must fail with EINVAL and change nothing observable. */
-#define REFUSED(h, hi, call)                                                 \
+/* A call that must fail with want and change nothing observable. */
+#define REFUSED_WITH(hi, want, call)                                         \
     do {                                                                     \
         wxjit_stats before_;                                                 \
         stats_before((hi), &before_);                                        \
-        EXPECT((call), EINVAL);                                              \
-        check_unchanged((hi), &before_, EINVAL, #call);                      \
+        EXPECT((call), (want));                                              \
+        check_unchanged((hi), &before_, (want), #call);                      \
     } while (0)
+#define REFUSED(h, hi, call) REFUSED_WITH(hi, EINVAL, call)
 
 /* ---- checks.c ------------------------------------------------------------ */
 void check_all(bool protections);
@@ -277,6 +334,8 @@ enum op {
     OP_FORK,
     OP_INJECT,
     OP_SHARE,
+    OP_WINDOW_OPEN,
+    OP_WINDOW_CLOSE,
     OP_COUNT
 };
 
@@ -299,6 +358,16 @@ void op_fork(struct input *in);
 void fork_reset(void); /* a new input may fork once */
 void op_inject(struct input *in);
 void op_share(struct input *in);
+void op_window_open(struct input *in);
+void op_window_close(struct input *in);
+/* Every open window closed by its owner (before the executors stop: they
+ * may wait on a toggle window's page). */
+void windows_close_all(void);
+/* Thread t exited: wxjit closed its windows as they were. */
+void windows_thread_exited(int t);
+/* In a fork child: the forking thread's windows are still open (closed
+ * here, checked), the others' were closed by the fork. */
+void windows_fork_child(void);
 void destroy_heap(int hi);
 /* Aborts an open reservation from a thread allowed to (its owner for an
  * in-place one) and drops it from the model. */

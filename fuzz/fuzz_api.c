@@ -1,13 +1,15 @@
 /* libFuzzer harness for the whole API, multi-threaded and model-based.
  * The input is read as a sequence of ops (API calls with valid, stale,
- * forged and garbage arguments, and thread exits, forks, failure
- * injection) on up to MAX_HEAPS heaps, each run on the thread its op byte
- * names, one at a time. A model of what must exist predicts every result,
- * and after every op the harness checks (checks.c) that
+ * forged and garbage arguments, write windows on live code, and thread
+ * exits, forks, failure injection) on up to MAX_HEAPS heaps, each run on
+ * the thread its op byte names, one at a time. A model of what must
+ * exist predicts every result, and after every op the harness checks
+ * (checks.c) that
  *   - each call returned what the model predicts (the documented errno for
  *     bad arguments and another thread's in-place reservation, and then
  *     nothing changed: same statistics, same bits);
  *   - no two live functions or open reservations overlap;
+ *   - each open window's view holds what was written through it;
  *   - every live function returns its value when called from the op's
  *     thread, and every CALL_ALL_EVERY ops from every worker;
  *   - the heap's metadata (granule bitmaps, page words, free-space hints,
@@ -50,7 +52,7 @@ static const char *const op_names[OP_COUNT] = {
     "abort",        "install", "patch",        "patch_atomic",
     "free",         "stats",   "handle_fault", "handler",
     "backend",      "commit_batch", "thread_exit", "fork",
-    "inject",       "share",
+    "inject",       "share",   "window_open",  "window_close",
 };
 
 static void (*const ops[OP_COUNT])(struct input *) = {
@@ -63,6 +65,7 @@ static void (*const ops[OP_COUNT])(struct input *) = {
     [OP_BACKEND] = op_backend,       [OP_COMMIT_BATCH] = op_commit_batch,
     [OP_THREAD_EXIT] = op_thread_exit, [OP_FORK] = op_fork,
     [OP_INJECT] = op_inject,         [OP_SHARE] = op_share,
+    [OP_WINDOW_OPEN] = op_window_open, [OP_WINDOW_CLOSE] = op_window_close,
 };
 
 struct step {
@@ -172,7 +175,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 thread_call(w, calls_here, NULL);
     }
     cur = 0;
-    /* Executors may wait on a page an in-place reservation holds. */
+    /* Executors may wait on a page an in-place reservation or a window
+     * holds. */
+    windows_close_all();
     for (int i = 0; i < MAX_RES; i++)
         if (res[i].used)
             abort_open(&res[i]);

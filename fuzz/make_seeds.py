@@ -8,7 +8,8 @@ import struct
 
 OPS = ['create', 'destroy', 'reserve', 'commit', 'abort', 'install', 'patch',
        'patch_atomic', 'free', 'stats', 'handle_fault', 'handler', 'backend',
-       'commit_batch', 'thread_exit', 'fork', 'inject', 'share']
+       'commit_batch', 'thread_exit', 'fork', 'inject', 'share',
+       'window_open', 'window_close']
 OP = {name: i for i, name in enumerate(OPS)}
 HEAP0 = 0  # heap selector: the first live heap
 
@@ -91,6 +92,26 @@ def inject(kind=0, nth=1, many=False, err=0):
                   err])
 
 
+def window(func=0, kind=0, off=0, length=1, at=0, wlen=4,
+           data=b'\x11\x22\x33\x44'):
+    """Opens a window over live function func (the func-th used slot;
+    kind 0: the whole function; 1-4: [off, off + length)), then writes
+    data at `at` in it (wlen bytes)."""
+    rng = struct.pack('<HH', off, length - 1) if kind else b''
+    return bytes([OP['window_open'], HEAP0, 8 * func + kind]) + rng + \
+        bytes([0]) + struct.pack('<HH', at, wlen - 1) + data
+
+
+def window_close(win=0, how=0, at=0, wlen=1, data=b'\x55'):
+    """Window win (the win-th open slot); how 0-5: write, then close (by
+    the current thread); 6-8: only write; 9-12: a wrong range; 13: in
+    its own heap; 14: the last one closed."""
+    out = bytes([OP['window_close'], HEAP0, win * 16 + how])
+    if how < 9 or how == 15:
+        out += struct.pack('<HH', at, wlen - 1) + data
+    return out
+
+
 SEEDS = {
     'install-call-free': install(value=1) + install(value=2, k=3) +
     install(value=3, align=1) + free(0) + free(8) + bytes([OP['stats'], 0, 0]),
@@ -151,6 +172,38 @@ SEEDS = {
     on(1, install(value=12)) + patch_atomic(2, 0, 4) +
     on(2, install(value=13, k=3)) + on(2, bytes([OP['share'], 1])) +
     on(3, free(16)) + on(4, patch_atomic(2, 1, 4)),
+    # Windows: a whole function, then its immediate rewritten (k=3 puts
+    # imm32 at offset 4) and closed; nested windows on one thread; a free
+    # under the thread's own window (EDEADLK); another thread's close and
+    # a closed one's (EINVAL); a patch under the thread's own window
+    # (EBUSY on procmem).
+    'window': install(value=20, k=3) + install(value=21, k=3) +
+    window(0, at=4) + window_close(0, 0, 4, 4, b'\x01\x02\x03\x04') +
+    window(0, 1, 4, 4, 0, 2, b'\x05\x06') +
+    window(0, 1, 8, 2, 0, 1, b'\x00') + free(0) +
+    on(1, window_close(0, 0)) + window_close(0, 0) + window_close(1, 0) +
+    window_close(0, 14) + window(0, 1, 4, 4) + patch(0, 4, 4),
+    # Windows of two threads over different functions of one page, with a
+    # published function rewritten under one (concurrent mode: executors
+    # wait on toggle); a holder's window over the other's function (its
+    # page on toggle) is EDEADLK, so are its free and (toggle) patch
+    # there; the threads exit with their windows open.
+    'window-threads': install(value=30, k=3) + install(value=31, k=3) +
+    bytes([OP['share'], 0]) + window(0, at=4) + on(1, window(1, at=4)) +
+    on(1, window(0, 1, 0, 4)) + on(1, free(0)) + on(2, install(value=32)) +
+    thread_exit(1) + window_close(0, 6, 4, 4, b'\x09\x08\x07\x06') +
+    on(3, window_close(0, 0)) + window_close(0, 0) + on(1, patch(0, 4, 4)),
+    # Windows open at a fork (the child closes the forking thread's and
+    # finds the other's closed) and at a heap destroy.
+    'window-fork-destroy': install(value=40, k=3) + install(value=41, k=3) +
+    on(2, window(1, at=4)) + window(0, at=4) + bytes([OP['fork'], 0]) +
+    bytes([OP['destroy'], 0]) + on(2, install(value=42)) +
+    on(2, window(0, at=4)),
+    # Injected failures while opening (toggle's RW flip) and closing
+    # (toggle's RX flip, procmem's write).
+    'window-inject': install(value=50, k=3) + inject(1, 1) + window(0) +
+    window(0, at=4) + inject(1, 1, False, 1) + window_close(0, 0) +
+    inject(4, 1, False, 5) + window_close(0, 0) + window_close(0, 0),
 }
 
 

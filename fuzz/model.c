@@ -1,5 +1,6 @@
 /* The model: what must exist (heaps, live functions with their bytes and
- * return values, open reservations and the thread that owns each), looked
+ * return values, open reservations and windows and the thread that owns
+ * each), looked
  * up and updated by the ops, and arguments picked from it: mostly valid
  * ones, sometimes stale, forged or garbage ones that must be refused. */
 #include "fuzz.h"
@@ -7,6 +8,7 @@
 struct mheap heaps[MAX_HEAPS];
 struct mfunc funcs[MAX_FUNCS];
 struct mres res[MAX_RES];
+struct mwin wins[MAX_WIN];
 wxjit_heap *dead[MAX_STALE];            /* destroyed handles */
 void *stale_ptrs[MAX_STALE];            /* freed function starts */
 wxjit_reservation stale_res[MAX_STALE]; /* consumed reservations */
@@ -74,28 +76,100 @@ NO_COVERAGE bool on_open_in_place_of(int hi, const uint8_t *a, size_t len,
     return false;
 }
 
-/* The same, where such pages are held writable, not executable (toggle). */
-NO_COVERAGE bool held_by_reservation(int hi, const uint8_t *a, size_t len,
-                                     const struct mres *except)
+static bool win_pages_meet(const uint8_t *a, size_t len, const struct mwin *w)
 {
-    return heaps[hi].backend == WXJIT_BACKEND_TOGGLE &&
-           on_open_in_place(hi, a, len, except);
+    return (uintptr_t)w->exec / page <= ((uintptr_t)a + len - 1) / page &&
+           (uintptr_t)a / page <= ((uintptr_t)w->exec + w->len - 1) / page;
 }
 
-/* The same, held by a thread other than the current one: writing there
- * waits until that thread commits or aborts, which with ops run one at a
- * time never comes (documented: keep windows short). */
-NO_COVERAGE bool held_by_other(int hi, const uint8_t *a, size_t len)
+static bool win_bytes_meet(const uint8_t *a, size_t len, const struct mwin *w)
+{
+    return a < w->exec + w->len && w->exec < a + len;
+}
+
+/* Pages held by thread t's (t < 0: anyone's; except_t: anyone's but
+ * that thread's) in-place reservations and windows, on toggle. */
+NO_COVERAGE static bool held_by(int hi, const uint8_t *a, size_t len,
+                                const struct mres *except, int t,
+                                int except_t)
 {
     if (heaps[hi].backend != WXJIT_BACKEND_TOGGLE)
         return false;
     for (int i = 0; i < MAX_RES; i++) {
         const struct mres *m = &res[i];
-        if (m->used && m->heap == hi && m->in_place && m->owner != cur &&
+        if (m->used && m != except && m->heap == hi && m->in_place &&
+            (t < 0 || m->owner == t) && m->owner != except_t &&
             pages_meet(a, len, m))
             return true;
     }
+    for (int i = 0; i < MAX_WIN; i++) {
+        const struct mwin *w = &wins[i];
+        if (w->used && w->heap == hi && (t < 0 || w->owner == t) &&
+            w->owner != except_t && win_pages_meet(a, len, w))
+            return true;
+    }
     return false;
+}
+
+NO_COVERAGE bool held_pages(int hi, const uint8_t *a, size_t len,
+                            const struct mres *except)
+{
+    return held_by(hi, a, len, except, -1, -1);
+}
+
+/* Writing there waits until that thread ends its hold, which with ops
+ * run one at a time never comes (documented: keep windows short). */
+NO_COVERAGE bool held_by_other(int hi, const uint8_t *a, size_t len)
+{
+    return held_by(hi, a, len, NULL, -1, cur);
+}
+
+NO_COVERAGE bool own_window_over(int hi, const uint8_t *a, size_t len)
+{
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && wins[i].heap == hi && wins[i].owner == cur &&
+            win_bytes_meet(a, len, &wins[i]))
+            return true;
+    return false;
+}
+
+NO_COVERAGE bool own_window_pages(int hi, const uint8_t *a, size_t len)
+{
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && wins[i].heap == hi && wins[i].owner == cur &&
+            win_pages_meet(a, len, &wins[i]))
+            return true;
+    return false;
+}
+
+NO_COVERAGE bool other_window_over(int hi, const uint8_t *a, size_t len)
+{
+    bool pages = heaps[hi].backend == WXJIT_BACKEND_TOGGLE;
+    for (int i = 0; i < MAX_WIN; i++) {
+        const struct mwin *w = &wins[i];
+        if (w->used && w->heap == hi && w->owner != cur &&
+            (pages ? win_pages_meet(a, len, w) : win_bytes_meet(a, len, w)))
+            return true;
+    }
+    return false;
+}
+
+/* Windows of destroyed heaps are dropped from the model: wxjit no longer
+ * counts them either. */
+NO_COVERAGE bool holds_long(int t)
+{
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && wins[i].owner == t)
+            return true;
+    for (int i = 0; i < MAX_RES; i++)
+        if (res[i].used && res[i].in_place && res[i].owner == t)
+            return true;
+    return false;
+}
+
+int wait_rule(bool blocked)
+{
+    return !blocked ? 0 : holds_long(cur) ? EDEADLK : WAITS;
 }
 
 struct mfunc *func_at(int hi, const uint8_t *p)
@@ -299,6 +373,41 @@ void drop_ghosts(int hi)
             ghosts[kept++] = ghosts[i];
     }
     n_ghosts = kept;
+}
+
+struct mwin *win_slot(void)
+{
+    for (int i = 0; i < MAX_WIN; i++)
+        if (!wins[i].used)
+            return &wins[i];
+    return NULL;
+}
+
+struct mwin *pick_win(unsigned sel)
+{
+    for (unsigned i = 0; i < MAX_WIN; i++)
+        if (wins[(sel + i) % MAX_WIN].used)
+            return &wins[(sel + i) % MAX_WIN];
+    return NULL;
+}
+
+struct mwin *own_window(int hi, const uint8_t *exec, size_t len)
+{
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && wins[i].heap == hi && wins[i].owner == cur &&
+            wins[i].exec == exec && wins[i].len == len)
+            return &wins[i];
+    return NULL;
+}
+
+void drop_win(struct mwin *w, bool apply)
+{
+    if (apply && w->pending) {
+        apply_patch(w->f, (size_t)(w->exec - w->f->exec), w->pending, w->len);
+        share_patched(w->f);
+    }
+    free(w->pending);
+    memset(w, 0, sizeof(*w));
 }
 
 void drop_res(struct mres *m)

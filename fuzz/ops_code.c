@@ -62,13 +62,14 @@ void op_reserve(struct input *in)
         FUZZ_CHECK(r.write != r.exec, "write view is the executable page");
     /* Never on pages another open in-place reservation holds: code
      * committed there could not run when its commit returns. */
-    FUZZ_CHECK(!held_by_reservation(hi, r.exec, size, NULL),
+    FUZZ_CHECK(!held_pages(hi, r.exec, size, NULL),
                "new reservation %p on a page held writable", r.exec);
     /* Nor, on any backend, on a page of this thread's own: its commit
      * there would be refused (EDEADLK). */
-    FUZZ_CHECK(!on_open_in_place_of(hi, r.exec, size, NULL, cur),
+    FUZZ_CHECK(!on_open_in_place_of(hi, r.exec, size, NULL, cur) &&
+                   !own_window_pages(hi, r.exec, size),
                "new reservation %p on a page of this thread's open "
-               "in-place reservation",
+               "in-place reservation or window",
                r.exec);
     check_no_overlap(hi, r.exec, granules(size), "new reservation", NULL);
     struct code code;
@@ -114,16 +115,22 @@ void op_commit(struct input *in)
     wxjit_stats before;
     bool skip;
     int rule = owner_rule(m, &skip);
-    if (skip || (!m->in_place && held_by_other(hi, r->exec, used)))
+    if (skip)
+        return;
+    /* New code on the page of the committing thread's own in-place
+     * reservation or window: refused on every backend, the reservation
+     * stays open. */
+    if (!rule && !m->in_place &&
+        (on_open_in_place_of(hi, r->exec, used, m, cur) ||
+         own_window_pages(hi, r->exec, used)))
+        rule = EDEADLK;
+    if (!rule && !m->in_place)
+        rule = wait_rule(held_by_other(hi, r->exec, used));
+    if (rule == WAITS)
         return;
     stats_before(hi, &before);
     TRACE("commit %p used %zu (reserved by thread %d)\n", r->exec, used,
           m->owner);
-    /* New code on the page of the committing thread's own in-place
-     * window: refused on every backend, the reservation stays open. */
-    if (!rule && !m->in_place &&
-        on_open_in_place_of(hi, r->exec, used, m, cur))
-        rule = EDEADLK;
     int err = wxjit_commit(h, r, used);
     if (rule) {
         EXPECT(err, rule);
@@ -253,8 +260,12 @@ void op_commit_batch(struct input *in)
                     ((uintptr_t)o->r.exec + o->r.size - 1) / page)
                 want = EDEADLK;
         }
+    for (size_t i = 0; i < count && !want; i++)
+        if (!ms[i]->in_place && own_window_pages(hi, arr[i].exec, used[i]))
+            want = EDEADLK;
     /* Runs of adjacent pages are written through one window: the pages
-     * between the items must not be held by another thread either. */
+     * between the items must not be held by another thread either (a
+     * holder's EDEADLK there comes after the runs before it committed). */
     if (skip || (!want && lo && held_by_other(hi, lo, hi_end - lo)))
         return;
     memcpy(copy, arr, sizeof(arr));
@@ -323,23 +334,20 @@ void op_install(struct input *in)
     size_t a = align > WXJ_GRANULE ? align : WXJ_GRANULE;
     FUZZ_CHECK((uintptr_t)exec % a == 0 && chunk_of(hi, exec),
                "install at %p, align %zu", exec, align);
-    FUZZ_CHECK(!held_by_reservation(hi, exec, size, NULL),
+    FUZZ_CHECK(!held_pages(hi, exec, size, NULL),
                "installed %p on a page held writable", exec);
-    FUZZ_CHECK(!on_open_in_place_of(hi, exec, size, NULL, cur),
+    FUZZ_CHECK(!on_open_in_place_of(hi, exec, size, NULL, cur) &&
+                   !own_window_pages(hi, exec, size),
                "installed %p on a page of this thread's open in-place "
-               "reservation",
+               "reservation or window",
                exec);
     add_func(hi, exec, code.bytes, size, code.code_len, code.imm_at,
              code.value);
     free(code.bytes);
 }
 
-/* New bytes for [off, off + len) of f: the immediate and the bytes after
- * the code come from the input; instructions stay as they are, and so
- * does the immediate of a published function (a plain patch is not
- * atomic for its executors). */
-static void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
-                        size_t len, bool keep_imm, uint8_t *out)
+void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
+                 size_t len, bool keep_imm, uint8_t *out)
 {
     for (size_t i = 0; i < len; i++) {
         size_t at = off + i;
@@ -350,12 +358,43 @@ static void patch_bytes(struct input *in, const struct mfunc *f, size_t off,
     }
 }
 
-static void apply_patch(struct mfunc *f, size_t off, const uint8_t *b,
-                        size_t len)
+void apply_patch(struct mfunc *f, size_t off, const uint8_t *b, size_t len)
 {
     memcpy(f->bytes + off, b, len);
     if (f->callable)
         memcpy(&f->value, f->bytes + f->imm_at, 4);
+}
+
+/* procmem: a patch registers its bytes against windows (their close
+ * would write back what they saw): the caller's own over them is EBUSY,
+ * another's is waited for. Toggle: pages another thread holds. */
+static int patch_rule(int hi, const uint8_t *addr, size_t len)
+{
+    if (heaps[hi].backend != WXJIT_BACKEND_PROCMEM)
+        return wait_rule(held_by_other(hi, addr, len));
+    if (own_window_over(hi, addr, len))
+        return EBUSY;
+    return wait_rule(other_window_over(hi, addr, len));
+}
+
+/* A patch that is not inside one live function: EINVAL, but on procmem
+ * the registration comes first (before the range is checked) once addr
+ * lies in a block of the heap (live code or an open reservation). */
+static int refused_patch_rule(int hi, const uint8_t *addr, size_t len)
+{
+    if (hi < 0 || heaps[hi].backend != WXJIT_BACKEND_PROCMEM)
+        return EINVAL;
+    bool in_block = false;
+    for (int i = 0; i < MAX_FUNCS && !in_block; i++)
+        in_block = funcs[i].used && funcs[i].heap == hi &&
+                   addr >= funcs[i].exec &&
+                   addr < funcs[i].exec + funcs[i].n * WXJ_GRANULE;
+    for (int i = 0; i < MAX_RES && !in_block; i++)
+        in_block = res[i].used && res[i].heap == hi &&
+                   addr >= (uint8_t *)res[i].r.exec &&
+                   addr < (uint8_t *)res[i].r.exec + res[i].n * WXJ_GRANULE;
+    int rule = in_block ? patch_rule(hi, addr, len) : 0;
+    return rule ? rule : EINVAL;
 }
 
 /* A patch target: mostly inside a live function (possibly running past
@@ -397,15 +436,26 @@ void op_patch(struct input *in)
     unsigned mode = u8(in) % 16;
     struct mfunc *f = hi >= 0 ? func_holding(hi, addr, len) : NULL;
     if (!f || mode >= 13) {
+        int want = mode >= 13 ? EINVAL : refused_patch_rule(hi, addr, len);
+        if (want == WAITS)
+            return;
         memset(buf, TRAP, sizeof(buf));
-        REFUSED(h, hi,
-                wxjit_patch(h, mode == 15 ? NULL : addr,
-                            mode == 14 ? NULL : buf, mode == 13 ? 0 : len));
+        REFUSED_WITH(hi, want,
+                     wxjit_patch(h, mode == 15 ? NULL : addr,
+                                 mode == 14 ? NULL : buf,
+                                 mode == 13 ? 0 : len));
         return;
     }
-    if (held_by_other(hi, addr, len))
+    int rule = patch_rule(hi, addr, len);
+    if (rule == WAITS)
         return;
+    if (rule) {
+        REFUSED_WITH(hi, rule, wxjit_patch(h, addr, f->bytes, len));
+        return;
+    }
     size_t off = (size_t)(addr - f->exec);
+    /* The immediate of a published function stays: a plain patch is not
+     * atomic for its executors. */
     patch_bytes(in, f, off, len, !share_quiet(f), buf);
     wxjit_stats before;
     stats_before(hi, &before);
@@ -430,12 +480,21 @@ void op_patch_atomic(struct input *in)
                           ? func_holding(hi, addr, width)
                           : NULL;
     if (!f) {
-        REFUSED(h, hi, wxjit_patch_atomic(h, addr, 0xcccccccccccccccc,
-                                          width));
+        bool early = width == 3 || (uintptr_t)addr % width || !addr;
+        int want = early ? EINVAL : refused_patch_rule(hi, addr, width);
+        if (want == WAITS)
+            return;
+        REFUSED_WITH(hi, want,
+                     wxjit_patch_atomic(h, addr, 0xcccccccccccccccc, width));
         return;
     }
-    if (held_by_other(hi, addr, width))
+    int rule = patch_rule(hi, addr, width);
+    if (rule == WAITS)
         return;
+    if (rule) {
+        REFUSED_WITH(hi, rule, wxjit_patch_atomic(h, addr, 0, width));
+        return;
+    }
     uint8_t b[8] = {0};
     size_t off = (size_t)(addr - f->exec);
     patch_bytes(in, f, off, width, false, b);
@@ -449,7 +508,11 @@ void op_patch_atomic(struct input *in)
     wxjit_stats before;
     stats_before(hi, &before);
     int err = wxjit_patch_atomic(h, addr, v, width);
-    if (injected(hi, &before, err, "patch_atomic")) {
+    bool lost = FUZZ_KNOWN_DEFECT_10 && heaps[hi].created_injected &&
+                heaps[hi].backend == WXJIT_BACKEND_PROCMEM && err == ENOTSUP;
+    if (lost)
+        check_unchanged(hi, &before, err, "patch_atomic (defect 10)");
+    if (lost || injected(hi, &before, err, "patch_atomic")) {
         memcpy(f->bytes + off, old_bytes, width);
         f->value = old_value;
         share_patched(f);
@@ -487,9 +550,19 @@ void op_free(struct input *in)
         REFUSED(h, hi, wxjit_free(h, p));
         return;
     }
-    if (!share_quiet(target) ||
-        held_by_other(hi, p, target->n * WXJ_GRANULE))
+    if (!share_quiet(target))
         return;
+    size_t len = target->n * WXJ_GRANULE;
+    int rule = own_window_over(hi, p, len)
+                   ? EDEADLK
+                   : wait_rule(other_window_over(hi, p, len) ||
+                               (!heaps[hi].defer && held_by_other(hi, p, len)));
+    if (rule == WAITS)
+        return;
+    if (rule) {
+        REFUSED_WITH(hi, rule, wxjit_free(h, p));
+        return;
+    }
     TRACE("free %p\n", (void *)p);
     wxjit_stats before;
     stats_before(hi, &before);

@@ -103,6 +103,9 @@ void op_create(struct input *in)
     mh->defer = !null_opts && (o.flags & WXJIT_HEAP_DEFER_TRAP_FILL) &&
                 (mh->backend == WXJIT_BACKEND_TOGGLE ||
                  mh->backend == WXJIT_BACKEND_PROCMEM);
+    mh->on_demand = !null_opts && (o.flags & WXJIT_HEAP_RW_ON_DEMAND) &&
+                    mh->backend == WXJIT_BACKEND_DUALMAP;
+    mh->created_injected = injecting;
 }
 
 void destroy_heap(int hi)
@@ -113,6 +116,11 @@ void destroy_heap(int hi)
     for (int i = 0; i < MAX_RES; i++)
         if (res[i].used && res[i].heap == hi)
             abort_open(&res[i]);
+    /* Windows may stay open: the heap takes them with it, and their
+     * threads hold nothing any more (no EDEADLK from them). */
+    for (int i = 0; i < MAX_WIN; i++)
+        if (wins[i].used && wins[i].heap == hi)
+            drop_win(&wins[i], false);
     EXPECT(wxjit_heap_destroy(heaps[hi].h), 0);
     for (int i = 0; i < MAX_FUNCS; i++)
         if (funcs[i].used && funcs[i].heap == hi) {
@@ -262,22 +270,26 @@ void op_thread_exit(struct input *in)
     }
     TRACE("thread %d exits\n", t);
     thread_restart(t);
+    windows_thread_exited(t);
     for (int i = 0; i < MAX_RES; i++)
         if (!FUZZ_KNOWN_DEFECT_8 && res[i].used && res[i].owner == t &&
             res[i].in_place)
             drop_res(&res[i]); /* aborted by wxjit at the thread's exit */
 }
 
-/* The fork child: what was live runs, the heaps take a new function and
- * free it, and are destroyed. Pages the forking thread holds stay held
- * (its own in-place reservations); others' are released (fork.c). */
+/* The fork child: the forking thread's windows are still open and close,
+ * other threads' are closed; what was live runs, the heaps take a new
+ * function and free it, and are destroyed. Pages the forking thread
+ * holds stay held (its own in-place reservations); others' are released
+ * (fork.c). */
 NO_COVERAGE static void fork_child(void)
 {
+    windows_fork_child();
     for (int i = 0; i < MAX_FUNCS; i++) {
         struct mfunc *f = &funcs[i];
         size_t len = f->n * WXJ_GRANULE;
         bool own_held = f->used &&
-                        held_by_reservation(f->heap, f->exec, len, NULL) &&
+                        held_pages(f->heap, f->exec, len, NULL) &&
                         !held_by_other(f->heap, f->exec, len);
         if (f->used && f->callable && !own_held) {
             int got = call(f->exec);
@@ -374,7 +386,7 @@ bool inject_arm(enum op op)
     switch (op) {
     case OP_CREATE: case OP_RESERVE: case OP_COMMIT: case OP_ABORT:
     case OP_INSTALL: case OP_PATCH: case OP_PATCH_ATOMIC: case OP_FREE:
-    case OP_COMMIT_BATCH:
+    case OP_COMMIT_BATCH: case OP_WINDOW_OPEN: case OP_WINDOW_CLOSE:
         break;
     default:
         return false;

@@ -387,8 +387,9 @@ WXJIT_API int wxjit_window_open(wxjit_heap *heap, void *exec, size_t size,
  * the bytes are executable from every thread, instruction caches synced
  * (toggle: once no other window of the thread holds their page).
  * Errors: EINVAL no such window of the calling thread (or heap invalid);
- *         the errno of a failed mprotect (toggle): the window stays open,
- *         for a retry.
+ *         the errno of a failed mprotect (toggle) or pwrite (procmem):
+ *         the window stays open with what was written in it (procmem:
+ *         executors still run the old bytes), for a retry.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_window_close(wxjit_heap *heap, void *exec, size_t size);
 
@@ -444,6 +445,14 @@ typedef struct wxjit_stats {
                                   with WXJIT_HEAP_RW_ON_DEMAND...) inside
                                   this heap's operations; 0 per install on
                                   the steady path */
+    uint64_t core_syncs;       /* membarrier calls made so that every other
+                                  thread's CPU runs the changed code, not
+                                  instructions it fetched before: on
+                                  aarch64 one per operation that changes
+                                  code, on x86_64 one per patch or window
+                                  close on live code, on riscv64 none (its
+                                  icache flush reaches every hart); README,
+                                  "Instruction caches and other cores" */
 } wxjit_stats;
 
 /* Reads a heap's counters.

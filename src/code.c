@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "arch/arch.h"
+#include "code_changed.h"
 #include "internal.h"
 
 static int fill_copy(uint8_t *dst, size_t len, const void *src)
@@ -549,9 +550,11 @@ static int patch_live(struct wxjit_heap *heap, uint8_t *addr, size_t size,
     atomic_thread_fence(memory_order_seq_cst);
     struct checked_fill checked = {c, start, fill, arg};
     err = live_range(c, addr, size, start);
-    if (err == 0)
+    if (err == 0) {
+        wxj_code_changes |= WXJ_CHANGE_LIVE;
         err = wxj_write_code(heap, c, addr, size, fill_if_live, &checked,
                              WXJ_WRITE_OVER_CODE | how);
+    }
     atomic_fetch_sub_explicit(pin, 1, memory_order_release);
     wxj_live_windows_patch_end(heap, held);
     return err;

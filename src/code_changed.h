@@ -23,8 +23,6 @@
 #include <valgrind/valgrind.h>
 #endif
 
-/* Called on every close of a write window, before the window's pages are
- * released to executors waiting in the fault handler. */
 /* Whether the process runs under Valgrind (never without its header). */
 static inline bool wxj_under_valgrind(void)
 {
@@ -35,8 +33,16 @@ static inline bool wxj_under_valgrind(void)
 #endif
 }
 
+/* WXJ_CHANGE_* bits of the code changes this thread's operation made so
+ * far; core_sync.c syncs the other cores at its end if the CPU needs it. */
+extern __thread unsigned wxj_code_changes
+    __attribute__((tls_model("initial-exec")));
+
+/* Called on every close of a write window, before the window's pages are
+ * released to executors waiting in the fault handler. */
 static inline void wxj_code_changed(const void *exec, size_t len)
 {
+    wxj_code_changes |= WXJ_CHANGE_NEW;
     wxj_arch_flush_icache(exec, len);
 #ifdef WXJIT_HAVE_VALGRIND_H
     VALGRIND_DISCARD_TRANSLATIONS(exec, len);
@@ -47,6 +53,7 @@ static inline void wxj_code_changed(const void *exec, size_t len)
  * (backend_procmem.c says where); a translator still has to hear of it. */
 static inline void wxj_code_changed_by_kernel(const void *exec, size_t len)
 {
+    wxj_code_changes |= WXJ_CHANGE_NEW;
 #ifdef WXJIT_HAVE_VALGRIND_H
     VALGRIND_DISCARD_TRANSLATIONS(exec, len);
 #else

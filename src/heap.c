@@ -95,6 +95,10 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
      * nothing to defer. */
     if (backend->deferral == WXJ_FILL_AT_FREE)
         o.flags &= ~(unsigned)WXJIT_HEAP_DEFER_TRAP_FILL;
+    /* AUTO chose a backend whose views are stable anyway: RW_ON_DEMAND is
+     * dualmap's, and kept would refuse windows (ENOTSUP) there too. */
+    if (backend->id != WXJIT_BACKEND_DUALMAP)
+        o.flags &= ~(unsigned)WXJIT_HEAP_RW_ON_DEMAND;
 
     pthread_mutex_lock(&heaps_lock);
     struct wxjit_heap *heap = recycled;
@@ -182,6 +186,7 @@ int wxjit_stats_get(wxjit_heap *heap, wxjit_stats *out)
         out->mprotect_calls += READ(p->mprotect_calls);
         out->map_calls += READ(p->map_calls);
         out->shared_locks += READ(p->shared_locks);
+        out->core_syncs += READ(p->core_syncs);
         granules += READ(p->granules_live);
     }
     out->bytes_live = granules > 0 ? (uint64_t)granules * WXJ_GRANULE : 0;

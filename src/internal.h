@@ -30,6 +30,7 @@ enum wxj_os_call {
     WXJ_CALL_PWRITE,
     WXJ_CALL_CLOSE,     /* never fails as far as wxjit cares */
     WXJ_CALL_FUTEX,     /* never fails as far as wxjit cares */
+    WXJ_CALL_MEMBARRIER, /* failures fall back (wxj_os_core_sync) */
     WXJ_CALL_OTHER,     /* getrandom, shm_unlink */
     WXJ_CALL_KINDS
 };
@@ -162,7 +163,7 @@ struct wxj_pool {
      * owner alone (no read-modify-write needed), summed by stats_get. A
      * failed operation adds nothing. */
     _Atomic uint64_t installs, frees, syscalls, mprotect_calls, map_calls,
-        shared_locks;
+        shared_locks, core_syncs;
     _Atomic int64_t granules_live;
     struct wxj_chunk *chunk;  /* tail chunk; NULL when there is no tail */
     size_t tail_start;        /* [tail_start, limit): excluded from reuse */
@@ -362,6 +363,14 @@ void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
 void wxj_os_after(enum wxj_os_call kind, void (*fn)(void));
 void wxj_os_forget_tid(void); /* in a fork child */
 void wxj_os_yield(void);
+/* Every other thread of the process synchronises its instruction stream
+ * (a core-serialising event) before it runs user code again: membarrier's
+ * PRIVATE_EXPEDITED_SYNC_CORE (registered on first use), else its GLOBAL
+ * command (kernels before 4.16), else nothing (before 4.3). */
+void wxj_os_core_sync(void);
+/* core_sync.c: at an operation's end, syncs the other cores if its code
+ * changes need it on this CPU (WXJ_ARCH_CORE_SYNC). */
+void wxj_core_sync_changes(void);
 uint64_t wxj_os_now_ns(void); /* CLOCK_MONOTONIC: vDSO, no system call */
 
 /* ---- chunk.c: chunks and their granule bitmaps ------------------------ */

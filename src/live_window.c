@@ -24,9 +24,11 @@
  * the waiter does not exist, can give the function back its start bit.
  * On procmem a patch also registers for the time of its write: a window's
  * close writes back what the window saw, which would revert it. */
+#define _GNU_SOURCE /* ucontext register names in arch/ */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "code_changed.h"
 #include "internal.h"
 #include "wxjit.h"
 
@@ -221,7 +223,10 @@ static int window_open(struct wxjit_heap *heap, struct wxj_pool *pool,
     struct wxj_live_windows *lw = &heap->windows;
     struct wxj_chunk *c = wxj_chunk_find(heap, exec);
     size_t g, n;
-    if (!c || exec + size > c->base + c->size || live_block(c, exec, size, &g, &n))
+    /* exec is inside c: its distance to the end, not exec + size, which
+     * overflows for a size past the address space. */
+    if (!c || size > (size_t)(c->base + c->size - exec) ||
+        live_block(c, exec, size, &g, &n))
         return EINVAL;
     /* The view must stay where the function's reservation had it. */
     if (!heap->backend->stable_views || (heap->flags & WXJIT_HEAP_RW_ON_DEMAND))
@@ -308,6 +313,7 @@ static int window_close(struct wxjit_heap *heap, uint8_t *exec, size_t size)
         return EINVAL;
     /* On failure (toggle: the flip back to RX) the window stays open and
      * held, for a retry. */
+    wxj_code_changes |= WXJ_CHANGE_LIVE;
     int err = heap->backend->close(heap, &rec->w, exec, size);
     if (err == 0) {
         drop(heap, rec);

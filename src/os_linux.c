@@ -353,6 +353,42 @@ void *wxj_os_random_hint(void)
     return (void *)((lo + random_bits() % (hi - lo)) & ~(page - 1));
 }
 
+/* membarrier(2) commands (linux/membarrier.h, spelt out for older
+ * headers). */
+enum {
+    MEMBARRIER_GLOBAL = 1,
+    MEMBARRIER_SYNC_CORE = 32,          /* PRIVATE_EXPEDITED_SYNC_CORE */
+    MEMBARRIER_REGISTER_SYNC_CORE = 64, /* REGISTER_PRIVATE_... */
+};
+
+static int membarrier(int cmd)
+{
+    int err = count_call(WXJ_CALL_MEMBARRIER);
+    if (err)
+        return err;
+    return syscall(SYS_membarrier, cmd, 0, 0) == 0 ? 0 : errno;
+}
+
+void wxj_os_core_sync(void)
+{
+    /* What this kernel offers, found on first use; a fork child starts
+     * unregistered and registers again on its EPERM. */
+    enum { SYNC_CORE, GLOBAL, NONE };
+    static _Atomic int how = SYNC_CORE;
+    int saved = errno;
+    if (atomic_load_explicit(&how, memory_order_relaxed) == SYNC_CORE) {
+        int err = membarrier(MEMBARRIER_SYNC_CORE);
+        if (err == EPERM && !membarrier(MEMBARRIER_REGISTER_SYNC_CORE))
+            err = membarrier(MEMBARRIER_SYNC_CORE);
+        if (err == EINVAL || err == ENOSYS || err == EPERM)
+            atomic_store_explicit(&how, GLOBAL, memory_order_relaxed);
+    }
+    if (atomic_load_explicit(&how, memory_order_relaxed) == GLOBAL &&
+        membarrier(MEMBARRIER_GLOBAL))
+        atomic_store_explicit(&how, NONE, memory_order_relaxed);
+    errno = saved;
+}
+
 /* Both futex helpers run inside the fault handler: they keep errno. */
 void wxj_os_futex_wait(_Atomic uint32_t *word, uint32_t expected)
 {

@@ -370,6 +370,7 @@ int wxj_op_begin(struct wxjit_heap *heap, struct wxj_pool **out)
 void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool, int err)
 {
     (void)heap;
+    wxj_core_sync_changes(); /* a failed operation may have put bytes back */
     if (err == 0) {
         uint64_t d[WXJ_CALL_KINDS], sum = 0;
         for (int k = 0; k < WXJ_CALL_KINDS; k++)
@@ -378,6 +379,7 @@ void wxj_op_end(struct wxjit_heap *heap, struct wxj_pool *pool, int err)
         wxj_count_own(&pool->mprotect_calls, d[WXJ_CALL_MPROTECT]);
         wxj_count_own(&pool->map_calls,
                       d[WXJ_CALL_MMAP] + d[WXJ_CALL_MUNMAP]);
+        wxj_count_own(&pool->core_syncs, d[WXJ_CALL_MEMBARRIER]);
         wxj_count_own(&pool->shared_locks,
                       wxj_shared_locks_taken() - pool->locks_at_begin);
     }

@@ -53,6 +53,14 @@ struct inject_state {
      * until a window over their page fills them */
     struct fn ghosts[4];
     size_t nghosts;
+    /* A window on live code the call opened, or failed to close: closed
+     * after the checks (close_open_window), its bytes written then. */
+    struct {
+        bool open;
+        size_t fn, off, len;
+        void *write;
+        uint8_t bytes[16]; /* what goes in at close */
+    } win;
     /* expected statistics deltas, set by the scenario's `done` */
     int64_t d_installs, d_frees, d_live;
     /* the executor: calls fns[exec_idx] during the operation */
@@ -111,6 +119,13 @@ int check_pages(bool strict, const char *when);
 void check_stats(const wxjit_stats *b, const wxjit_stats *a, bool failed,
                  uint64_t made, uint64_t made_mprotect, uint64_t made_map);
 void close_open_reservations(void);
+/* Opens a window over len bytes at off in fns[fn], to hold bytes once
+ * closed (win); returns wxjit_window_open's result. */
+int open_window(size_t fn, size_t off, const uint8_t *bytes, size_t len);
+/* Makes the bytes of the open window what fns[fn] holds (its value too if
+ * they are the mov's immediate); executors see them once it is closed. */
+void window_written(void);
+void close_open_window(void);
 void check_usable(void);
 
 #endif /* INJECT_HARNESS_H */

@@ -99,12 +99,16 @@ static bool on_same_pages(const uint8_t *a, size_t alen, const uint8_t *b,
            wxtest_page_of(b) <= wxtest_page_of(a + alen - 1);
 }
 
-/* toggle: f lies on a page an open in-place reservation holds writable
- * (its executors wait; its reserving thread must not call it). */
+/* toggle: f lies on a page an open in-place reservation or window holds
+ * writable (its executors wait; the holding thread must not call it). */
 static bool held(const struct fn *f)
 {
     if (backend != WXJIT_BACKEND_TOGGLE)
         return false;
+    if (C.win.open && on_same_pages(f->exec, f->size,
+                                    C.fns[C.win.fn].exec + C.win.off,
+                                    C.win.len))
+        return true;
     for (size_t i = 0; i < C.nres; i++)
         if (C.rm[i].open && C.rm[i].in_place &&
             on_same_pages(f->exec, f->size, C.rm[i].exec, C.rm[i].size))
@@ -403,6 +407,46 @@ void close_open_reservations(void)
             check_pages(true, "right after committing it again returned 0");
         }
     }
+}
+
+int open_window(size_t fn, size_t off, const uint8_t *bytes, size_t len)
+{
+    CHECK(len <= sizeof(C.win.bytes) && off + len <= C.fns[fn].size,
+          "window of %zu bytes at %zu", len, off);
+    int err = wxjit_window_open(C.h, C.fns[fn].exec + off, len, &C.win.write);
+    if (err == 0) {
+        C.win.open = true;
+        C.win.fn = fn;
+        C.win.off = off;
+        C.win.len = len;
+        memcpy(C.win.bytes, bytes, len);
+    }
+    return err;
+}
+
+void window_written(void)
+{
+    struct fn *f = &C.fns[C.win.fn];
+    memcpy(f->bytes + C.win.off, C.win.bytes, C.win.len);
+    if (C.win.off == EMIT_PATCHABLE_IMM_OFFSET &&
+        C.win.len == sizeof(f->value))
+        memcpy(&f->value, C.win.bytes, sizeof(f->value));
+}
+
+/* A window the call opened is written and closed now; one it failed to
+ * close (it stays open, for a retry) closes now. */
+void close_open_window(void)
+{
+    if (!C.win.open)
+        return;
+    struct fn *f = &C.fns[C.win.fn];
+    memcpy(C.win.write, C.win.bytes, C.win.len);
+    int err = wxjit_window_close(C.h, f->exec + C.win.off, C.win.len);
+    CHECK(err == 0, "closing the window at %p again: %s",
+          (void *)(f->exec + C.win.off), strerror(err));
+    C.win.open = false;
+    window_written();
+    check_pages(true, "right after closing the window returned 0");
 }
 
 /* The heap still works: install, call, free. */

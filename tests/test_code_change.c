@@ -7,6 +7,10 @@
  * writes through the RW view Valgrind cannot see, this test fails without
  * that hook (a reused address returns the old value); natively it checks
  * the same results. */
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "../src/internal.h" /* the failure-injection seam */
 #include "emit.h"
 #include "wxtest.h"
 
@@ -112,6 +116,111 @@ static void test_patch(void)
     CHECK_OK(wxjit_free(heap, f));
 }
 
+/* Which operations must sync the other cores (stats.core_syncs, one
+ * membarrier each), per CPU, from the manuals' rules as src/arch/ reads
+ * them: aarch64 every change to code, x86_64 rewrites of live code,
+ * riscv64 none (its icache flush already reaches every hart). */
+#if defined(__aarch64__)
+#define SYNC_NEW 1
+#define SYNC_LIVE 1
+#elif defined(__x86_64__)
+#define SYNC_NEW 0
+#define SYNC_LIVE 1
+#else
+#define SYNC_NEW 0
+#define SYNC_LIVE 0
+#endif
+
+static uint64_t core_syncs(void)
+{
+    return wxtest_stats_of(heap).core_syncs;
+}
+
+static void expect_syncs(const char *op, uint64_t before, int want)
+{
+    uint64_t made = core_syncs() - before;
+    CHECK(made == (uint64_t)want, "%s made %llu core syncs, expected %d",
+          op, (unsigned long long)made, want);
+    printf("    %s: %d core sync(s)\n", op, want);
+}
+
+static void test_core_sync(void)
+{
+    if (syscall(SYS_membarrier, 0 /* MEMBARRIER_CMD_QUERY */, 0, 0) < 0) {
+        wxtest_skip("core syncs counted per operation",
+                    "this kernel has no membarrier (before Linux 4.3)");
+        return;
+    }
+    uint8_t buf[32];
+    void *f;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 20), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    /* The first sync registers the process (up to 3 calls): done here. */
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 21, 4));
+    uint64_t s = core_syncs();
+    void *g = install_int(22);
+    expect_syncs("install", s, SYNC_NEW);
+    s = core_syncs();
+    int32_t v = 23;
+    CHECK_OK(wxjit_patch(heap, imm, &v, sizeof(v)));
+    expect_syncs("patch", s, SYNC_LIVE);
+    s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 24, 4));
+    expect_syncs("patch_atomic", s, SYNC_LIVE);
+    void *w;
+    s = core_syncs();
+    CHECK_OK(wxjit_window_open(heap, imm, 4, &w));
+    expect_syncs("window open", s, 0);
+    v = 25;
+    memcpy(w, &v, sizeof(v));
+    s = core_syncs();
+    CHECK_OK(wxjit_window_close(heap, imm, 4));
+    expect_syncs("window close", s, SYNC_LIVE);
+    expect_returns("after the window", f, 25);
+    s = core_syncs();
+    CHECK_OK(wxjit_free(heap, g));
+    expect_syncs("free", s, SYNC_NEW);
+    CHECK_OK(wxjit_free(heap, f));
+}
+
+/* Kernels without SYNC_CORE (before 4.16: EINVAL) get GLOBAL; without
+ * membarrier at all (ENOSYS), nothing more is tried. Each in a child: the
+ * choice is made once per process. */
+static void fallback_child(void *arg)
+{
+    int err = *(const int *)arg;
+    uint8_t buf[32];
+    void *f;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 30), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, err == EINVAL ? 1 : 2, err);
+    uint64_t s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 31, 4));
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, 0, 0);
+    /* EINVAL: SYNC_CORE refused, GLOBAL made; ENOSYS: both refused. */
+    expect_syncs(err == EINVAL ? "first patch, SYNC_CORE refused"
+                               : "first patch, membarrier refused",
+                 s, SYNC_LIVE ? 2 : 0);
+    s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 32, 4));
+    expect_syncs(err == EINVAL ? "next patch (GLOBAL)"
+                               : "next patch (none tried)",
+                 s, SYNC_LIVE && err == EINVAL ? 1 : 0);
+    expect_returns("patched", f, 32);
+}
+
+static void test_core_sync_fallback(void)
+{
+    static const int errs[] = {EINVAL, ENOSYS};
+    for (int i = 0; i < 2; i++)
+        wxtest_expect_exit_within(errs[i] == EINVAL
+                                      ? "no SYNC_CORE: GLOBAL instead"
+                                      : "no membarrier: no core sync",
+                                  fallback_child, (void *)&errs[i], 30, 0);
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -126,6 +235,8 @@ int main(void)
            wxtest_valgrind() ? ", under Valgrind" : "");
     test_reuse();
     test_patch();
+    test_core_sync();
+    test_core_sync_fallback();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
     printf("test_code_change: ok\n");

@@ -412,6 +412,66 @@ static void s_free_done(int err)
         drop_fn(C.target);
 }
 
+/* Windows on live code: over fns[1]'s immediate (fns[0] is the
+ * executor's, on the same page), or over 8 bytes of the big function's
+ * padding across its two pages. The call under test opens the window
+ * (written and closed after the checks), or closes it once written. */
+static int s_window_imm(void)
+{
+    C.new_value = C.next_value++;
+    return open_window(C.target, EMIT_PATCHABLE_IMM_OFFSET,
+                       (const uint8_t *)&C.new_value, sizeof(C.new_value));
+}
+
+static int s_window_across(void)
+{
+    static const uint8_t bytes[8] = {8, 7, 6, 5, 4, 3, 2, 1};
+    return open_window(0, page - 4, bytes, sizeof(bytes));
+}
+
+static int s_window_close_op(void)
+{
+    return wxjit_window_close(C.h, C.fns[C.win.fn].exec + C.win.off,
+                              C.win.len);
+}
+
+/* The window is open and written before the call under test closes it. */
+static void window_ready(int (*open)(void))
+{
+    CHECK_OK(open());
+    memcpy(C.win.write, C.win.bytes, C.win.len);
+}
+
+static void s_window_close_imm(void)
+{
+    s_live_setup();
+    window_ready(s_window_imm);
+}
+
+static void s_window_close_across(void)
+{
+    s_across_setup();
+    window_ready(s_window_across);
+}
+
+static void s_window_open_done(int err)
+{
+    (void)err; /* the window, if open, is written and closed later */
+}
+
+/* Closed: the new bytes are the function's. Still open: toggle's and
+ * dualmap's writes went to the code's own bytes (dualmap's through its
+ * alias), procmem's to a shadow copy that only the close writes. */
+static void s_window_close_done(int err)
+{
+    if (err == 0) {
+        C.win.open = false;
+        window_written();
+    } else if (backend != WXJIT_BACKEND_PROCMEM) {
+        memcpy(C.fns[C.win.fn].bytes + C.win.off, C.win.bytes, C.win.len);
+    }
+}
+
 static const struct scenario scenarios[] = {
     {"heap create", s_create_setup, s_create_op, s_create_done},
     {"reserve scratch", s_reserve_room, s_reserve_op, s_reserve_done},
@@ -439,6 +499,13 @@ static const struct scenario scenarios[] = {
      s_patch_across_done},
     {"patch_atomic", s_live_setup, s_patch_atomic_op, s_patch_done},
     {"free", s_live_setup, s_free_op, s_free_done},
+    {"window open", s_live_setup, s_window_imm, s_window_open_done},
+    {"window open (across 2 pages)", s_across_setup, s_window_across,
+     s_window_open_done},
+    {"window close", s_window_close_imm, s_window_close_op,
+     s_window_close_done},
+    {"window close (across 2 pages)", s_window_close_across,
+     s_window_close_op, s_window_close_done},
     {"free (across 2 pages)", s_across_setup, s_free_op, s_free_done},
 };
 #define NSCENARIOS (sizeof(scenarios) / sizeof(scenarios[0]))

@@ -5,6 +5,8 @@
  * - refused: bad ranges (EINVAL, nothing changes), overlapping own
  *   windows (EBUSY), closing what is not open, freeing under one's own
  *   window (EDEADLK), dualmap with RW_ON_DEMAND (ENOTSUP);
+ * - on_demand_auto: RW_ON_DEMAND asked of AUTO refuses windows only if
+ *   AUTO chose dualmap;
  * - new code: the thread's next code goes to other pages while its window
  *   is open, and a commit onto the window's page is EDEADLK;
  * - free_waits: another thread's free of the function waits for the
@@ -120,6 +122,8 @@ static void test_refused(void)
     CHECK_RET(wxjit_window_open(h, f, 4, NULL), EINVAL);
     CHECK_RET(wxjit_window_open(h, &local, 4, &w), EINVAL);
     CHECK_RET(wxjit_window_open(h, f, 64, &w), EINVAL); /* past its end */
+    /* Past the address space: compared without forming exec + size. */
+    CHECK_RET(wxjit_window_open(h, f, SIZE_MAX, &w), EINVAL);
     CHECK(w == NULL, "a refused open wrote its out-parameter");
     CHECK_RET(wxjit_window_close(h, f, 4), EINVAL); /* nothing open */
     CHECK_OK(wxjit_window_open(h, f, EMIT_PATCHABLE_IMM_OFFSET + 2, &w));
@@ -393,6 +397,29 @@ static void test_on_demand(void)
     printf("  dualmap with RW_ON_DEMAND: ENOTSUP\n");
 }
 
+/* RW_ON_DEMAND is dualmap's: a heap that asked AUTO for it and got
+ * another backend has stable views, and windows work there (found by
+ * the fuzzer: ENOTSUP on toggle and procmem). */
+static void test_on_demand_auto(void)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.flags = WXJIT_HEAP_RW_ON_DEMAND;
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    void *f = install_constant(h, 70), *w = NULL;
+    if (backend == WXJIT_BACKEND_DUALMAP) {
+        CHECK_RET(wxjit_window_open(h, f, 4, &w), ENOTSUP);
+        CHECK_EQ(as_fn(f)(), 70);
+    } else {
+        CHECK_OK(set_constant(h, f, 71));
+        CHECK_EQ(as_fn(f)(), 71);
+    }
+    CHECK_OK(wxjit_free(h, f));
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  AUTO with RW_ON_DEMAND: windows %s\n",
+           backend == WXJIT_BACKEND_DUALMAP ? "ENOTSUP (dualmap)" : "work");
+}
+
 int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
@@ -421,6 +448,8 @@ int main(int argc, char **argv)
     if (backend == WXJIT_BACKEND_DUALMAP &&
         wxtest_selected(argc, argv, "on_demand"))
         test_on_demand();
+    if (wxtest_selected(argc, argv, "on_demand_auto"))
+        test_on_demand_auto();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_fault_handler_uninstall());
     printf("test_windows: ok\n");

@@ -2,7 +2,8 @@
 # make check-cross: the library and its whole ctest suite for aarch64 and
 # riscv64 Linux, cross-built with Debian's gcc-<arch>-linux-gnu and run
 # under qemu-user, every heap test once per backend (toggle, dualmap,
-# procmem).
+# procmem), then sljit's own tests on wxjit (tools/check-sljit.sh with
+# SLJIT_CROSS=<arch>).
 #
 #   tools/check-cross.sh [aarch64] [riscv64]     (default: both)
 #
@@ -76,6 +77,12 @@ check_arch() {
     run_set "$arch" "toggle" "$dir" -L toggle
     run_set "$arch" "dualmap" "$dir" -L dualmap
     run_set "$arch" "procmem" "$dir" -L procmem
+    echo "== $arch: check-sljit (sljit's own tests on wxjit)"
+    local rc=0
+    SLJIT_CROSS=$arch bash tools/check-sljit.sh "$dir" || rc=$?
+    SUMMARY+=("$(printf '%-8s %-12s %s' "$arch" "check-sljit" \
+        "$([ $rc = 0 ] && echo "passed (skips above)" || echo FAILED)")")
+    [ $rc = 0 ] || STATUS=1
 }
 
 need_install check-cross

@@ -20,7 +20,10 @@
 #      wxjit, per backend (WXJIT_BACKEND=toggle, dualmap, procmem, and
 #        procmem with WXJIT_SLJIT_DEFER_TRAP_FILL=1):
 #        pcre2_jit_test and RunTest pass, every JIT function came from
-#        wxjit's heap, and integrations/sljit/pcre2_threads passes.
+#        wxjit's heap, integrations/sljit/pcre2_threads passes, and
+#        integrations/sljit/pcre2_fallback: a pattern whose JIT code is
+#        larger than a chunk falls back to the interpreter (stock PCRE2
+#        JIT-compiles it: checked too).
 # 4. Unless PCRE2_FIGURES=0: pages, mappings and system calls of
 #    pcre2_jit_test per variant (strace + tools/code-mappings.pl, wxjit's
 #    own counters), and its wall time (least and median of
@@ -161,15 +164,17 @@ cc -std=c11 -O2 -g -pthread -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror \
   "${WXJIT_LIBS[@]}" -o "$WORK/pcre2_threads" >"$LOGS/build-threads.log" 2>&1 \
   || { cat "$LOGS/build-threads.log"; die "building pcre2_threads failed"; }
 
-# The same source on stock PCRE2 and on PCRE2 on wxjit.
-for v in stock wxjit; do
-  libs=()
-  [ $v = wxjit ] && libs=("${WXJIT_LIBS[@]}")
-  cc -std=c11 -O2 -g -pthread -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror \
-    -DPCRE2_STATIC -I"$WORK/build-$v" "$ROOT/integrations/sljit/pcre2_compile_rate.c" \
-    "$WORK/build-$v/libpcre2-8.a" "${libs[@]}" -o "$WORK/pcre2_compile_rate-$v" \
-    >"$LOGS/build-compile-rate-$v.log" 2>&1 \
-    || { cat "$LOGS/build-compile-rate-$v.log"; die "building pcre2_compile_rate ($v) failed"; }
+# The same sources on stock PCRE2 and on PCRE2 on wxjit.
+for prog in pcre2_compile_rate pcre2_fallback; do
+  for v in stock wxjit; do
+    libs=()
+    [ $v = wxjit ] && libs=("${WXJIT_LIBS[@]}")
+    cc -std=c11 -O2 -g -pthread -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror \
+      -DPCRE2_STATIC -I"$WORK/build-$v" "$ROOT/integrations/sljit/$prog.c" \
+      "$WORK/build-$v/libpcre2-8.a" "${libs[@]}" -o "$WORK/$prog-$v" \
+      >"$LOGS/build-$prog-$v.log" 2>&1 \
+      || { cat "$LOGS/build-$prog-$v.log"; die "building $prog ($v) failed"; }
+  done
 done
 
 # ---- 3. checks -----------------------------------------------------------
@@ -222,6 +227,14 @@ if run_jit_test sljit-wx sljit-wx-jit-test "$WX_RUN" && jit_test_clean "$LOGS/sl
 else
   fail "sljit-wx pcre2_jit_test under W^X ($LOGS/sljit-wx-jit-test.log)"
 fi
+# The pattern pcre2_fallback checks on wxjit: stock JIT-compiles it, to
+# more than a wxjit chunk.
+if "$WORK/pcre2_fallback-stock" --expect jit >"$LOGS/stock-fallback.log" 2>&1; then
+  pass "stock pcre2_fallback: $(grep -o 'JIT code [0-9]* bytes' "$LOGS/stock-fallback.log") for its pattern"
+else
+  fail "stock pcre2_fallback --expect jit:"
+  sed 's/^/        /' "$LOGS/stock-fallback.log"
+fi
 
 for b in $BACKENDS; do
   say "== wxjit, backend $b"
@@ -253,6 +266,14 @@ for b in $BACKENDS; do
     fail "pcre2_threads under W^X ($LOGS/wxjit-$b-threads.log):"
   fi
   sed 's/^/        /' "$LOGS/wxjit-$b-threads.log"
+  # shellcheck disable=SC2046 # as above
+  if env $(wxjit_env "$b") "$WX_RUN" "$WORK/pcre2_fallback-wxjit" --expect fallback \
+       >"$LOGS/wxjit-$b-fallback.log" 2>&1; then
+    pass "pcre2_fallback under W^X: JIT code over a chunk falls back to the interpreter"
+  else
+    fail "pcre2_fallback under W^X ($LOGS/wxjit-$b-fallback.log):"
+    sed 's/^/        /' "$LOGS/wxjit-$b-fallback.log"
+  fi
 done
 
 # ---- 4. figures ----------------------------------------------------------

@@ -33,6 +33,24 @@ static inline void wxj_arch_trap_fill(void *dst, size_t n)
         p[i] = brk[((uintptr_t)p + i) & 3];
 }
 
+/* Arm ARM (DDI 0487), "Concurrent modification and execution of
+ * instructions" and "Instruction cache maintenance": after the
+ * writer's dc cvau / dsb ish / ic ivau / dsb ish (the clear_cache below,
+ * broadcast to the inner shareable domain), a PE other than the writer
+ * may still execute instructions it fetched before, until it takes a
+ * context synchronisation event (an isb, or an exception return). That
+ * holds for any instruction memory, new code where freed code was as well
+ * as code being patched, and no user-space instruction reaches another
+ * PE. Linux itself IPIs every CPU after writing kernel code
+ * (flush_icache_range: kick_all_cpus_sync), but leaves user mappings to
+ * user space (sync_icache_aliases: "Don't issue kick_all_cpus_sync() after
+ * I-cache invalidation for user mappings"); membarrier's
+ * MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE is that IPI for the
+ * process's own threads (wasmtime and SpiderMonkey use it for the same
+ * reason). So every operation that changes code syncs every core, after
+ * its local maintenance and before it returns. */
+#define WXJ_ARCH_CORE_SYNC (WXJ_CHANGE_NEW | WXJ_CHANGE_LIVE)
+
 static inline void wxj_arch_flush_icache(const void *p, size_t n)
 {
     __builtin___clear_cache((char *)p, (char *)p + n);

@@ -8,9 +8,18 @@
  *                            every instruction slot wholly inside traps
  *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch
  *   wxj_arch_emit_return(p, v)   a function returning v (< 2048) at p;
- *                            returns its size */
+ *                            returns its size
+ *   WXJ_ARCH_CORE_SYNC       which changes to code need every other core
+ *                            to synchronise its instruction stream before
+ *                            the operation returns (WXJ_CHANGE_* bits,
+ *                            core_sync.c): the reasoning is in each file */
 #ifndef WXJ_ARCH_H
 #define WXJ_ARCH_H
+
+#define WXJ_CHANGE_NEW 1u  /* code or traps written where threads may
+                              have fetched before (installs, fills) */
+#define WXJ_CHANGE_LIVE 2u /* live code rewritten in place (patches,
+                              windows) while threads may be running it */
 
 #if defined(__x86_64__)
 #include "x86_64.h"

@@ -1,7 +1,14 @@
-/* riscv64: fence.i only orders the local hart; Linux's riscv_flush_icache
- * syscall (flags 0: every hart of the process), reached through
+/* riscv64: fence.i only orders the local hart (the unprivileged spec's
+ * "Zifencei" chapter); Linux's riscv_flush_icache syscall, reached through
  * __builtin___clear_cache and glibc's __riscv_flush_icache, covers them
- * all. */
+ * all. With flags 0, riscv_flush_icache (arch/riscv/mm/
+ * cacheflush.c, flush_icache_mm) sends a remote fence.i to every hart
+ * running the process's threads now and marks the others stale, so they
+ * fence.i before they run them again; procmem's kernel copy goes through
+ * the same flush_icache_mm (flush_icache_user_page). That is already what
+ * membarrier's SYNC_CORE would add (Linux 6.10's
+ * PR_RISCV_SET_ICACHE_FLUSH_CTX only makes the flush lazier for processes
+ * that ask), so no change needs a core sync of its own. */
 #ifndef WXJ_ARCH_RISCV64_H
 #define WXJ_ARCH_RISCV64_H
 
@@ -36,6 +43,8 @@ static inline void wxj_arch_trap_fill(void *dst, size_t n)
     for (size_t i = 0; i < n; i++)
         p[i] = c_ebreak[((uintptr_t)p + i) & 1];
 }
+
+#define WXJ_ARCH_CORE_SYNC 0u
 
 static inline void wxj_arch_flush_icache(const void *p, size_t n)
 {

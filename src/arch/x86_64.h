@@ -26,6 +26,20 @@ static inline void wxj_arch_trap_fill(void *dst, size_t n)
     memset(dst, 0xcc, n); /* int3: one byte, so every offset traps */
 }
 
+/* Intel SDM vol. 3A, "Handling Self- and Cross-Modifying Code": a
+ * processor that executes code another processor modified must execute a
+ * serialising instruction between the modification and the execution.
+ * New code needs none in practice: a thread reaches it only through a
+ * branch to an address it learnt after the install, and stores invalidate
+ * the cached and prefetched lines of their physical address ("Self-
+ * Modifying Code", in the chapter on caches); Linux
+ * and every x86 JIT rely on that. Code rewritten while another thread may
+ * be running it is the cross-modifying case proper: the processor running
+ * it may hold already decoded instructions, so patches and windows on live
+ * code sync every core (membarrier SYNC_CORE, as Linux's text_poke does
+ * with its sync_core IPIs for kernel text). */
+#define WXJ_ARCH_CORE_SYNC WXJ_CHANGE_LIVE
+
 static inline void wxj_arch_flush_icache(const void *p, size_t n)
 {
     (void)p;
