@@ -56,11 +56,6 @@
 #ifndef FUZZ_KNOWN_DEFECT_9 /* dualmap: another thread commits in place */
 #define FUZZ_KNOWN_DEFECT_9 0
 #endif
-/* procmem: a system call failing in heap_create's probe for atomic
- * stores leaves the heap without them (patch_atomic ENOTSUP for good). */
-#ifndef FUZZ_KNOWN_DEFECT_10
-#define FUZZ_KNOWN_DEFECT_10 1
-#endif
 
 
 /* The checks are not what is being fuzzed: their loops would only slow
@@ -126,7 +121,8 @@ struct mheap {
     uint64_t installs, frees, retried, forwarded;
     bool defer; /* WXJIT_HEAP_DEFER_TRAP_FILL in effect (toggle, procmem) */
     bool on_demand; /* dualmap with WXJIT_HEAP_RW_ON_DEMAND: no windows */
-    bool created_injected; /* created while a failure was injected */
+    bool atomic_refused; /* patch_atomic may be ENOTSUP: created while an
+                            EACCES was injected (procmem) */
 };
 
 /* Code freed on a heap with deferred trap fills: its granules may keep
@@ -198,6 +194,7 @@ extern int cur;            /* the thread running the current op */
 /* Failure injection armed for the current op (ops_other.c): a call may
  * then fail with any errno, and must change nothing when it does. */
 extern bool injecting;
+extern int injecting_err; /* the errno injected, while injecting */
 /* The heap whose injected failure may have left a page abandoned (toggle:
  * writable, held for nobody, its executors waiting); -1 if none. The
  * header's contract: the next call on the heap makes it executable. */

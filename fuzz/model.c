@@ -15,6 +15,7 @@ wxjit_reservation stale_res[MAX_STALE]; /* consumed reservations */
 unsigned n_dead, n_stale_ptr, n_stale_res;
 size_t page;
 bool trace, concurrent, injecting;
+int injecting_err;
 wxjit_backend env_backend;
 int cur;
 int recover_heap = -1;

@@ -508,10 +508,9 @@ void op_patch_atomic(struct input *in)
     wxjit_stats before;
     stats_before(hi, &before);
     int err = wxjit_patch_atomic(h, addr, v, width);
-    bool lost = FUZZ_KNOWN_DEFECT_10 && heaps[hi].created_injected &&
-                heaps[hi].backend == WXJIT_BACKEND_PROCMEM && err == ENOTSUP;
+    bool lost = heaps[hi].atomic_refused && err == ENOTSUP;
     if (lost)
-        check_unchanged(hi, &before, err, "patch_atomic (defect 10)");
+        check_unchanged(hi, &before, err, "patch_atomic (no atomic stores)");
     if (lost || injected(hi, &before, err, "patch_atomic")) {
         memcpy(f->bytes + off, old_bytes, width);
         f->value = old_value;

@@ -105,7 +105,11 @@ void op_create(struct input *in)
                  mh->backend == WXJIT_BACKEND_PROCMEM);
     mh->on_demand = !null_opts && (o.flags & WXJIT_HEAP_RW_ON_DEMAND) &&
                     mh->backend == WXJIT_BACKEND_DUALMAP;
-    mh->created_injected = injecting;
+    /* An injected EACCES looks to the probe for atomic stores like a
+     * policy that never lets written pages run (procmem): none then. Any
+     * other injected failure fails the creation. */
+    mh->atomic_refused = injecting && injecting_err == EACCES &&
+                         mh->backend == WXJIT_BACKEND_PROCMEM;
 }
 
 void destroy_heap(int hi)
@@ -398,6 +402,7 @@ bool inject_arm(enum op op)
           pending.count, (int)pending.kind, strerror(pending.err));
     wxj_os_inject(pending.kind, pending.nth, pending.count, pending.err);
     injecting = true;
+    injecting_err = pending.err;
     return true;
 }
 

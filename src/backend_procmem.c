@@ -341,11 +341,18 @@ static void procmem_abandon(struct wxjit_heap *heap, struct wxj_window *w)
         free(w->view);
 }
 
-static const struct wxj_backend *procmem_atomic_stores(void)
+/* EACCES or EPERM: the policy refuses to make written pages executable
+ * (MDWE, SELinux execmod): no atomic stores here, for good. Any other
+ * failure (ENOMEM, a full map count) is the moment's, not the system's:
+ * taken for a refusal it would leave patch_atomic ENOTSUP for the heap's
+ * life (found by the fuzzer: fuzz/regressions/procmem-create-probe-
+ * failure-loses-atomic-stores). */
+static int procmem_atomic_stores(const struct wxj_backend **out)
 {
     const char *reason;
-    return wxj_backend_toggle.probe(false, &reason) == 0 ? &wxj_backend_toggle
-                                                         : NULL;
+    int err = wxj_backend_toggle.probe(false, &reason);
+    *out = err ? NULL : &wxj_backend_toggle;
+    return err == EACCES || err == EPERM ? 0 : err;
 }
 
 /* Toggle windows (atomic stores) follow toggle's rules for pages left

@@ -99,6 +99,10 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
      * dualmap's, and kept would refuse windows (ENOTSUP) there too. */
     if (backend->id != WXJIT_BACKEND_DUALMAP)
         o.flags &= ~(unsigned)WXJIT_HEAP_RW_ON_DEMAND;
+    /* Before the heap is taken: a failure here changes nothing. */
+    const struct wxj_backend *atomic = backend;
+    if (backend->atomic_stores && (err = backend->atomic_stores(&atomic)))
+        return err;
 
     pthread_mutex_lock(&heaps_lock);
     struct wxjit_heap *heap = recycled;
@@ -112,7 +116,7 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     memset(heap, 0, sizeof(*heap));
     heap->id = id;
     heap->backend = backend;
-    heap->atomic = backend->atomic_stores ? backend->atomic_stores() : backend;
+    heap->atomic = atomic;
     heap->flags = o.flags;
     heap->object_first = object_first;
     heap->page_size = wxj_os_page_size();

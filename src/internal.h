@@ -244,10 +244,12 @@ struct wxj_backend {
     /* At the start of every operation: retries what abandon left (toggle:
      * makes abandoned pages executable again if it can). Optional. */
     void (*recover)(struct wxjit_heap *heap);
-    /* The backend whose windows make a single aligned store atomic for
-     * concurrent executors (wxjit_patch_atomic), NULL if none works here.
+    /* Sets *out to the backend whose windows make a single aligned store
+     * atomic for concurrent executors (wxjit_patch_atomic), NULL if the
+     * system's policy allows none; returns the errno of a failure that
+     * says nothing about the policy (the heap's creation then fails).
      * Absent: this one. Asked once per heap. */
-    const struct wxj_backend *(*atomic_stores)(void);
+    int (*atomic_stores)(const struct wxj_backend **out);
     /* fork(), each optional (fork.c): before, with every operation
      * stopped; after, in the parent; after, in the child, where only the
      * thread that was parent_tid lives on. */

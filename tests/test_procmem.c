@@ -469,6 +469,41 @@ static void test_atomic_unavailable(void)
            "are refused with ENOTSUP\n");
 }
 
+/* The probe for atomic stores at creation (can a written page become
+ * executable again?) tells a policy (EACCES: no atomic stores, for good)
+ * from a failure of the moment (ENOMEM: the creation fails, nothing
+ * made), which once left patch_atomic ENOTSUP for the heap's life. */
+static wxjit_heap *create_probe_failing(int err, int *got)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = WXJIT_BACKEND_PROCMEM;
+    wxjit_heap *h = NULL;
+    wxj_os_inject(WXJ_CALL_MPROTECT, 1, 1, err);
+    *got = wxjit_heap_create(&o, &h);
+    wxj_os_inject(WXJ_CALL_MPROTECT, 1, 0, 0);
+    return h;
+}
+
+static void test_atomic_probe_failure(void)
+{
+    int got;
+    wxjit_heap *h = create_probe_failing(ENOMEM, &got);
+    CHECK(got == ENOMEM && !h,
+          "creation with the probe's mprotect failing (ENOMEM): %s",
+          strerror(got));
+    h = create_probe_failing(EACCES, &got);
+    CHECK_OK(got);
+    uint8_t buf[64];
+    void *f;
+    CHECK_OK(wxjit_install(h, buf, emit_return_int_patchable(buf, 1), 0, &f));
+    CHECK_EQ(wxjit_patch_atomic(h, (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET,
+                                2, 4),
+             ENOTSUP);
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  probe for atomic stores: ENOMEM fails the creation, EACCES "
+           "(a policy) leaves a heap without atomic stores\n");
+}
+
 int main(int argc, char **argv)
 {
     wxtest_enter_wx_policy();
@@ -489,7 +524,8 @@ int main(int argc, char **argv)
                      {"in_place", test_in_place_is_a_copy},
                      {"patch_atomic", test_patch_atomic_concurrent},
                      {"stuck_page", test_stuck_page},
-                     {"atomic_unavailable", test_atomic_unavailable}};
+                     {"atomic_unavailable", test_atomic_unavailable},
+                     {"atomic_probe_failure", test_atomic_probe_failure}};
     for (size_t i = 0; i < sizeof(scenarios) / sizeof(*scenarios); i++)
         if (wxtest_selected(argc, argv, scenarios[i].name))
             scenarios[i].run();
