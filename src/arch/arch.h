@@ -8,7 +8,13 @@
  *                            every instruction slot wholly inside traps
  *   wxj_arch_flush_icache(p, n)  make new code at p visible to fetch
  *   wxj_arch_emit_return(p, v)   a function returning v (< 2048) at p;
- *                            returns its size */
+ *                            returns its size
+ *   WXJ_ARCH_ELF_MACHINE     e_machine of this CPU's ELF files
+ *   WXJ_CFI_CODE_ALIGN, WXJ_CFI_DATA_ALIGN, WXJ_CFI_RA_REG
+ *                            a CIE's factors and return-address column
+ *   WXJ_CFI_CIE_INSNS        the CIE's initial instructions (CFA at entry)
+ *   WXJ_CFI_FP_INSNS         an FDE's instructions for the frame-pointer
+ *                            prologue WXJ_CFI_FP_PROLOGUE (its bytes) */
 #ifndef WXJ_ARCH_H
 #define WXJ_ARCH_H
 
