@@ -151,20 +151,38 @@ enum {
     WXJIT_HEAP_JITDUMP = 1u << 5,
     /* gdb's JIT interface (__jit_debug_descriptor and
      * __jit_debug_register_code, defined by wxjit as gdb's manual
-     * declares them): each description becomes an in-memory ELF object
-     * with the function's symbol and unwind information, so that gdb's
-     * `bt`, `info symbol` and `disassemble` know JIT frames; a free
-     * unregisters it. gdb stops the program briefly at every registration
-     * (hundreds of microseconds): describe many functions with one
-     * wxjit_describe_batch, which registers one object for up to
-     * WXJIT_GDB_BATCH_MAX of them. Where another library of the process
-     * defines these symbols too: with the shared libwxjit each library
-     * keeps its own (wxjit's are protected: its references never leave
-     * it) and gdb 10 and later reads every one; where a static link made
-     * another library's definitions win (wxjit's are weak, so that the
-     * link does not fail), the two could not agree on a lock, so wxjit
-     * leaves that list alone and heap creation fails with ENOTSUP. */
+     * declares them): descriptions become in-memory ELF objects with the
+     * functions' symbols and unwind information, so that gdb's `bt`,
+     * `info symbol` and `disassemble` know JIT frames; a free replaces
+     * the object by one without the function. gdb stops the program at
+     * every registration (milliseconds, growing with the objects gdb
+     * holds): describe many functions with one wxjit_describe_batch,
+     * which registers one object per WXJIT_GDB_BATCH_MAX of them.
+     * Where another library of the process defines these symbols too
+     * (LLVM, wasmtime...): wxjit's are weak and protected, so in the
+     * shared libwxjit its references never leave it, each library keeps
+     * its own list and gdb (10 and later) reads them all. Where a static
+     * link made another library's definitions win, the two could not
+     * agree on a lock: wxjit leaves that list alone and heap creation
+     * fails with ENOTSUP. Where the executable itself defines them, gdb
+     * (13) reads the executable's list only (its rule for data symbols
+     * an executable may have copied) and does not see wxjit's. */
     WXJIT_HEAP_GDB = 1u << 6,
+    /* The process's own unwinder learns the unwind information of each
+     * description that has some (__register_frame at describe,
+     * __deregister_frame at free), so that C++ exceptions thrown through
+     * JIT frames reach their handlers and _Unwind_Backtrace and
+     * backtrace() continue past them. The two functions come from the
+     * unwinder the process has loaded (libgcc_s, e.g. with libstdc++; or
+     * LLVM's libunwind, whose one-FDE convention wxjit recognises), found
+     * with dlsym when first needed: wxjit never links them. While none is
+     * loaded (a C program without libgcc_s, a static executable that does
+     * not export them) describing a function with unwind information
+     * fails with ENOTSUP. libgcc searches
+     * registered frames object by object: exceptions through processes
+     * with very many registered functions may slow down (GCC 13 and
+     * later keep them in a b-tree). */
+    WXJIT_HEAP_UNWIND = 1u << 7,
 };
 
 /* Functions per ELF object registered with gdb (WXJIT_HEAP_GDB): a batch
@@ -199,7 +217,8 @@ typedef struct wxjit_heap_options {
  *   WXJIT_PERF=map|jitdump|map,jitdump|off  adds WXJIT_HEAP_PERF_MAP and/or
  *     WXJIT_HEAP_JITDUMP to the flags (off or empty: nothing added), so a
  *     JIT that describes its functions can be profiled without a rebuild;
- *   WXJIT_GDB=1|0  adds WXJIT_HEAP_GDB (0 or empty: nothing added).
+ *   WXJIT_GDB=1|0  adds WXJIT_HEAP_GDB (0 or empty: nothing added);
+ *   WXJIT_UNWIND=1|0  adds WXJIT_HEAP_UNWIND.
  * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
  *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
  *                 backend other than dualmap or AUTO or with
@@ -520,8 +539,8 @@ typedef struct wxjit_code_info {
 
 /* Names the live function that starts at exec (committed or installed, not
  * freed) for the tools the heap reports to (WXJIT_HEAP_PERF_MAP,
- * WXJIT_HEAP_JITDUMP, or WXJIT_PERF in the environment), optionally with
- * its unwind information. Call it once per function, after its commit; the
+ * WXJIT_HEAP_JITDUMP, WXJIT_HEAP_GDB, WXJIT_HEAP_UNWIND, or their
+ * environment variables), optionally with its unwind information. Call it once per function, after its commit; the
  * tools see it once this returns. Everything recorded is released or
  * retracted when the function is freed (wxjit_free), so an address reused
  * by later code never carries this name where the tool allows it (see each
@@ -533,9 +552,12 @@ typedef struct wxjit_code_info {
  *                 this function or with FRAME_POINTER, FRAME_POINTER on a
  *                 function that does not start with the prologue;
  *         EBUSY   the function was described already (a tool is on);
+ *         ENOTSUP WXJIT_HEAP_UNWIND, with unwind information, while the
+ *                 process has no unwinder loaded (see that flag);
  *         ENOMEM  out of memory;
  *         other   the errno of a failed write to a tool's file (nothing
- *                 recorded; the files stay well-formed).
+ *                 kept; a jitdump load already written is followed by
+ *                 its "wxjit:freed" record, a perf map line stays).
  * Thread-safe: many threads may describe and free concurrently (a
  * describe racing the free of the same function either fails with EINVAL
  * or is retracted by that free). Not async-signal-safe. */
@@ -549,8 +571,8 @@ WXJIT_API int wxjit_describe(wxjit_heap *heap, void *exec,
  * seconds (BENCHMARKS.md). All are checked before any is described; on
  * any error none is (those written to perf's files before a failed
  * write are retracted there as at a free).
- * Errors: as wxjit_describe, for any of them; EINVAL also for exec or
- *         info NULL, count 0, or the same function twice.
+ * Errors: as wxjit_describe, for any of them (EBUSY also for the same
+ *         function twice); EINVAL also for exec or info NULL, count 0.
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_describe_batch(wxjit_heap *heap, void *const *exec,
                                    const wxjit_code_info *info,

@@ -610,6 +610,7 @@ void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
 #define WXJ_SINK_PERF_MAP 1u
 #define WXJ_SINK_JITDUMP 2u
 #define WXJ_SINK_GDB 4u
+#define WXJ_SINK_UNWIND 8u
 
 /* Unwind information, normalised from the JIT's .eh_frame or made for the
  * frame-pointer prologue (eh_frame.c): re-encoded for each tool. */
@@ -631,6 +632,7 @@ struct wxj_desc {
     size_t granule;       /* its slot in chunk->desc */
     struct wxj_gdb_object *gdb; /* the object gdb has it in (gdb_jit.c) */
     size_t gdb_index;
+    uint8_t *eh_frame;    /* registered with the unwinder (unwind_reg.c) */
 };
 
 /* describe.c */
@@ -683,12 +685,19 @@ int wxj_jitdump_load(const struct wxj_desc *d);
 void wxj_jitdump_freed(const struct wxj_desc *d);
 /* gdb_jit.c: 0, or ENOTSUP where another library's gdb JIT symbols won
  * the link; descriptions registered as objects of at most
- * WXJIT_GDB_BATCH_MAX (sets d->gdb), and removed one by one. */
+ * WXJIT_GDB_BATCH_MAX (sets d->gdb), and removed one by one: with
+ * rebuild, gdb is told at once (the object is replaced by one without
+ * d); without, only when the object's last description goes (a heap's
+ * destruction, which removes them all). */
 int wxj_gdb_usable(void);
 int wxj_gdb_register(struct wxj_desc *const *d, size_t n);
-void wxj_gdb_remove(struct wxj_desc *d);
+void wxj_gdb_remove(struct wxj_desc *d, bool rebuild);
 void wxj_gdb_fork_prepare(void);
 void wxj_gdb_fork_release(void); /* in the parent and in the child */
+/* unwind_reg.c: d's unwind information (d->cfi) registered with the
+ * process's unwinder (ENOTSUP while none is loaded), and deregistered. */
+int wxj_unwind_register(struct wxj_desc *d);
+void wxj_unwind_deregister(struct wxj_desc *d);
 /* elf_image.c: a relocatable ELF object naming the non-NULL d[i], for gdb
  * (malloc'd). */
 int wxj_elf_image_build(struct wxj_desc *const *d, size_t n, uint8_t **out,

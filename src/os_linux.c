@@ -317,9 +317,11 @@ int wxj_os_open_record_file(const char *path, bool truncate, int *fd)
     if (count_call(WXJ_CALL_OTHER))
         return errno;
     /* O_APPEND: every record lands at the end, from any thread, in one
-     * write; 0644, as perf reads these files as another user may. */
+     * write; 0644, as perf reads these files as another user may;
+     * O_NOFOLLOW: perf's names in /tmp are predictable, and a symbolic
+     * link planted there must not make wxjit write elsewhere. */
     int f = open(path,
-                 O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC |
+                 O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW |
                      (truncate ? O_TRUNC : 0),
                  0644);
     if (f < 0)

@@ -3,6 +3,7 @@
  * jitdump files read back record by record while threads describe and
  * free concurrently, address reuse, fork. Run once per backend, under the
  * W^X policy. */
+#include <dlfcn.h>
 #include <inttypes.h>
 #include <sys/wait.h>
 
@@ -485,6 +486,31 @@ static void test_threads(void)
            THREADS, PER_THREAD, reused);
 }
 
+/* ---- WXJIT_HEAP_UNWIND in a C program --------------------------------- */
+/* This program is C: no unwinder is loaded until it loads one, and then
+ * registration works without a new heap. */
+static void test_unwinder(void)
+{
+    wxjit_heap *h = heap_with(WXJIT_HEAP_UNWIND);
+    size_t size;
+    void *f = install_spin(h, 1, &size), *g = install_spin(h, 2, &size);
+    wxjit_code_info plain = named("wxjit_test_no_unwind", 0);
+    wxjit_code_info fp = named("wxjit_test_unwind",
+                               WXJIT_DESCRIBE_FRAME_POINTER);
+    CHECK_OK(wxjit_describe(h, f, &plain)); /* nothing to register */
+    bool loaded = dlsym(RTLD_DEFAULT, "__register_frame") != NULL;
+    if (!loaded)
+        CHECK_RET(wxjit_describe(h, g, &fp), ENOTSUP);
+    CHECK(dlopen("libgcc_s.so.1", RTLD_NOW | RTLD_GLOBAL),
+          "dlopen libgcc_s.so.1: %s", dlerror());
+    CHECK_OK(wxjit_describe(h, g, &fp));
+    CHECK_OK(wxjit_free(h, g));
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  unwinder: %s; registered once libgcc_s is loaded\n",
+           loaded ? "libgcc_s was loaded already"
+                  : "ENOTSUP while no unwinder is loaded");
+}
+
 /* ---- the jitdump marker ------------------------------------------------- */
 static void test_marker(void)
 {
@@ -582,6 +608,8 @@ int main(int argc, char **argv)
         test_threads();
     if (wxtest_selected(argc, argv, "marker"))
         test_marker();
+    if (wxtest_selected(argc, argv, "unwinder"))
+        test_unwinder();
     if (wxtest_selected(argc, argv, "fork"))
         test_fork();
     unlink(map_path);

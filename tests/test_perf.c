@@ -1,8 +1,9 @@
 /* perf itself reads what wxjit writes: `perf record` of a JIT-heavy
  * program (this one, as `test_perf workload`, under the W^X policy), then
  * `perf inject --jit` and `perf report`, must put the samples in JIT code
- * under the names the program gave them, in proportion to the time spent
- * in each; the same with perf's map file instead of jitdump. The workload
+ * under the names the program gave them (none left as bare addresses), in
+ * proportion to the time spent in each; the same with perf's map file
+ * instead of jitdump. The workload
  * frees its functions at the end, so the "wxjit:freed" records that follow
  * must not take their samples. Skipped, with the reason, where perf cannot
  * run (not installed, perf_event_paranoid, no permission). Once per
@@ -123,9 +124,12 @@ static const char *perf_unusable(void)
     return NULL;
 }
 
-/* The share of samples perf report gives each wxjit_hot_<k>, in percent. */
-static void shares(const char *report, double share[FUNCTIONS])
+/* The share of samples perf report gives each wxjit_hot_<k>, in percent,
+ * and to user-space addresses it has no name for ("[.] 0x...": JIT code
+ * perf could not name). */
+static double shares(const char *report, double share[FUNCTIONS])
 {
+    double unnamed = 0;
     memset(share, 0, sizeof(double) * FUNCTIONS);
     for (const char *p = report; *p;) {
         char line[512];
@@ -135,23 +139,32 @@ static void shares(const char *report, double share[FUNCTIONS])
         double pct;
         int k;
         const char *sym = strstr(line, "wxjit_hot_");
-        if (sym && sscanf(line, " %lf%%", &pct) == 1 &&
-            sscanf(sym, "wxjit_hot_%d", &k) == 1 && k >= 1 && k <= FUNCTIONS)
+        if (sscanf(line, " %lf%%", &pct) != 1)
+            continue;
+        if (sym && sscanf(sym, "wxjit_hot_%d", &k) == 1 && k >= 1 &&
+            k <= FUNCTIONS)
             share[k - 1] += pct;
+        else if (strstr(line, "[.] 0x"))
+            unnamed += pct;
     }
+    return unnamed;
 }
 
-/* Most samples are in the named functions, each in proportion to its
- * work (1:2:3:4 of 10 units: 10%, 20%, 30%, 40%), within a margin that
- * sampling noise on a shared machine does not reach. */
+/* The samples in JIT code carry the right names: the named ones are most
+ * samples (the kernel's share, which a loaded machine inflates, aside),
+ * JIT code left unnamed is noise, and each function has its share of the
+ * work (1:2:3:4 of 10 units: 10%, 20%, 30%, 40% of the named samples)
+ * within a margin that sampling noise does not reach. */
 static void check_shares(const char *how, const char *report)
 {
     double share[FUNCTIONS], total = 0;
-    shares(report, share);
+    double unnamed = shares(report, share);
     for (int k = 0; k < FUNCTIONS; k++)
         total += share[k];
-    CHECK(total >= 80, "%s: only %.1f%% of samples named wxjit_hot_*; "
-          "perf report:\n%.3000s", how, total, report);
+    CHECK(total >= 50 && unnamed <= 2,
+          "%s: %.1f%% of samples named wxjit_hot_*, %.1f%% in user code "
+          "perf could not name; perf report:\n%.3000s",
+          how, total, unnamed, report);
     for (int k = 0; k < FUNCTIONS; k++) {
         double want = total * (k + 1) / 10.0;
         CHECK(share[k] > want * 0.6 && share[k] < want * 1.4,
@@ -160,8 +173,8 @@ static void check_shares(const char *how, const char *report)
               how, k + 1, share[k], want, report);
     }
     printf("  %s: %.1f%% of samples in JIT code by name (1..4: %.1f%% "
-           "%.1f%% %.1f%% %.1f%%)\n",
-           how, total, share[0], share[1], share[2], share[3]);
+           "%.1f%% %.1f%% %.1f%%), %.1f%% unnamed\n",
+           how, total, share[0], share[1], share[2], share[3], unnamed);
 }
 
 static void profile(const char *self, const char *sink)

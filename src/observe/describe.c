@@ -28,33 +28,39 @@ static void desc_free(struct wxj_desc *d)
     free(d);
 }
 
-/* The tools are told that d's function is gone, and d is released. */
-static void retract(const struct wxjit_heap *heap, struct wxj_desc *d)
+/* The tools are told that d's function is gone, and d is released;
+ * all: every description of the heap goes (its destruction). */
+static void retract(const struct wxjit_heap *heap, struct wxj_desc *d,
+                    bool all)
 {
     if (heap->sinks & WXJ_SINK_JITDUMP)
         wxj_jitdump_freed(d);
-    wxj_gdb_remove(d);
+    wxj_gdb_remove(d, !all);
+    wxj_unwind_deregister(d);
     desc_free(d);
 }
 
 /* ---- which tools ---------------------------------------------------------- */
-/* WXJIT_GDB: 1 or 0. */
-static int gdb_from_env(unsigned *sinks)
+/* A variable of 1 (sink on) or 0 (nothing). */
+static int switch_from_env(const char *name, unsigned sink, unsigned *sinks)
 {
-    const char *env = getenv("WXJIT_GDB");
+    const char *env = getenv(name);
     if (!env || !*env || !strcmp(env, "0"))
         return 0;
     if (strcmp(env, "1"))
         return EINVAL;
-    *sinks |= WXJ_SINK_GDB;
+    *sinks |= sink;
     return 0;
 }
 
-/* WXJIT_PERF: a comma-separated list of map, jitdump, off. */
+/* WXJIT_GDB, WXJIT_UNWIND, and WXJIT_PERF: a comma-separated list of map,
+ * jitdump, off. */
 static int sinks_from_env(unsigned *sinks)
 {
-    int err = gdb_from_env(sinks);
+    int err = switch_from_env("WXJIT_GDB", WXJ_SINK_GDB, sinks);
     const char *env = getenv("WXJIT_PERF");
+    if (err == 0)
+        err = switch_from_env("WXJIT_UNWIND", WXJ_SINK_UNWIND, sinks);
     if (err)
         return err;
     while (env && *env) {
@@ -74,7 +80,8 @@ int wxj_sinks_choose(unsigned flags, unsigned *out)
 {
     unsigned sinks = (flags & WXJIT_HEAP_PERF_MAP ? WXJ_SINK_PERF_MAP : 0) |
                      (flags & WXJIT_HEAP_JITDUMP ? WXJ_SINK_JITDUMP : 0) |
-                     (flags & WXJIT_HEAP_GDB ? WXJ_SINK_GDB : 0);
+                     (flags & WXJIT_HEAP_GDB ? WXJ_SINK_GDB : 0) |
+                     (flags & WXJIT_HEAP_UNWIND ? WXJ_SINK_UNWIND : 0);
     int err = sinks_from_env(&sinks);
     if (err == 0 && (sinks & WXJ_SINK_GDB))
         err = wxj_gdb_usable();
@@ -104,7 +111,7 @@ void wxj_desc_table_free(struct wxj_chunk *chunk)
         struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
                                                   memory_order_relaxed);
         if (d)
-            retract(chunk->heap, d);
+            retract(chunk->heap, d, true);
     }
     free((void *)chunk->desc);
     chunk->desc = NULL;
@@ -116,7 +123,7 @@ void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,
     atomic_thread_fence(memory_order_seq_cst); /* after the claim */
     struct wxj_desc *d = atomic_exchange(&chunk->desc[g], NULL);
     if (d && !((uintptr_t)d & PENDING))
-        retract(heap, d); /* pending: its describer retracts it */
+        retract(heap, d, false); /* pending: its describer does */
 }
 
 /* ---- wxjit_describe and wxjit_describe_batch ----------------------------- */
@@ -176,7 +183,7 @@ static int make_desc(struct wxjit_heap *heap, const uint8_t *exec,
         free(cfi);
         return ENOMEM;
     }
-    *d = (struct wxj_desc){exec, size, name, cfi, c, g, NULL, 0};
+    *d = (struct wxj_desc){exec, size, name, cfi, c, g, NULL, 0, NULL};
     *out = d;
     return 0;
 }
@@ -186,7 +193,9 @@ static struct wxj_desc *pending_of(struct wxj_desc *d)
     return (struct wxj_desc *)((uintptr_t)d | PENDING);
 }
 
-/* Claims d's slot (pending) and writes its records to perf's files. */
+/* Claims d's slot (pending), writes its records to perf's files and
+ * registers its unwind information. On failure nothing stays but a perf
+ * map line (the format has no retraction). */
 static int begin(struct wxjit_heap *heap, struct wxj_desc *d)
 {
     struct wxj_desc *expect = NULL;
@@ -194,12 +203,17 @@ static int begin(struct wxjit_heap *heap, struct wxj_desc *d)
     if (!atomic_compare_exchange_strong(slot, &expect, pending_of(d)))
         return EBUSY;
     atomic_thread_fence(memory_order_seq_cst); /* before the live check */
+    bool dumped = false;
     int err = wxj_block_live(d->chunk, d->granule) ? 0 : EINVAL;
     if (err == 0 && (heap->sinks & WXJ_SINK_PERF_MAP))
         err = wxj_perf_map_load(d);
     if (err == 0 && (heap->sinks & WXJ_SINK_JITDUMP))
-        err = wxj_jitdump_load(d);
+        dumped = !(err = wxj_jitdump_load(d));
+    if (err == 0 && (heap->sinks & WXJ_SINK_UNWIND) && d->cfi)
+        err = wxj_unwind_register(d);
     if (err) {
+        if (dumped)
+            wxj_jitdump_freed(d);
         expect = pending_of(d); /* a free may have taken it: either way */
         atomic_compare_exchange_strong(slot, &expect, NULL);
     }
@@ -213,7 +227,7 @@ static void undo(struct wxjit_heap *heap, struct wxj_desc *d)
     struct wxj_desc *expect = pending_of(d);
     atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
                                    NULL);
-    retract(heap, d);
+    retract(heap, d, false);
 }
 
 /* d's records are all written: it takes its slot, unless its function was
@@ -224,7 +238,7 @@ static void settle(struct wxjit_heap *heap, struct wxj_desc *d)
     struct wxj_desc *expect = pending_of(d);
     if (!atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
                                         d))
-        retract(heap, d);
+        retract(heap, d, false);
 }
 
 static int describe(struct wxjit_heap *heap, void *const *exec,

@@ -148,7 +148,7 @@ int wxj_gdb_register(struct wxj_desc *const *d, size_t n)
         int err = register_some(d + done, k);
         if (err) {
             for (size_t i = 0; i < done; i++)
-                wxj_gdb_remove(d[i]);
+                wxj_gdb_remove(d[i], false);
             return err;
         }
     }
@@ -157,7 +157,7 @@ int wxj_gdb_register(struct wxj_desc *const *d, size_t n)
 
 /* d->gdb of a settled description is read and changed under the lock:
  * frees of functions of one object may run at once. */
-void wxj_gdb_remove(struct wxj_desc *d)
+void wxj_gdb_remove(struct wxj_desc *d, bool rebuild)
 {
     pthread_mutex_lock(&lock);
     struct wxj_gdb_object *o = d->gdb;
@@ -167,13 +167,18 @@ void wxj_gdb_remove(struct wxj_desc *d)
     }
     d->gdb = NULL;
     o->desc[d->gdb_index] = NULL;
-    unlink_object(o);
-    /* Without memory for the smaller image the others go too: gdb must
-     * not keep the freed function's name. */
-    bool keep = --o->live > 0 && build(o) == 0;
-    if (keep)
-        link_object(o);
-    else
+    bool keep = --o->live > 0;
+    if (keep && rebuild) {
+        /* Without memory for the smaller image the others go too: gdb
+         * must not keep the freed function's name. */
+        unlink_object(o);
+        keep = build(o) == 0;
+        if (keep)
+            link_object(o);
+    } else if (!keep) {
+        unlink_object(o);
+    }
+    if (!keep)
         for (size_t i = 0; i < o->count; i++)
             if (o->desc[i])
                 o->desc[i]->gdb = NULL;
