@@ -395,6 +395,7 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 
 static void free_chunk_memory(struct wxj_chunk *chunk)
 {
+    wxj_desc_table_free(chunk); /* reads the start bits */
     free(chunk->pages);
     free((void *)chunk->used);
     free((void *)chunk->start);
@@ -403,7 +404,6 @@ static void free_chunk_memory(struct wxj_chunk *chunk)
     free((void *)chunk->stale);
     free((void *)chunk->slack);
     free((void *)chunk->seg_bound);
-    wxj_desc_table_free(chunk);
     free(chunk);
 }
 

@@ -93,15 +93,18 @@ struct jd_unwind {
     uint64_t unwinding_size, eh_frame_hdr_size, mapped_size;
 };
 
-/* One record as read: its kind, and where its parts are in the buffer. */
+/* One record as read: its kind, its fixed part (copied: records are not
+ * aligned in the file), and where its other parts are in the buffer. */
 struct jd_record {
     uint32_t id;
     uint64_t timestamp;
-    const struct jd_load *load;     /* JD_CODE_LOAD */
+    const struct jd_load *load;     /* JD_CODE_LOAD: &load_copy */
     const char *name;
     const uint8_t *code;
-    const struct jd_unwind *unwind; /* JD_UNWINDING_INFO */
+    const struct jd_unwind *unwind; /* JD_UNWINDING_INFO: &unwind_copy */
     const uint8_t *unwind_data;
+    struct jd_load load_copy;
+    struct jd_unwind unwind_copy;
 };
 
 /* Splits buf (records only, no file header) into records; fails on a
@@ -120,37 +123,45 @@ static inline size_t jitdump_records(const uint8_t *buf, size_t len,
               "jitdump: record at %zu of size %u, %zu bytes left", off,
               p.total_size, len - off);
         CHECK(n < max, "jitdump: more than %zu records", max);
-        struct jd_record r = {p.id, p.timestamp, NULL, NULL, NULL, NULL,
-                              NULL};
+        struct jd_record *rec = &out[n];
+        struct jd_record r;
+        memset(&r, 0, sizeof(r));
+        r.id = p.id;
+        r.timestamp = p.timestamp;
         if (p.id == JD_CODE_LOAD) {
             CHECK(p.total_size > sizeof(struct jd_load), "jitdump: load");
-            r.load = (const struct jd_load *)(buf + off);
-            r.name = (const char *)(r.load + 1);
+            memcpy(&r.load_copy, buf + off, sizeof(r.load_copy));
+            r.load = &rec->load_copy;
+            r.name = (const char *)(buf + off + sizeof(struct jd_load));
             size_t room = p.total_size - sizeof(struct jd_load);
             size_t name_len = strnlen(r.name, room) + 1;
             CHECK(name_len <= room && sizeof(struct jd_load) + name_len +
-                                              r.load->code_size ==
+                                              r.load_copy.code_size ==
                                           p.total_size,
                   "jitdump: load at %zu: name and %llu code bytes do not "
                   "fill its %u bytes",
-                  off, (unsigned long long)r.load->code_size, p.total_size);
+                  off, (unsigned long long)r.load_copy.code_size,
+                  p.total_size);
             r.code = (const uint8_t *)r.name + name_len;
         } else if (p.id == JD_UNWINDING_INFO) {
-            r.unwind = (const struct jd_unwind *)(buf + off);
-            r.unwind_data = (const uint8_t *)(r.unwind + 1);
+            memcpy(&r.unwind_copy, buf + off, sizeof(r.unwind_copy));
+            r.unwind = &rec->unwind_copy;
+            r.unwind_data = buf + off + sizeof(struct jd_unwind);
             CHECK(p.total_size % 8 == 0 &&
-                      sizeof(struct jd_unwind) + r.unwind->unwinding_size <=
+                      sizeof(struct jd_unwind) +
+                              r.unwind_copy.unwinding_size <=
                           p.total_size &&
-                      r.unwind->eh_frame_hdr_size <
-                          r.unwind->unwinding_size,
+                      r.unwind_copy.eh_frame_hdr_size <
+                          r.unwind_copy.unwinding_size,
                   "jitdump: unwinding record at %zu: sizes %u, %llu, %llu",
                   off, p.total_size,
-                  (unsigned long long)r.unwind->unwinding_size,
-                  (unsigned long long)r.unwind->eh_frame_hdr_size);
+                  (unsigned long long)r.unwind_copy.unwinding_size,
+                  (unsigned long long)r.unwind_copy.eh_frame_hdr_size);
         } else {
             CHECK(0, "jitdump: record kind %u at %zu", p.id, off);
         }
-        out[n++] = r;
+        *rec = r;
+        n++;
         off += p.total_size;
     }
     return n;

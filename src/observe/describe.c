@@ -106,12 +106,19 @@ void wxj_desc_table_free(struct wxj_chunk *chunk)
     if (!chunk->desc)
         return;
     /* The heap is being destroyed: its code goes with it (no operation
-     * runs, so nothing is pending). */
-    for (size_t g = 0; g < chunk->ngranules; g++) {
-        struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
-                                                  memory_order_relaxed);
-        if (d)
-            retract(chunk->heap, d, true);
+     * runs, so nothing is pending). Only live functions have
+     * descriptions: their start bits lead to them, without reading (and
+     * faulting in) the whole table. */
+    for (size_t w = 0; w * 64 < chunk->ngranules; w++) {
+        uint64_t bits = atomic_load_explicit(&chunk->start[w],
+                                             memory_order_relaxed);
+        for (; bits; bits &= bits - 1) {
+            size_t g = w * 64 + (size_t)__builtin_ctzll(bits);
+            struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
+                                                      memory_order_relaxed);
+            if (d)
+                retract(chunk->heap, d, true);
+        }
     }
     free((void *)chunk->desc);
     chunk->desc = NULL;

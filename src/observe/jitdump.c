@@ -56,6 +56,7 @@ struct unwinding_info {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int dump_fd = -1;
+static int dump_pid;        /* the process the file is for (lock) */
 static uint64_t code_index; /* loads written so far (lock) */
 
 static uint64_t align8(uint64_t n)
@@ -87,6 +88,7 @@ static int open_file(void)
         return err;
     }
     dump_fd = fd;
+    dump_pid = pid;
     code_index = 0;
     return 0;
 }
@@ -133,7 +135,7 @@ static size_t load_record(const struct wxj_desc *d, const char *name,
     struct code_load r = {
         {JIT_CODE_LOAD, (uint32_t)(sizeof(r) + name_len + d->size),
          wxj_os_now_ns()},
-        (uint32_t)wxj_os_pid(), (uint32_t)wxj_os_tid(),
+        (uint32_t)dump_pid, (uint32_t)wxj_os_tid(),
         (uintptr_t)d->exec, (uintptr_t)d->exec, d->size, code_index++};
     memcpy(out, &r, sizeof(r));
     memcpy(out + sizeof(r), name, name_len);
