@@ -391,8 +391,14 @@ static void check_dump(long from, uint64_t first_index)
         bool unwound = k > 0 && recs[k - 1].unwind;
         if (!strcmp(r->name, "wxjit:freed")) {
             CHECK(!unwound, "jitdump: unwinding before a freed record");
-            CHECK(emit_is_trap_fill(r->code, l->code_size),
-                  "jitdump: freed record without traps");
+            /* The traps as at the code's address (aarch64 and riscv64
+             * fill by alignment). */
+            for (uint64_t i = 0; i < l->code_size; i++)
+                CHECK(r->code[i] ==
+                          emit_trap_byte((const uint8_t *)(uintptr_t)l->vma +
+                                         i),
+                      "jitdump: freed record without traps at byte %llu",
+                      (unsigned long long)i);
             /* Its description's load came first, at that address. */
             bool found = false;
             for (int t = 0; t < THREADS && !found; t++)

@@ -126,6 +126,17 @@ static size_t unwinding_record(const struct wxj_desc *d, uint8_t *out)
     return sizeof(struct unwinding_info) + align8(data);
 }
 
+/* The traps wxjit writes over [exec, exec + n), at dst: the fill's
+ * pattern depends on the address (aarch64 and riscv64 fill by alignment),
+ * and repeats every 16 bytes on every CPU. */
+static void traps_as_at(const uint8_t *exec, uint8_t *dst, size_t n)
+{
+    _Alignas(16) uint8_t pattern[16];
+    wxj_arch_trap_fill(pattern, sizeof(pattern));
+    for (size_t i = 0; i < n; i++)
+        dst[i] = pattern[((uintptr_t)exec + i) % sizeof(pattern)];
+}
+
 /* A load record of d's range named name at out (lock held: the index);
  * code NULL: trap bytes. */
 static size_t load_record(const struct wxj_desc *d, const char *name,
@@ -142,7 +153,7 @@ static size_t load_record(const struct wxj_desc *d, const char *name,
     if (code)
         memcpy(out + sizeof(r) + name_len, code, d->size);
     else
-        wxj_arch_trap_fill(out + sizeof(r) + name_len, d->size);
+        traps_as_at(d->exec, out + sizeof(r) + name_len, d->size);
     return sizeof(r) + name_len + d->size;
 }
 
