@@ -226,9 +226,6 @@ typedef struct wxjit_heap_options {
  *                 rwx, DEFER_TRAP_FILL with a backend other than toggle,
  *                 procmem or AUTO, ALLOW_RWX without the rwx backend, a bad value
  *                 in an environment variable;
- *         EACCES, EROFS, ENOENT, EPERM ...  WXJIT_HEAP_JITDUMP: the errno of
- *                 creating or mapping this process's jitdump file (the
- *                 first heap with jitdump creates it, once per process);
  *         ENOTSUP WXJIT_HEAP_GDB where another library's gdb JIT symbols
  *                 replaced wxjit's at link time (see that flag);
  *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
@@ -555,7 +552,8 @@ typedef struct wxjit_code_info {
  *         ENOTSUP WXJIT_HEAP_UNWIND, with unwind information, while the
  *                 process has no unwinder loaded (see that flag);
  *         ENOMEM  out of memory;
- *         other   the errno of a failed write to a tool's file (nothing
+ *         other   the errno of creating, mapping (jitdump's marker: EPERM
+ *                 on a noexec mount) or writing a tool's file (nothing
  *                 kept; a jitdump load already written is followed by
  *                 its "wxjit:freed" record, a perf map line stays).
  * Thread-safe: many threads may describe and free concurrently (a

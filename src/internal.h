@@ -636,8 +636,8 @@ struct wxj_desc {
 };
 
 /* describe.c */
-/* The tools heap_create turns on: from the flags and WXJIT_PERF; EINVAL
- * for a bad value. Opens the process's files they need. */
+/* The tools heap_create turns on: from the flags and the environment;
+ * EINVAL for a bad value. */
 int wxj_sinks_choose(unsigned flags, unsigned *sinks);
 /* A free of the block at granule g of chunk succeeded: its description
  * (if any) goes. */
@@ -675,11 +675,10 @@ size_t wxj_eh_frame_build(const struct wxj_cfi *cfi, uint64_t pc, bool pcrel,
 void wxj_eh_frame_hdr_build(uint64_t at, uint64_t eh, uint64_t fde,
                             uint64_t pc, uint8_t *out);
 
-/* perf_map.c, jitdump.c: each writes one description's records; 0 or the
- * errno of the write. open: at heap creation (once per process); reopen:
- * in a fork child. */
+/* perf_map.c, jitdump.c: each writes one description's records (the
+ * process's file opened at its first); 0 or the errno of the open, the
+ * mapping or the write. */
 int wxj_perf_map_load(const struct wxj_desc *d);
-int wxj_jitdump_open(void);
 int wxj_jitdump_load(const struct wxj_desc *d);
 /* A described function was freed: its range gets a neutral name. */
 void wxj_jitdump_freed(const struct wxj_desc *d);

@@ -518,9 +518,14 @@ static void test_unwinder(void)
 }
 
 /* ---- the jitdump marker ------------------------------------------------- */
+/* Mapped at the process's first description, once (test_eh_frame and
+ * test_threads may have described already). */
 static void test_marker(void)
 {
     wxjit_heap *h = heap_with(WXJIT_HEAP_JITDUMP);
+    size_t size;
+    wxjit_code_info info = named("wxjit_test_marker", 0);
+    CHECK_OK(wxjit_describe(h, install_spin(h, 1, &size), &info));
     FILE *f = fopen("/proc/self/maps", "r");
     char line[4096], name[64];
     int marked = 0;

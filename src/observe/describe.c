@@ -85,8 +85,6 @@ int wxj_sinks_choose(unsigned flags, unsigned *out)
     int err = sinks_from_env(&sinks);
     if (err == 0 && (sinks & WXJ_SINK_GDB))
         err = wxj_gdb_usable();
-    if (err == 0 && (sinks & WXJ_SINK_JITDUMP))
-        err = wxj_jitdump_open();
     if (err == 0)
         *out = sinks;
     return err;

@@ -64,7 +64,8 @@ static uint64_t align8(uint64_t n)
     return (n + 7) & ~(uint64_t)7;
 }
 
-/* Lock held. */
+/* Lock held. At the process's first record: a heap that never describes
+ * leaves no file behind. */
 static int open_file(void)
 {
     char path[4096];
@@ -91,14 +92,6 @@ static int open_file(void)
     dump_pid = pid;
     code_index = 0;
     return 0;
-}
-
-int wxj_jitdump_open(void)
-{
-    pthread_mutex_lock(&lock);
-    int err = dump_fd < 0 ? open_file() : 0;
-    pthread_mutex_unlock(&lock);
-    return err;
 }
 
 /* The unwinding record for d at out (NULL: only measured), laid out as
