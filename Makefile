@@ -8,7 +8,7 @@ STRESS_SECONDS ?= 300
 PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build test demo bench stress install clean check-tools
+.PHONY: all build test demo bench stress install clean check-tools profile
 
 all: build
 
@@ -27,6 +27,12 @@ test: build
 
 demo: build
 	$(BUILD)/demo/wxjit-demo
+
+# The demo under perf with jitdump: perf report names its JIT functions
+# (README "Profiling and debugging"; needs perf: apt-get install linux-perf).
+PROFILE_DIR ?= $(BUILD)/profile
+profile: build
+	bash tools/profile-demo.sh $(BUILD) $(PROFILE_DIR)
 
 # Every workload on every strategy, side by side (BENCH_ARGS=--csv for CSV).
 bench: build

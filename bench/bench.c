@@ -3,7 +3,7 @@
  *   wxjit-bench [--csv | --csv-file FILE] [--quick] [--reps N]
  *               [--threads-seconds S] [--threads-reps R]
  *               [--threads-csv FILE] [--only-threads | --no-threads]
- *               [--only-windows]
+ *               [--only-windows | --only-describe]
  *
  * Prints a table with ratios to the rwx baseline, or CSV (to stdout, or to
  * FILE next to the table) with the columns
@@ -21,7 +21,12 @@
  *
  * The multi-threaded workload (workload_threads.c) has a table and CSV of
  * its own (--threads-csv): R runs (default 5) of S seconds (default 0.5)
- * per strategy and thread count, about 40 s in all at the defaults. */
+ * per strategy and thread count, about 40 s in all at the defaults.
+ *
+ * --only-describe: what naming code costs per tool (perf map, jitdump,
+ * gdb, unwind registration) against describing nothing, side by side, and
+ * gdb's start-up with 100,000 functions described in one batch
+ * (workload_describe.c; --gdb-target is the program gdb runs there). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdatomic.h>
@@ -32,6 +37,7 @@
 #include "emit.h"
 #include "measure.h"
 #include "strategy.h"
+#include "workload_describe.h"
 #include "workload_threads.h"
 #include "workload_windows.h"
 #include "wxjit.h"
@@ -328,7 +334,10 @@ static int run_threads(struct threads_options *o, bool csv,
 
 int main(int argc, char **argv)
 {
-    bool csv = false, main_workloads = true, only_windows = false;
+    bool csv = false, main_workloads = true, only_windows = false,
+         only_describe = false;
+    if (argc == 4 && !strcmp(argv[1], "--gdb-target"))
+        return gdb_target(atoi(argv[2]), !strcmp(argv[3], "batch"));
     const char *csv_file = NULL, *threads_csv = NULL;
     struct threads_options threads = {true, 0.5, 5, stdout, NULL};
     for (int i = 1; i < argc; i++) {
@@ -350,6 +359,8 @@ int main(int argc, char **argv)
             main_workloads = false;
         else if (!strcmp(argv[i], "--only-windows"))
             only_windows = true;
+        else if (!strcmp(argv[i], "--only-describe"))
+            only_describe = true;
         else if (!strcmp(argv[i], "--no-threads"))
             threads.wanted = false;
         else {
@@ -357,7 +368,7 @@ int main(int argc, char **argv)
                             "[--quick] [--reps N] [--threads-seconds S] "
                             "[--threads-reps R] [--threads-csv FILE] "
                             "[--only-threads | --no-threads] "
-                            "[--only-windows]\n");
+                            "[--only-windows | --only-describe]\n");
             return 2;
         }
     }
@@ -375,6 +386,11 @@ int main(int argc, char **argv)
     }
     if (only_windows) {
         run_windows(reps, 20000 / scale);
+        return 0;
+    }
+    if (only_describe) {
+        run_describe(reps, (int)(20000 / scale));
+        run_gdb_startup(argv[0], reps > 3 ? 3 : reps, 100000, 2000);
         return 0;
     }
     if (!main_workloads)

@@ -1,9 +1,9 @@
 /* wxjit demo (`make demo`): a small expression JIT under a kernel-enforced
  * W^X policy. Four threads compile thousands of random expressions to
- * native code while two threads call them and check every result against
- * an interpreter, once per backend this system allows (the others are
- * named with the reason: README "Hardened systems"), then a summary
- * table. */
+ * native code, naming each for profilers (wxjit_describe), while two
+ * threads call them and check every result against an interpreter, once
+ * per backend this system allows (the others are named with the reason:
+ * README "Hardened systems"), then a summary table. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -71,6 +71,16 @@ static void *compiler_main(void *arg)
                                 expr_compile(&c->e, c->root, code), 0, &exec);
         if (err)
             fail("wxjit_install", err);
+        /* Named for profilers and debuggers: `make profile` runs the demo
+         * under perf with WXJIT_PERF=jitdump (README "Profiling and
+         * debugging"); without it this only checks the arguments. */
+        char name[300];
+        int len = snprintf(name, sizeof(name), "expr#%d ", i);
+        expr_format(&c->e, c->root, name + len, sizeof(name) - (size_t)len);
+        wxjit_code_info info = WXJIT_CODE_INFO_INIT;
+        info.name = name;
+        if ((err = wxjit_describe(run->heap, exec, &info)))
+            fail("wxjit_describe", err);
         expr_fn fn;
         memcpy(&fn, &exec, sizeof(fn));
         /* release: a caller that sees fn sees c->e too. */

@@ -44,7 +44,9 @@ void op_create(struct input *in)
     int want = 0;
     const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
                            WXJIT_HEAP_NO_WRITABLE_ALIAS |
-                           WXJIT_HEAP_DEFER_TRAP_FILL;
+                           WXJIT_HEAP_DEFER_TRAP_FILL | WXJIT_HEAP_PERF_MAP |
+                           WXJIT_HEAP_JITDUMP | WXJIT_HEAP_GDB |
+                           WXJIT_HEAP_UNWIND;
     bool no_alias = o.flags & WXJIT_HEAP_NO_WRITABLE_ALIAS;
     wxjit_backend id =
         o.backend == WXJIT_BACKEND_AUTO ? env_backend : o.backend;

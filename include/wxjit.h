@@ -124,7 +124,70 @@ enum {
      * toggle or procmem is chosen; dualmap's frees make no system call
      * anyway), refused with dualmap and rwx. */
     WXJIT_HEAP_DEFER_TRAP_FILL = 1u << 3,
+    /* Profiling and debugging (README "Profiling and debugging"): where
+     * the functions named with wxjit_describe are reported. Off by
+     * default; when every one is off, describing validates its arguments
+     * and records nothing, and commits and frees pay one branch. Each may
+     * also be turned on for every heap by the environment (see
+     * wxjit_heap_create). Any backend. */
+    /* perf's map file /tmp/perf-<pid>.map: a "START SIZE name" line per
+     * description, appended with one write(). The format has no unload:
+     * after a free, perf may still give the old name to other code later
+     * installed at the same address (use WXJIT_HEAP_JITDUMP there). perf
+     * consults the file for anonymous executable mappings only: dualmap's
+     * code is a shared memory object's, whose samples perf (6.1) gives
+     * to that object instead; use WXJIT_HEAP_JITDUMP with dualmap. */
+    WXJIT_HEAP_PERF_MAP = 1u << 4,
+    /* perf's jitdump file jit-<pid>.dump in $JITDUMPDIR, else the current
+     * directory, for `perf record -k mono` and `perf inject --jit`: a
+     * JIT_CODE_LOAD record with the code bytes per description
+     * (JIT_CODE_UNWINDING_INFO before it when it has unwind information),
+     * and a JIT_CODE_LOAD named "wxjit:freed" over a described function's
+     * bytes at its free, so that perf never gives its name to later code
+     * at that address (jitdump has no unload; a later load wins). The
+     * file is mapped once read+exec (never writable, allowed under W^X
+     * policies) so that perf record sees it; where that mapping is
+     * refused (a noexec mount) the heap's creation fails with its errno. */
+    WXJIT_HEAP_JITDUMP = 1u << 5,
+    /* gdb's JIT interface (__jit_debug_descriptor and
+     * __jit_debug_register_code, defined by wxjit as gdb's manual
+     * declares them): descriptions become in-memory ELF objects with the
+     * functions' symbols and unwind information, so that gdb's `bt`,
+     * `info symbol` and `disassemble` know JIT frames; a free replaces
+     * the object by one without the function. gdb stops the program at
+     * every registration (milliseconds, growing with the objects gdb
+     * holds): describe many functions with one wxjit_describe_batch,
+     * which registers one object per WXJIT_GDB_BATCH_MAX of them.
+     * Where another library of the process defines these symbols too
+     * (LLVM, wasmtime...): wxjit's are weak and protected, so in the
+     * shared libwxjit its references never leave it, each library keeps
+     * its own list and gdb (10 and later) reads them all. Where a static
+     * link made another library's definitions win, the two could not
+     * agree on a lock: wxjit leaves that list alone and heap creation
+     * fails with ENOTSUP. Where the executable itself defines them, gdb
+     * (13) reads the executable's list only (its rule for data symbols
+     * an executable may have copied) and does not see wxjit's. */
+    WXJIT_HEAP_GDB = 1u << 6,
+    /* The process's own unwinder learns the unwind information of each
+     * description that has some (__register_frame at describe,
+     * __deregister_frame at free), so that C++ exceptions thrown through
+     * JIT frames reach their handlers and _Unwind_Backtrace and
+     * backtrace() continue past them. The two functions come from the
+     * unwinder the process has loaded (libgcc_s, e.g. with libstdc++; or
+     * LLVM's libunwind, whose one-FDE convention wxjit recognises), found
+     * with dlsym when first needed: wxjit never links them. While none is
+     * loaded (a C program without libgcc_s, a static executable that does
+     * not export them) describing a function with unwind information
+     * fails with ENOTSUP. libgcc searches
+     * registered frames object by object: exceptions through processes
+     * with very many registered functions may slow down (GCC 13 and
+     * later keep them in a b-tree). */
+    WXJIT_HEAP_UNWIND = 1u << 7,
 };
+
+/* Functions per ELF object registered with gdb (WXJIT_HEAP_GDB): a batch
+ * larger than this is registered as several objects. */
+#define WXJIT_GDB_BATCH_MAX 256
 
 /* Options for wxjit_heap_create. Initialise with WXJIT_HEAP_OPTIONS_INIT so
  * that fields added later get their defaults. */
@@ -150,7 +213,12 @@ typedef struct wxjit_heap_options {
  *     NO_WRITABLE_ALIAS is EINVAL);
  *   WXJIT_DUALMAP_OBJECT=memfd|shm|tmpfile  the first way dualmap tries to
  *     get a shared memory object (default memfd, then shm_open, then an
- *     O_TMPFILE file in $TMPDIR, /dev/shm or /tmp).
+ *     O_TMPFILE file in $TMPDIR, /dev/shm or /tmp);
+ *   WXJIT_PERF=map|jitdump|map,jitdump|off  adds WXJIT_HEAP_PERF_MAP and/or
+ *     WXJIT_HEAP_JITDUMP to the flags (off or empty: nothing added), so a
+ *     JIT that describes its functions can be profiled without a rebuild;
+ *   WXJIT_GDB=1|0  adds WXJIT_HEAP_GDB (0 or empty: nothing added);
+ *   WXJIT_UNWIND=1|0  adds WXJIT_HEAP_UNWIND.
  * Errors: EINVAL  out is NULL, opts->size is too small, an unknown flag or
  *                 backend, chunk_size above 1 GiB, RW_ON_DEMAND with a
  *                 backend other than dualmap or AUTO or with
@@ -158,6 +226,8 @@ typedef struct wxjit_heap_options {
  *                 rwx, DEFER_TRAP_FILL with a backend other than toggle,
  *                 procmem or AUTO, ALLOW_RWX without the rwx backend, a bad value
  *                 in an environment variable;
+ *         ENOTSUP WXJIT_HEAP_GDB where another library's gdb JIT symbols
+ *                 replaced wxjit's at link time (see that flag);
  *         EPERM   WXJIT_BACKEND_RWX without WXJIT_HEAP_ALLOW_RWX;
  *         other   the errno that makes the requested backend unusable here
  *                 (EACCES: the system forbids RWX; ENOSYS: no way to get
@@ -419,6 +489,93 @@ WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
  *                wxjit_patch).
  * Thread-safe. Not async-signal-safe. */
 WXJIT_API int wxjit_free(wxjit_heap *heap, void *exec);
+
+/* ---- describing code: profilers, debuggers, unwinders ----------------- */
+
+/* Longest name wxjit_describe accepts, in bytes without the NUL. */
+#define WXJIT_NAME_MAX 1024
+
+/* wxjit_code_info.flags */
+enum {
+    /* Unwind information is generated for the standard frame-pointer
+     * prologue, which the function must start with, on this CPU:
+     *   x86_64   push %rbp; mov %rsp,%rbp          (55 48 89 e5)
+     *   aarch64  stp x29, x30, [sp, #-16]!; mov x29, sp
+     *                                  (a9bf7bfd 910003fd)
+     *   riscv64  addi sp,sp,-16; sd ra,8(sp); sd s0,0(sp); addi s0,sp,16
+     *            (uncompressed: ff010113 00113423 00813023 01010413)
+     * and the frame pointer must stay put until the epilogue. From the
+     * prologue's end on, the return address and caller's frame are found
+     * through the frame pointer. Not described: the epilogue's last
+     * instructions after the frame pointer is restored (a profiler sample
+     * there may lose one frame; exceptions and debuggers never stop
+     * there). wxjit checks the prologue's bytes (EINVAL otherwise). */
+    WXJIT_DESCRIBE_FRAME_POINTER = 1u << 0,
+};
+
+/* What wxjit_describe tells the tools about one function. Initialise with
+ * WXJIT_CODE_INFO_INIT so that fields added later get their defaults. */
+typedef struct wxjit_code_info {
+    size_t size;      /* sizeof(wxjit_code_info); set by the macro */
+    const char *name; /* required: 1 to WXJIT_NAME_MAX bytes, no control
+                         characters (perf's map is line-based); copied */
+    unsigned flags;   /* WXJIT_DESCRIBE_* */
+    /* Optional unwind information in .eh_frame form: one CIE, then one
+     * FDE for this function (no terminator), as a compiler emits it, with
+     * the FDE's initial location the function's offset from exec
+     * (normally 0) and its address range at most the committed bytes.
+     * The CIE's augmentation is "" or "zR" (FDE pointers absptr or
+     * udata/sdata 2/4/8, not pc-relative: wxjit re-encodes them for each
+     * tool); no personality or LSDA (frames of JIT code catch nothing).
+     * Copied; NULL and 0 when there is none. Not with
+     * WXJIT_DESCRIBE_FRAME_POINTER. */
+    const void *eh_frame;
+    size_t eh_frame_size;
+} wxjit_code_info;
+
+#define WXJIT_CODE_INFO_INIT { sizeof(wxjit_code_info), NULL, 0, NULL, 0 }
+
+/* Names the live function that starts at exec (committed or installed, not
+ * freed) for the tools the heap reports to (WXJIT_HEAP_PERF_MAP,
+ * WXJIT_HEAP_JITDUMP, WXJIT_HEAP_GDB, WXJIT_HEAP_UNWIND, or their
+ * environment variables), optionally with its unwind information. Call it once per function, after its commit; the
+ * tools see it once this returns. Everything recorded is released or
+ * retracted when the function is freed (wxjit_free), so an address reused
+ * by later code never carries this name where the tool allows it (see each
+ * flag). With no tool turned on for the heap, the arguments are checked
+ * and nothing else happens: a JIT may call it unconditionally.
+ * Errors: EINVAL  heap NULL/destroyed, info NULL or info->size too small,
+ *                 exec not the start of a live function of this heap, a
+ *                 bad name, unknown flags, eh_frame malformed, not for
+ *                 this function or with FRAME_POINTER, FRAME_POINTER on a
+ *                 function that does not start with the prologue;
+ *         EBUSY   the function was described already (a tool is on);
+ *         ENOTSUP WXJIT_HEAP_UNWIND, with unwind information, while the
+ *                 process has no unwinder loaded (see that flag);
+ *         ENOMEM  out of memory;
+ *         other   the errno of creating, mapping (jitdump's marker: EPERM
+ *                 on a noexec mount) or writing a tool's file (nothing
+ *                 kept; a jitdump load already written is followed by
+ *                 its "wxjit:freed" record, a perf map line stays).
+ * Thread-safe: many threads may describe and free concurrently (a
+ * describe racing the free of the same function either fails with EINVAL
+ * or is retracted by that free). Not async-signal-safe. */
+WXJIT_API int wxjit_describe(wxjit_heap *heap, void *exec,
+                             const wxjit_code_info *info);
+
+/* Describes count functions at once, exec[i] with info[i]: as count calls
+ * of wxjit_describe, but registered with gdb (WXJIT_HEAP_GDB) as one ELF
+ * object per WXJIT_GDB_BATCH_MAX functions, so gdb stops once for them,
+ * not once each, and a program with 100,000 functions starts under gdb in
+ * seconds (BENCHMARKS.md). All are checked before any is described; on
+ * any error none is (those written to perf's files before a failed
+ * write are retracted there as at a free).
+ * Errors: as wxjit_describe, for any of them (EBUSY also for the same
+ *         function twice); EINVAL also for exec or info NULL, count 0.
+ * Thread-safe. Not async-signal-safe. */
+WXJIT_API int wxjit_describe_batch(wxjit_heap *heap, void *const *exec,
+                                   const wxjit_code_info *info,
+                                   size_t count);
 
 /* Counters of one heap, read without stopping other threads (each field is
  * exact, the set is not a single snapshot under concurrent use). */

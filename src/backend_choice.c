@@ -73,7 +73,9 @@ static int check_flags(wxjit_backend id, unsigned flags)
 {
     const unsigned known = WXJIT_HEAP_RW_ON_DEMAND | WXJIT_HEAP_ALLOW_RWX |
                            WXJIT_HEAP_NO_WRITABLE_ALIAS |
-                           WXJIT_HEAP_DEFER_TRAP_FILL;
+                           WXJIT_HEAP_DEFER_TRAP_FILL |
+                           WXJIT_HEAP_PERF_MAP | WXJIT_HEAP_JITDUMP |
+                           WXJIT_HEAP_GDB | WXJIT_HEAP_UNWIND;
     bool no_alias = flags & WXJIT_HEAP_NO_WRITABLE_ALIAS;
     if ((flags & ~known) || (unsigned)id >= BACKENDS)
         return EINVAL;

@@ -19,6 +19,11 @@ bool wxj_bit_get(_Atomic uint64_t *map, size_t g)
            bit_of(g);
 }
 
+bool wxj_block_live(struct wxj_chunk *chunk, size_t g)
+{
+    return wxj_bit_get(chunk->start, g) && !wxj_bit_get(chunk->open, g);
+}
+
 void wxj_bit_set(_Atomic uint64_t *map, size_t g)
 {
     atomic_fetch_or_explicit(&map[word_of(g)], bit_of(g),
@@ -390,6 +395,7 @@ bool wxj_chunk_find_run(struct wxj_chunk *chunk, size_t n, size_t align,
 
 static void free_chunk_memory(struct wxj_chunk *chunk)
 {
+    wxj_desc_table_free(chunk); /* reads the start bits */
     free(chunk->pages);
     free((void *)chunk->used);
     free((void *)chunk->start);
@@ -428,7 +434,8 @@ int wxj_chunk_create(struct wxjit_heap *heap, size_t size,
     int err = ENOMEM;
     if (chunk->pages && chunk->used && chunk->start && chunk->end &&
         chunk->open && chunk->slack && chunk->seg_bound &&
-        (chunk->stale || !defer)) {
+        (chunk->stale || !defer) &&
+        (!heap->sinks || wxj_desc_table_new(chunk) == 0)) {
         for (size_t i = 0; i < chunk->npages; i++)
             chunk->pages[i].fresh = true;
         err = heap->backend->chunk_map(heap, chunk);

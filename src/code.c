@@ -464,13 +464,6 @@ int wxjit_commit_batch(wxjit_heap *heap, wxjit_reservation *res,
 
 /* ---- live code: patch and free ------------------------------------------ */
 
-/* Whether the block starting at granule start is live: started, not an
- * open reservation. */
-static bool block_live(struct wxj_chunk *c, size_t start)
-{
-    return wxj_bit_get(c->start, start) && !wxj_bit_get(c->open, start);
-}
-
 /* Finds the live block holding [addr, addr + size), which starts at
  * granule start; fails if it is not entirely inside that committed
  * block. */
@@ -479,7 +472,7 @@ static int live_range(struct wxj_chunk *c, const void *addr, size_t size,
 {
     size_t found;
     if (!wxj_block_find_start(c, wxj_granule_of(c, addr), &found) ||
-        found != start || !block_live(c, start))
+        found != start || !wxj_block_live(c, start))
         return EINVAL;
     /* The committed bytes, not the granules: a patch past them would
      * write over the trap fill after the function. */
@@ -514,7 +507,7 @@ struct checked_fill {
 static int fill_if_live(uint8_t *dst, size_t len, const void *arg)
 {
     const struct checked_fill *c = arg;
-    return block_live(c->chunk, c->start) ? c->fill(dst, len, c->arg)
+    return wxj_block_live(c->chunk, c->start) ? c->fill(dst, len, c->arg)
                                           : EINVAL;
 }
 
@@ -658,6 +651,9 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
             return err;
         }
     }
+    /* Before the space can be reused: no later code gets its name. */
+    if (chunk->desc)
+        wxj_describe_retract(heap, chunk, g);
     wxj_block_unmark(chunk, g, n);
     /* The calling thread's last install: its tail appends there again, so
      * install-and-free churn never runs the tail out (no refill, no heap

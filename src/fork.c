@@ -5,7 +5,8 @@
  * do their part (backend ops fork_*): dualmap copies each chunk's shared
  * object, since MAP_SHARED memory would otherwise stay shared with the
  * parent; toggle releases pages held by threads that do not exist in the
- * child; procmem's descriptor of the parent's memory is closed. Only the forking thread lives on in the child; the other threads'
+ * child; procmem's descriptor of the parent's memory is closed; the child writes
+ * its own profiler files (observe/describe.c). Only the forking thread lives on in the child; the other threads'
  * pools are retired there. The handlers run in the forking thread only, so
  * the statics below need no synchronisation. */
 #include "internal.h"
@@ -30,6 +31,7 @@ static void prepare(void)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_prepare(h, c);
     wxj_procmem_fork_prepare();
+    wxj_observe_fork_prepare();
 }
 
 static void release_all(void)
@@ -48,6 +50,7 @@ static void parent(void)
             for (struct wxj_chunk *c = h->chunks; c; c = c->next)
                 h->backend->fork_parent(h, c);
     wxj_procmem_fork_parent();
+    wxj_observe_fork_parent();
     release_all();
 }
 
@@ -68,6 +71,7 @@ static void child(void)
         if (wxj_heap_ok(h))
             wxj_open_abort_orphans(h, self, true);
     }
+    wxj_observe_after_fork(heaps);
     release_all();
 }
 

@@ -86,9 +86,12 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     /* Before any probe: procmem's descriptor must be dropped by every
      * fork child from its opening on. */
     wxj_fork_init();
+    unsigned sinks;
     int err = wxj_choose_backend(&o, &backend);
     if (err == 0)
         err = wxj_object_from_env(&object_first);
+    if (err == 0)
+        err = wxj_sinks_choose(o.flags, &sinks);
     if (err)
         return err;
     /* AUTO chose a backend whose frees make no system call (dualmap):
@@ -118,6 +121,7 @@ int wxjit_heap_create(const wxjit_heap_options *opts, wxjit_heap **out)
     heap->backend = backend;
     heap->atomic = atomic;
     heap->flags = o.flags;
+    heap->sinks = sinks;
     heap->object_first = object_first;
     heap->page_size = wxj_os_page_size();
     size_t chunk = o.chunk_size ? o.chunk_size : WXJ_DEFAULT_CHUNK;

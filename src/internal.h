@@ -118,6 +118,9 @@ struct wxj_chunk {
                         in steps (wxj_rx_step_end; heap lock) */
     int fork_fd; /* dualmap: the child's copy while a fork is under way */
     void *windows; /* dualmap on demand: open RW windows */
+    /* Descriptions (observe/describe.c) by start granule; NULL unless the
+     * heap reports to some tool. */
+    struct wxj_desc *_Atomic *desc;
 };
 
 /* An open reservation as wxjit recorded it (reservations.c). */
@@ -286,6 +289,7 @@ struct wxjit_heap {
     const struct wxj_backend *atomic; /* for atomic stores; NULL: none */
     size_t page_size, chunk_size, max_bytes;
     unsigned flags;               /* WXJIT_HEAP_* */
+    unsigned sinks;               /* WXJ_SINK_*: tools told of code */
     enum wxj_object object_first; /* dualmap: first way to get an object */
     pthread_mutex_t lock;         /* chunks list growth, pools, reuse */
     struct wxj_chunk *_Atomic chunks;
@@ -364,6 +368,14 @@ void wxj_os_inject(enum wxj_os_call kind, uint64_t nth, uint64_t count,
  * call of kind (WXJ_CALL_OBJECT: a descriptor was made, not yet kept). */
 void wxj_os_after(enum wxj_os_call kind, void (*fn)(void));
 void wxj_os_forget_tid(void); /* in a fork child */
+int wxj_os_pid(void);
+/* The tools' files (observe/): one opened for appending records (created
+ * 0644, close-on-exec, emptied if truncate); a record in one write (EIO
+ * if the kernel took only part of it); a read+exec private mapping of a
+ * file's first size bytes (never writable: jitdump's marker for perf). */
+int wxj_os_open_record_file(const char *path, bool truncate, int *fd);
+int wxj_os_write_record(int fd, const void *buf, size_t len);
+int wxj_os_map_marker(int fd, size_t size, void **out);
 void wxj_os_yield(void);
 /* Every other thread of the process synchronises its instruction stream
  * (a core-serialising event) before it runs user code again: membarrier's
@@ -388,6 +400,9 @@ void wxj_block_shrink(struct wxj_chunk *chunk, size_t g, size_t n, size_t m);
 size_t wxj_block_extent(struct wxj_chunk *chunk, size_t g);
 bool wxj_block_find_start(struct wxj_chunk *chunk, size_t g, size_t *start);
 bool wxj_bit_get(_Atomic uint64_t *map, size_t g);
+/* Whether the block starting at granule g is live: started, not an open
+ * reservation. */
+bool wxj_block_live(struct wxj_chunk *chunk, size_t g);
 bool wxj_bit_clear(_Atomic uint64_t *map, size_t g); /* true if it was set */
 void wxj_bit_set(_Atomic uint64_t *map, size_t g);
 /* The freed block [g, g + n) keeps its code until the backend's deferral
@@ -598,5 +613,111 @@ void wxj_live_windows_close_own(struct wxjit_heap *heap, int32_t tid);
 /* In a fork child: only the forking thread's windows stay open. */
 void wxj_live_windows_after_fork(struct wxjit_heap *heap, int32_t parent_tid,
                                  int32_t self);
+
+/* ---- observe/: describing code to profilers and debuggers -------------
+ * Off unless a heap asks (flags or WXJIT_PERF): then each chunk has a
+ * description slot per start granule, and a free retracts what its
+ * function's slot holds. */
+#define WXJ_SINK_PERF_MAP 1u
+#define WXJ_SINK_JITDUMP 2u
+#define WXJ_SINK_GDB 4u
+#define WXJ_SINK_UNWIND 8u
+
+/* Unwind information, normalised from the JIT's .eh_frame or made for the
+ * frame-pointer prologue (eh_frame.c): re-encoded for each tool. */
+struct wxj_cfi {
+    uint64_t code_align, ra_reg;
+    int64_t data_align;
+    uint64_t pc_offset, pc_range; /* the FDE's range, from the function */
+    size_t cie_len, fde_len;      /* instructions, in insns[] */
+    uint8_t insns[];              /* the CIE's, then the FDE's */
+};
+
+struct wxj_gdb_object;
+struct wxj_desc {
+    const uint8_t *exec;
+    size_t size;          /* committed bytes */
+    char *name;
+    struct wxj_cfi *cfi;  /* NULL: no unwind information */
+    struct wxj_chunk *chunk;
+    size_t granule;       /* its slot in chunk->desc */
+    struct wxj_gdb_object *gdb; /* the object gdb has it in (gdb_jit.c) */
+    size_t gdb_index;
+    uint8_t *eh_frame;    /* registered with the unwinder (unwind_reg.c) */
+};
+
+/* describe.c */
+/* The tools heap_create turns on: from the flags and the environment;
+ * EINVAL for a bad value. */
+int wxj_sinks_choose(unsigned flags, unsigned *sinks);
+/* A free of the block at granule g of chunk succeeded: its description
+ * (if any) goes. */
+void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                          size_t g);
+/* The slot table of a new chunk (NULL slots), and its release (with any
+ * description still in it: the heap is being destroyed). */
+int wxj_desc_table_new(struct wxj_chunk *chunk);
+void wxj_desc_table_free(struct wxj_chunk *chunk);
+/* Around fork(): the tools' locks are held across it; in the child the
+ * files are the parent's, and the child writes its own, starting with the
+ * descriptions it inherited. */
+void wxj_observe_fork_prepare(void);
+void wxj_observe_fork_parent(void);
+void wxj_observe_after_fork(struct wxjit_heap *heaps);
+
+/* eh_frame.c */
+/* Checks the JIT's .eh_frame bytes for a function of size bytes and
+ * normalises them; EINVAL if malformed or not for it. */
+int wxj_cfi_parse(const uint8_t *eh, size_t len, size_t size,
+                  struct wxj_cfi **out);
+/* CFI for a function of size bytes at exec that starts with this CPU's
+ * frame-pointer prologue; EINVAL if it does not. */
+int wxj_cfi_frame_pointer(const uint8_t *exec, size_t size,
+                          struct wxj_cfi **out);
+/* Bytes of .eh_frame (CIE, FDE, zero terminator) for cfi with the
+ * function at pc, written to out (NULL: only measured). pcrel: FDE
+ * pointers pc-relative 4-byte, as if the bytes were at address at
+ * (perf's jitdump layout); else absolute 8-byte. Returns the length. */
+size_t wxj_eh_frame_build(const struct wxj_cfi *cfi, uint64_t pc, bool pcrel,
+                          uint64_t at, uint8_t *out);
+/* An .eh_frame_hdr at address at for one FDE at fde, for a function at pc
+ * whose .eh_frame starts at eh (perf's jitdump): WXJ_EH_FRAME_HDR_SIZE. */
+#define WXJ_EH_FRAME_HDR_SIZE 20
+void wxj_eh_frame_hdr_build(uint64_t at, uint64_t eh, uint64_t fde,
+                            uint64_t pc, uint8_t *out);
+
+/* perf_map.c, jitdump.c: each writes one description's records (the
+ * process's file opened at its first); 0 or the errno of the open, the
+ * mapping or the write. */
+int wxj_perf_map_load(const struct wxj_desc *d);
+int wxj_jitdump_load(const struct wxj_desc *d);
+/* A described function was freed: its range gets a neutral name. */
+void wxj_jitdump_freed(const struct wxj_desc *d);
+/* gdb_jit.c: 0, or ENOTSUP where another library's gdb JIT symbols won
+ * the link; descriptions registered as objects of at most
+ * WXJIT_GDB_BATCH_MAX (sets d->gdb), and removed one by one: with
+ * rebuild, gdb is told at once (the object is replaced by one without
+ * d); without, only when the object's last description goes (a heap's
+ * destruction, which removes them all). */
+int wxj_gdb_usable(void);
+int wxj_gdb_register(struct wxj_desc *const *d, size_t n);
+void wxj_gdb_remove(struct wxj_desc *d, bool rebuild);
+void wxj_gdb_fork_prepare(void);
+void wxj_gdb_fork_release(void); /* in the parent and in the child */
+/* unwind_reg.c: d's unwind information (d->cfi) registered with the
+ * process's unwinder (ENOTSUP while none is loaded), and deregistered. */
+int wxj_unwind_register(struct wxj_desc *d);
+void wxj_unwind_deregister(struct wxj_desc *d);
+/* elf_image.c: a relocatable ELF object naming the non-NULL d[i], for gdb
+ * (malloc'd). */
+int wxj_elf_image_build(struct wxj_desc *const *d, size_t n, uint8_t **out,
+                        size_t *size);
+
+void wxj_perf_map_fork_prepare(void);
+void wxj_perf_map_fork_parent(void);
+void wxj_perf_map_after_fork(void);
+void wxj_jitdump_fork_prepare(void);
+void wxj_jitdump_fork_parent(void);
+void wxj_jitdump_after_fork(void);
 
 #endif /* WXJ_INTERNAL_H */

@@ -311,6 +311,54 @@ int wxj_os_open_self_mem(int *fd)
     return 0;
 }
 
+/* ---- the tools' files (observe/): perf's map and jitdump ------------- */
+int wxj_os_open_record_file(const char *path, bool truncate, int *fd)
+{
+    if (count_call(WXJ_CALL_OTHER))
+        return errno;
+    /* O_APPEND: every record lands at the end, from any thread, in one
+     * write; 0644, as perf reads these files as another user may;
+     * O_NOFOLLOW: perf's names in /tmp are predictable, and a symbolic
+     * link planted there must not make wxjit write elsewhere. */
+    int f = open(path,
+                 O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW |
+                     (truncate ? O_TRUNC : 0),
+                 0644);
+    if (f < 0)
+        return errno;
+    *fd = f;
+    return 0;
+}
+
+int wxj_os_write_record(int fd, const void *buf, size_t len)
+{
+    if (count_call(WXJ_CALL_OTHER))
+        return errno;
+    ssize_t n;
+    do
+        n = write(fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return errno;
+    return (size_t)n == len ? 0 : EIO; /* a full disk, at most */
+}
+
+int wxj_os_map_marker(int fd, size_t size, void **out)
+{
+    if (count_call(WXJ_CALL_MMAP))
+        return errno;
+    void *p = mmap(NULL, size, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    *out = p;
+    return 0;
+}
+
+int wxj_os_pid(void)
+{
+    return (int)getpid();
+}
+
 /* iovecs per pwritev: 64 KiB of 4 KiB pages, a step of fresh pages. */
 #define MEM_IOV 16
 

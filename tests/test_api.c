@@ -45,7 +45,7 @@ static void test_create(void)
     o.size = sizeof(o) - 1;
     CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
     o = (wxjit_heap_options)WXJIT_HEAP_OPTIONS_INIT;
-    o.flags = 1u << 7;
+    o.flags = 1u << 30;
     CHECK_RET(wxjit_heap_create(&o, &h), EINVAL);
     o = (wxjit_heap_options)WXJIT_HEAP_OPTIONS_INIT;
     o.chunk_size = ((size_t)1 << 30) + 1;

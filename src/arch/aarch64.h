@@ -64,4 +64,20 @@ static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
     return sizeof(insn);
 }
 
+/* ---- unwind information (observe/eh_frame.c) ----------------------------
+ * The ELF machine (EM_AARCH64) for perf's jitdump header, and DWARF CFI
+ * for a function that starts with stp x29, x30, [sp, #-16]!; mov x29, sp
+ * (AAPCS64 DWARF numbers: sp 31, x29 the frame pointer, x30 the link
+ * register; instructions are 4 bytes, the code alignment factor). */
+#define WXJ_ARCH_ELF_MACHINE 183
+#define WXJ_CFI_CODE_ALIGN 4
+#define WXJ_CFI_DATA_ALIGN (-8)
+#define WXJ_CFI_RA_REG 30
+/* At entry: CFA = sp, the return address in x30 itself. */
+#define WXJ_CFI_CIE_INSNS 0x0c, 0x1f, 0x00
+/* After the stp: CFA = sp + 16, x29 at CFA - 16, x30 at CFA - 8; after
+ * the mov: CFA = x29 + 16. */
+#define WXJ_CFI_FP_INSNS 0x41, 0x0e, 0x10, 0x9d, 0x02, 0x9e, 0x01, 0x41, 0x0d, 0x1d
+#define WXJ_CFI_FP_PROLOGUE 0xfd, 0x7b, 0xbf, 0xa9, 0xfd, 0x03, 0x00, 0x91
+
 #endif

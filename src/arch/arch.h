@@ -12,7 +12,13 @@
  *   WXJ_ARCH_CORE_SYNC       which changes to code need every other core
  *                            to synchronise its instruction stream before
  *                            the operation returns (WXJ_CHANGE_* bits,
- *                            core_sync.c): the reasoning is in each file */
+ *                            core_sync.c): the reasoning is in each file
+ *   WXJ_ARCH_ELF_MACHINE     e_machine of this CPU's ELF files
+ *   WXJ_CFI_CODE_ALIGN, WXJ_CFI_DATA_ALIGN, WXJ_CFI_RA_REG
+ *                            a CIE's factors and return-address column
+ *   WXJ_CFI_CIE_INSNS        the CIE's initial instructions (CFA at entry)
+ *   WXJ_CFI_FP_INSNS         an FDE's instructions for the frame-pointer
+ *                            prologue WXJ_CFI_FP_PROLOGUE (its bytes) */
 #ifndef WXJ_ARCH_H
 #define WXJ_ARCH_H
 

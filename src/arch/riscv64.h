@@ -59,4 +59,20 @@ static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
     return sizeof(insn);
 }
 
+/* ---- unwind information (observe/eh_frame.c) ----------------------------
+ * The ELF machine (EM_RISCV) for perf's jitdump header, and DWARF CFI for
+ * a function that starts with addi sp,sp,-16; sd ra,8(sp); sd s0,0(sp);
+ * addi s0,sp,16, uncompressed (psABI DWARF numbers: ra 1, sp 2, s0 8;
+ * code alignment 1, as GCC emits, so advances count bytes). */
+#define WXJ_ARCH_ELF_MACHINE 243
+#define WXJ_CFI_CODE_ALIGN 1
+#define WXJ_CFI_DATA_ALIGN (-8)
+#define WXJ_CFI_RA_REG 1
+/* At entry: CFA = sp, the return address in ra itself. */
+#define WXJ_CFI_CIE_INSNS 0x0c, 0x02, 0x00
+/* Each 4 bytes on: CFA = sp + 16; ra at CFA - 8; s0 at CFA - 16;
+ * CFA = s0 + 0. */
+#define WXJ_CFI_FP_INSNS 0x44, 0x0e, 0x10, 0x44, 0x81, 0x01, 0x44, 0x88, 0x02, 0x44, 0x0c, 0x08, 0x00
+#define WXJ_CFI_FP_PROLOGUE 0x13, 0x01, 0x01, 0xff, 0x23, 0x34, 0x11, 0x00, 0x23, 0x30, 0x81, 0x00, 0x13, 0x04, 0x01, 0x01
+
 #endif

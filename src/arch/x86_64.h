@@ -57,4 +57,19 @@ static inline size_t wxj_arch_emit_return(uint8_t *p, uint32_t v)
     return 6;
 }
 
+/* ---- unwind information (observe/eh_frame.c) ----------------------------
+ * The ELF machine (EM_X86_64) for perf's jitdump header, and DWARF CFI for
+ * a function that starts with push %rbp; mov %rsp,%rbp (the System V
+ * psABI's DWARF register numbers: rsp 7, rbp 6, return address 16). */
+#define WXJ_ARCH_ELF_MACHINE 62
+#define WXJ_CFI_CODE_ALIGN 1
+#define WXJ_CFI_DATA_ALIGN (-8)
+#define WXJ_CFI_RA_REG 16
+/* At entry: CFA = rsp + 8, return address at CFA - 8. */
+#define WXJ_CFI_CIE_INSNS 0x0c, 0x07, 0x08, 0x90, 0x01
+/* After the push (1 byte): CFA = rsp + 16, rbp saved at CFA - 16; after
+ * the mov (3 bytes): CFA = rbp + 16. */
+#define WXJ_CFI_FP_INSNS 0x41, 0x0e, 0x10, 0x86, 0x02, 0x43, 0x0d, 0x06
+#define WXJ_CFI_FP_PROLOGUE 0x55, 0x48, 0x89, 0xe5
+
 #endif

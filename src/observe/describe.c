@@ -1,0 +1,350 @@
+/* Describing code (wxjit_describe): the name and unwind information of a
+ * live function, handed to the tools its heap reports to, kept in a slot
+ * of its chunk by start granule and retracted when the function is freed,
+ * before its space can be reused: a later function at the same address
+ * never inherits the description.
+ *
+ * A slot goes NULL -> pending (the description's address | 1, while its
+ * records are written) -> the description; a free takes whatever is there
+ * with one exchange. A free that takes a pending description leaves it to
+ * its describer, whose pending -> settled exchange then fails: the
+ * describer retracts it itself. Describe and free order their slot and
+ * start-bit accesses with full fences (as patches and frees do in
+ * code.c), so either the describer sees the free's claim or the free sees
+ * the slot. */
+#define _GNU_SOURCE /* strnlen, strdup */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../internal.h"
+
+#define PENDING 1u
+
+static void desc_free(struct wxj_desc *d)
+{
+    free(d->name);
+    free(d->cfi);
+    free(d);
+}
+
+/* The tools are told that d's function is gone, and d is released;
+ * all: every description of the heap goes (its destruction). */
+static void retract(const struct wxjit_heap *heap, struct wxj_desc *d,
+                    bool all)
+{
+    if (heap->sinks & WXJ_SINK_JITDUMP)
+        wxj_jitdump_freed(d);
+    wxj_gdb_remove(d, !all);
+    wxj_unwind_deregister(d);
+    desc_free(d);
+}
+
+/* ---- which tools ---------------------------------------------------------- */
+/* A variable of 1 (sink on) or 0 (nothing). */
+static int switch_from_env(const char *name, unsigned sink, unsigned *sinks)
+{
+    const char *env = getenv(name);
+    if (!env || !*env || !strcmp(env, "0"))
+        return 0;
+    if (strcmp(env, "1"))
+        return EINVAL;
+    *sinks |= sink;
+    return 0;
+}
+
+/* WXJIT_GDB, WXJIT_UNWIND, and WXJIT_PERF: a comma-separated list of map,
+ * jitdump, off. */
+static int sinks_from_env(unsigned *sinks)
+{
+    int err = switch_from_env("WXJIT_GDB", WXJ_SINK_GDB, sinks);
+    const char *env = getenv("WXJIT_PERF");
+    if (err == 0)
+        err = switch_from_env("WXJIT_UNWIND", WXJ_SINK_UNWIND, sinks);
+    if (err)
+        return err;
+    while (env && *env) {
+        size_t n = strcspn(env, ",");
+        if (n == 3 && !strncmp(env, "map", 3))
+            *sinks |= WXJ_SINK_PERF_MAP;
+        else if (n == 7 && !strncmp(env, "jitdump", 7))
+            *sinks |= WXJ_SINK_JITDUMP;
+        else if (!(n == 3 && !strncmp(env, "off", 3)))
+            return EINVAL;
+        env += n + (env[n] == ',');
+    }
+    return 0;
+}
+
+int wxj_sinks_choose(unsigned flags, unsigned *out)
+{
+    unsigned sinks = (flags & WXJIT_HEAP_PERF_MAP ? WXJ_SINK_PERF_MAP : 0) |
+                     (flags & WXJIT_HEAP_JITDUMP ? WXJ_SINK_JITDUMP : 0) |
+                     (flags & WXJIT_HEAP_GDB ? WXJ_SINK_GDB : 0) |
+                     (flags & WXJIT_HEAP_UNWIND ? WXJ_SINK_UNWIND : 0);
+    int err = sinks_from_env(&sinks);
+    if (err == 0 && (sinks & WXJ_SINK_GDB))
+        err = wxj_gdb_usable();
+    if (err == 0)
+        *out = sinks;
+    return err;
+}
+
+/* ---- slot tables ---------------------------------------------------------- */
+int wxj_desc_table_new(struct wxj_chunk *chunk)
+{
+    /* calloc of this size maps zero pages: memory only where code is
+     * described. */
+    chunk->desc = calloc(chunk->ngranules, sizeof(*chunk->desc));
+    return chunk->desc ? 0 : ENOMEM;
+}
+
+void wxj_desc_table_free(struct wxj_chunk *chunk)
+{
+    if (!chunk->desc)
+        return;
+    /* The heap is being destroyed: its code goes with it (no operation
+     * runs, so nothing is pending). Only live functions have
+     * descriptions: their start bits lead to them, without reading (and
+     * faulting in) the whole table. */
+    for (size_t w = 0; w * 64 < chunk->ngranules; w++) {
+        uint64_t bits = atomic_load_explicit(&chunk->start[w],
+                                             memory_order_relaxed);
+        for (; bits; bits &= bits - 1) {
+            size_t g = w * 64 + (size_t)__builtin_ctzll(bits);
+            struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
+                                                      memory_order_relaxed);
+            if (d)
+                retract(chunk->heap, d, true);
+        }
+    }
+    free((void *)chunk->desc);
+    chunk->desc = NULL;
+}
+
+void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,
+                          size_t g)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* after the claim */
+    struct wxj_desc *d = atomic_exchange(&chunk->desc[g], NULL);
+    if (d && !((uintptr_t)d & PENDING))
+        retract(heap, d, false); /* pending: its describer does */
+}
+
+/* ---- wxjit_describe and wxjit_describe_batch ----------------------------- */
+static int check_name(const char *name)
+{
+    size_t n = name ? strnlen(name, WXJIT_NAME_MAX + 1) : 0;
+    if (n == 0 || n > WXJIT_NAME_MAX)
+        return EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return EINVAL;
+    return 0;
+}
+
+static int check_info(const wxjit_code_info *info)
+{
+    if (!info || info->size < sizeof(*info) || check_name(info->name) ||
+        (info->flags & ~(unsigned)WXJIT_DESCRIBE_FRAME_POINTER) ||
+        (!info->eh_frame != !info->eh_frame_size) ||
+        (info->eh_frame && (info->flags & WXJIT_DESCRIBE_FRAME_POINTER)))
+        return EINVAL;
+    return 0;
+}
+
+/* The committed bytes of the live function at exec, or 0. */
+static size_t live_size(struct wxj_chunk *c, const uint8_t *exec, size_t *g)
+{
+    if (!c || (uintptr_t)(exec - c->base) % WXJ_GRANULE)
+        return 0;
+    *g = wxj_granule_of(c, exec);
+    if (!wxj_block_live(c, *g))
+        return 0;
+    return wxj_block_extent(c, *g) * WXJ_GRANULE -
+           atomic_load_explicit(&c->slack[*g], memory_order_relaxed);
+}
+
+/* The description of the live function at exec, checked (its unwind
+ * information against its bytes), not yet in its slot. */
+static int make_desc(struct wxjit_heap *heap, const uint8_t *exec,
+                     const wxjit_code_info *info, struct wxj_desc **out)
+{
+    struct wxj_chunk *c = wxj_chunk_find(heap, exec);
+    struct wxj_cfi *cfi = NULL;
+    size_t g, size = live_size(c, exec, &g);
+    int err = size ? 0 : EINVAL;
+    if (err == 0 && (info->flags & WXJIT_DESCRIBE_FRAME_POINTER))
+        err = wxj_cfi_frame_pointer(exec, size, &cfi);
+    else if (err == 0 && info->eh_frame)
+        err = wxj_cfi_parse(info->eh_frame, info->eh_frame_size, size, &cfi);
+    if (err)
+        return err;
+    struct wxj_desc *d = malloc(sizeof(*d));
+    char *name = strdup(info->name);
+    if (!d || !name) {
+        free(d);
+        free(name);
+        free(cfi);
+        return ENOMEM;
+    }
+    *d = (struct wxj_desc){exec, size, name, cfi, c, g, NULL, 0, NULL};
+    *out = d;
+    return 0;
+}
+
+static struct wxj_desc *pending_of(struct wxj_desc *d)
+{
+    return (struct wxj_desc *)((uintptr_t)d | PENDING);
+}
+
+/* Claims d's slot (pending), writes its records to perf's files and
+ * registers its unwind information. On failure nothing stays but a perf
+ * map line (the format has no retraction). */
+static int begin(struct wxjit_heap *heap, struct wxj_desc *d)
+{
+    struct wxj_desc *expect = NULL;
+    _Atomic(struct wxj_desc *) *slot = &d->chunk->desc[d->granule];
+    if (!atomic_compare_exchange_strong(slot, &expect, pending_of(d)))
+        return EBUSY;
+    atomic_thread_fence(memory_order_seq_cst); /* before the live check */
+    bool dumped = false;
+    int err = wxj_block_live(d->chunk, d->granule) ? 0 : EINVAL;
+    if (err == 0 && (heap->sinks & WXJ_SINK_PERF_MAP))
+        err = wxj_perf_map_load(d);
+    if (err == 0 && (heap->sinks & WXJ_SINK_JITDUMP))
+        dumped = !(err = wxj_jitdump_load(d));
+    if (err == 0 && (heap->sinks & WXJ_SINK_UNWIND) && d->cfi)
+        err = wxj_unwind_register(d);
+    if (err) {
+        if (dumped)
+            wxj_jitdump_freed(d);
+        expect = pending_of(d); /* a free may have taken it: either way */
+        atomic_compare_exchange_strong(slot, &expect, NULL);
+    }
+    return err;
+}
+
+/* d was begun: it leaves its slot (if a free has not taken it) and the
+ * tools that have it. */
+static void undo(struct wxjit_heap *heap, struct wxj_desc *d)
+{
+    struct wxj_desc *expect = pending_of(d);
+    atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
+                                   NULL);
+    retract(heap, d, false);
+}
+
+/* d's records are all written: it takes its slot, unless its function was
+ * freed meanwhile (the free took the pending description and left it
+ * here), and then goes at once. */
+static void settle(struct wxjit_heap *heap, struct wxj_desc *d)
+{
+    struct wxj_desc *expect = pending_of(d);
+    if (!atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
+                                        d))
+        retract(heap, d, false);
+}
+
+static int describe(struct wxjit_heap *heap, void *const *exec,
+                    const wxjit_code_info *info, size_t count,
+                    struct wxj_desc **d)
+{
+    size_t made = 0, begun = 0;
+    int err = 0;
+    while (made < count && !err)
+        if (!(err = make_desc(heap, exec[made], &info[made], &d[made])))
+            made++;
+    if (!heap->sinks) /* checked; no tool wants them */
+        goto release;
+    while (begun < made && !err)
+        if (!(err = begin(heap, d[begun])))
+            begun++;
+    if (!err && (heap->sinks & WXJ_SINK_GDB))
+        err = wxj_gdb_register(d, count);
+    if (err) {
+        for (size_t i = 0; i < begun; i++)
+            undo(heap, d[i]);
+        made -= begun; /* released by undo */
+        d += begun;
+        goto release;
+    }
+    for (size_t i = 0; i < count; i++)
+        settle(heap, d[i]);
+    return 0;
+release:
+    for (size_t i = 0; i < made; i++)
+        desc_free(d[i]);
+    return err;
+}
+
+int wxjit_describe_batch(wxjit_heap *heap, void *const *exec,
+                         const wxjit_code_info *info, size_t count)
+{
+    struct wxj_pool *pool;
+    if (!wxj_heap_ok(heap) || !exec || !info || count == 0 ||
+        count > SIZE_MAX / sizeof(struct wxj_desc *))
+        return EINVAL;
+    for (size_t i = 0; i < count; i++)
+        if (!exec[i] || check_info(&info[i]))
+            return EINVAL;
+    struct wxj_desc *one, **d = count == 1 ? &one : malloc(count * sizeof(*d));
+    if (!d)
+        return ENOMEM;
+    int err = wxj_op_begin(heap, &pool);
+    if (err == 0) {
+        err = describe(heap, exec, info, count, d);
+        wxj_op_end(heap, pool, err);
+    }
+    if (d != &one)
+        free(d);
+    return err;
+}
+
+int wxjit_describe(wxjit_heap *heap, void *exec, const wxjit_code_info *info)
+{
+    return wxjit_describe_batch(heap, &exec, info, 1);
+}
+
+/* ---- fork ----------------------------------------------------------------- */
+void wxj_observe_fork_prepare(void)
+{
+    wxj_perf_map_fork_prepare();
+    wxj_jitdump_fork_prepare();
+    wxj_gdb_fork_prepare();
+}
+
+void wxj_observe_fork_parent(void)
+{
+    wxj_gdb_fork_release();
+    wxj_jitdump_fork_parent();
+    wxj_perf_map_fork_parent();
+}
+
+/* In a fork child: d's records in the child's own files (gdb's list is
+ * in memory: the child has it already). */
+static void replay(const struct wxjit_heap *heap, const struct wxj_desc *d)
+{
+    if (heap->sinks & WXJ_SINK_PERF_MAP)
+        wxj_perf_map_load(d);
+    if (heap->sinks & WXJ_SINK_JITDUMP)
+        wxj_jitdump_load(d);
+}
+
+void wxj_observe_after_fork(struct wxjit_heap *heaps)
+{
+    wxj_gdb_fork_release();
+    wxj_perf_map_after_fork();
+    wxj_jitdump_after_fork();
+    /* Only this thread lives and no operation is under way: every slot is
+     * settled. The child's files start with the code it inherited. */
+    for (struct wxjit_heap *h = heaps; h; h = h->live_next)
+        for (struct wxj_chunk *c = h->sinks ? h->chunks : NULL; c;
+             c = c->next)
+            for (size_t g = 0; g < c->ngranules; g++) {
+                struct wxj_desc *d = atomic_load_explicit(
+                    &c->desc[g], memory_order_relaxed);
+                if (d)
+                    replay(h, d);
+            }
+}
