@@ -10,26 +10,8 @@
 #include <stdbool.h>
 
 #include "emit_frames.h"
+#include "foreign_jit.h" /* its definitions: foreign_jit.c */
 #include "wxtest.h"
-
-struct jit_code_entry {
-    struct jit_code_entry *next_entry, *prev_entry;
-    const char *symfile_addr;
-    uint64_t symfile_size;
-};
-
-struct jit_descriptor {
-    uint32_t version, action_flag;
-    struct jit_code_entry *relevant_entry, *first_entry;
-};
-
-__attribute__((noinline)) void __jit_debug_register_code(void);
-void __jit_debug_register_code(void)
-{
-    __asm__ __volatile__("" ::: "memory");
-}
-
-struct jit_descriptor __jit_debug_descriptor = {1, 0, NULL, NULL};
 
 int main(int argc, char **argv)
 {
