@@ -73,10 +73,13 @@ check_arch() {
     echo "== $arch: build ($("$arch-linux-gnu-gcc" --version | head -1))"
     cmake --build "$dir" -j"$JOBS"
     echo "== $arch: $("qemu-$arch" --version | head -1)"
+    # procmem first: under qemu-user every procmem test skips, and a
+    # ctest run whose closing line counts no executed test must not be
+    # the log's last (CI reads the last runner verdict as "ran no test").
+    run_set "$arch" "procmem" "$dir" -L procmem
+    run_set "$arch" "dualmap" "$dir" -L dualmap
     run_set "$arch" "no-backend" "$dir" -LE 'toggle|dualmap|procmem'
     run_set "$arch" "toggle" "$dir" -L toggle
-    run_set "$arch" "dualmap" "$dir" -L dualmap
-    run_set "$arch" "procmem" "$dir" -L procmem
     echo "== $arch: check-sljit (sljit's own tests on wxjit)"
     local rc=0
     SLJIT_CROSS=$arch bash tools/check-sljit.sh "$dir" || rc=$?
