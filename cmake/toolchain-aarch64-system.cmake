@@ -5,3 +5,5 @@
 include(${CMAKE_CURRENT_LIST_DIR}/toolchain-aarch64.cmake)
 unset(CMAKE_CROSSCOMPILING_EMULATOR)
 set(CMAKE_EXE_LINKER_FLAGS_INIT -static)
+# No shared libwxjit to link test programs with (tests/CMakeLists.txt).
+set(WXJIT_STATIC_PROGRAMS ON)

@@ -345,28 +345,32 @@ static void check_growth(const char *what, int before, wxjit_heap *h)
 
 static void test_mappings(void)
 {
-    enum { N = 100000 };
-    void **f = calloc(N, sizeof(*f)); /* allocated before counting */
+    const int n = wxtest_rounds(100000);
+    char what[64];
+    enum { SLOTS = 2000 }; /* the churn's, below */
+    /* Allocated before counting; the churn below reuses it. */
+    void **f = calloc((size_t)(n > SLOTS ? n : SLOTS), sizeof(*f));
     CHECK(f, "calloc");
     wxjit_heap *h = heap_new(0, 0);
     int before = wxtest_mapping_count();
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         f[i] = install_int(h, i);
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         expect_returns(f[i], i);
-    check_growth("100,000 installs", before, h);
+    snprintf(what, sizeof(what), "%d installs", n);
+    check_growth(what, before, h);
     CHECK_OK(wxjit_heap_destroy(h));
 
     /* Churn: mixed sizes (some over two pages), frees, reservations that
      * commit less than they reserved, aborts, in-place reservations; in
      * 256 KiB chunks so that the churn spans several. */
-    enum { SLOTS = 2000, OPS = 60000 };
+    const int ops = wxtest_rounds(60000);
     int32_t *val = calloc(SLOTS, sizeof(*val));
     CHECK(val, "calloc");
     memset(f, 0, SLOTS * sizeof(*f));
     h = heap_new(256 * 1024, 0);
     before = wxtest_mapping_count();
-    for (int i = 0; i < OPS; i++) {
+    for (int i = 0; i < ops; i++) {
         int k = (int)(rng() % SLOTS);
         if (f[k]) {
             expect_returns(f[k], val[k]);
@@ -396,7 +400,8 @@ static void test_mappings(void)
     for (int k = 0; k < SLOTS; k++)
         if (f[k])
             expect_returns(f[k], val[k]);
-    check_growth("60,000 churn operations (256 KiB chunks)", before, h);
+    snprintf(what, sizeof(what), "%d churn operations (256 KiB chunks)", ops);
+    check_growth(what, before, h);
     CHECK_OK(wxjit_heap_destroy(h));
     free(val);
     free(f);

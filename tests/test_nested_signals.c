@@ -50,9 +50,9 @@ static void *storm_installer(void *arg)
     struct storm *s = arg;
     void *f[8] = {0};
     /* Not done before signals have arrived, however fast the backend. */
+    const int rounds = wxtest_rounds(STORM_ROUNDS);
     for (int i = 0;
-         i < STORM_ROUNDS || atomic_load(&storm_signals) < STORM_INSTALLERS;
-         i++) {
+         i < rounds || atomic_load(&storm_signals) < STORM_INSTALLERS; i++) {
         int k = i % 8;
         if (f[k]) {
             CHECK_EQ(as_fn(f[k])(), k + i - 8);
@@ -131,7 +131,8 @@ static void test_storm(void)
     printf("  SIGALRM storm: %lu sent, %lu handled inside %d installers' "
            "install/patch/free loops (%d rounds each), handlers ran code "
            "being patched: all calls succeeded, all values right\n",
-           sent, atomic_load(&storm_signals), STORM_INSTALLERS, STORM_ROUNDS);
+           sent, atomic_load(&storm_signals), STORM_INSTALLERS,
+           wxtest_rounds(STORM_ROUNDS));
 }
 
 /* ---- signal handlers running JIT code inside the fault handler -----------

@@ -215,6 +215,8 @@ int main(int argc, char **argv)
     if (wxtest_valgrind() || wxtest_emulator())
         wxtest_skip_all("test_perf", "perf does not sample an emulated "
                                      "program's JIT code as such");
+    if (access("/bin/sh", X_OK) != 0) /* an initramfs of test programs */
+        wxtest_skip_all("test_perf", "no /bin/sh to run perf with");
     CHECK(mkdtemp(dir), "mkdtemp: %s", strerror(errno));
     const char *why = perf_unusable();
     char cleanup[128];

@@ -44,13 +44,6 @@ static void *patch_target(void *arg)
     return NULL;
 }
 
-/* Valgrind runs one thread at a time, each call a hundred times slower:
- * a fiftieth of the rounds still races every pair many times. */
-static int rounds(int native)
-{
-    return wxtest_valgrind() ? native / 50 : native;
-}
-
 static void check_traps(const uint8_t *p, size_t n, int round)
 {
     for (size_t i = 0; i < n; i++)
@@ -65,7 +58,7 @@ static void test_patch_vs_free(void)
     emit_nops(code, sizeof(code) - EMIT_RETURN_INT_SIZE);
     emit_return_int(code + sizeof(code) - EMIT_RETURN_INT_SIZE, 1);
     pthread_t t = wxtest_spawn(patch_target, &p);
-    for (int i = 0; i < rounds(ROUNDS); i++) {
+    for (int i = 0; i < wxtest_rounds(ROUNDS); i++) {
         uint8_t *f;
         CHECK_OK(wxjit_install(p.heap, code, sizeof(code), 0, (void **)&f));
         atomic_store(&p.target, f);
@@ -85,7 +78,7 @@ static void test_patch_vs_free(void)
     wxtest_join(t);
     printf("  %d frees racing patches of the same function: freed space "
            "always traps (%llu patches landed first, %llu refused)\n",
-           rounds(ROUNDS), (unsigned long long)atomic_load(&p.landed),
+           wxtest_rounds(ROUNDS), (unsigned long long)atomic_load(&p.landed),
            (unsigned long long)atomic_load(&p.refused));
     CHECK_OK(wxjit_heap_destroy(p.heap));
 }
@@ -127,7 +120,7 @@ static void test_foreign_commit(void)
     struct intruder in = {.heap = wxtest_heap_of(WXJIT_BACKEND_AUTO),
                           .lock = PTHREAD_MUTEX_INITIALIZER};
     pthread_t t = wxtest_spawn(commit_foreign, &in);
-    for (int i = 0; i < rounds(FOREIGN_ROUNDS); i++) {
+    for (int i = 0; i < wxtest_rounds(FOREIGN_ROUNDS); i++) {
         wxjit_reservation r;
         CHECK_OK(wxjit_reserve(in.heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &r));
         size_t used = emit_return_int(r.write, i);
@@ -154,13 +147,13 @@ static void test_foreign_commit(void)
     }
     atomic_store(&in.stop, true);
     wxtest_join(t);
-    CHECK(atomic_load(&in.refused) >= (uint64_t)rounds(FOREIGN_ROUNDS),
+    CHECK(atomic_load(&in.refused) >= (uint64_t)wxtest_rounds(FOREIGN_ROUNDS),
           "the race did not happen: %llu foreign commits refused",
           (unsigned long long)atomic_load(&in.refused));
     printf("  %d in-place commits by their owner while another thread's "
            "commits of them were refused (%llu EPERM): every owner's "
            "commit succeeded\n",
-           rounds(FOREIGN_ROUNDS),
+           wxtest_rounds(FOREIGN_ROUNDS),
            (unsigned long long)atomic_load(&in.refused));
     CHECK_OK(wxjit_heap_destroy(in.heap));
 }

@@ -82,7 +82,7 @@ static void steady(const char *what, wxjit_heap *h, bool on_demand)
 {
     pthread_barrier_t go;
     CHECK_OK(pthread_barrier_init(&go, NULL, 3));
-    int rounds = on_demand ? ROUNDS / 10 : ROUNDS;
+    int rounds = wxtest_rounds(on_demand ? ROUNDS / 10 : ROUNDS);
     struct churn c[2] = {{h, 11, rounds, &go}, {h, 22, rounds, &go}};
     pthread_t t[2] = {wxtest_spawn(churn_thread, &c[0]),
                       wxtest_spawn(churn_thread, &c[1])};
@@ -379,8 +379,7 @@ static void test_free_vs_commit(void)
     void *ballast = wxtest_install_int(fr.heap, 1);
     uint64_t ballast_bytes = wxtest_stats_of(fr.heap).bytes_live;
     pthread_t t = wxtest_spawn(free_target, &fr);
-    /* Valgrind runs one thread at a time: fewer rounds race as often. */
-    int rounds = wxtest_valgrind() ? FREE_RACE_ROUNDS / 20 : FREE_RACE_ROUNDS;
+    int rounds = wxtest_rounds(FREE_RACE_ROUNDS);
     for (int i = 0; i < rounds; i++) {
         wxjit_reservation r;
         CHECK_OK(wxjit_reserve(fr.heap, 256, 0, 0, &r));

@@ -115,6 +115,34 @@ static inline const char *wxtest_tool(void)
 #endif
 }
 
+/* How many times slower than a native run each round of a test's loops is
+ * here. Loops that race threads, or repeat work until something rare
+ * happens, run wxtest_rounds(N) times instead of N, so that a slow tool
+ * spends about as long on them as a native run does rather than a hundred
+ * times longer. Valgrind (one thread at a time, each call ~100x slower):
+ * 50. A run under full-system emulation (make check-arm64-system) sets
+ * WXTEST_SLOWDOWN; a value that is not a whole number >= 1 fails the
+ * test rather than silently running the native counts. */
+static inline long wxtest_slowdown(void)
+{
+    const char *env = getenv("WXTEST_SLOWDOWN");
+    if (env && *env) {
+        char *end;
+        long v = strtol(env, &end, 10);
+        CHECK(*end == 0 && v >= 1,
+              "WXTEST_SLOWDOWN=%s: not a whole number >= 1", env);
+        return v;
+    }
+    return wxtest_valgrind() ? 50 : 1;
+}
+
+/* N rounds scaled by wxtest_slowdown(), at least 1. */
+static inline int wxtest_rounds(int native)
+{
+    long n = native / wxtest_slowdown();
+    return n > 0 ? (int)n : 1;
+}
+
 /* ASan and TSan install a SIGSEGV handler and an alternate signal stack
  * for every thread before main: a fault wxjit forwards reaches their
  * report, not the default action, and no thread is without an alternate

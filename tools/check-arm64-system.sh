@@ -16,9 +16,12 @@
 # at once in the guest, default 1: two at once on 2 vCPUs made the tests
 # whose threads spin on each other time out, at 300 s, instead of taking
 # about 50), ARM64_SYSTEM_TIMEOUT_SCALE (each test's ctest timeout is
-# multiplied by it in the guest, default 3),
-# ARM64_SYSTEM_TIMEOUT (seconds for the whole boot, default 3000: the
-# suite took 1080-1330 s on a 2-core host busy with other work, load ~10),
+# multiplied by it in the guest, default 3), ARM64_SYSTEM_SLOWDOWN (the
+# tests' WXTEST_SLOWDOWN: their stress loops run that many times fewer
+# rounds, default 50, as under Valgrind; 1 runs native counts, which took
+# 1080-1330 s in all), ARM64_SYSTEM_TIMEOUT (seconds for the whole boot,
+# default 3000), ARM64_SYSTEM_TESTS (a ctest -R regular expression: only
+# the tests it matches, for a developer chasing one; default all),
 # ARM64_KERNEL (an arm64 kernel Image to boot instead of Debian's).
 # As root, installs what is missing with apt-get (adding the arm64
 # architecture to fetch the kernel package, which is unpacked in the build
@@ -33,6 +36,8 @@ JOBS=${ARM64_SYSTEM_JOBS:-2}
 CPUS=${ARM64_SYSTEM_CPUS:-2}
 GUEST_JOBS=${ARM64_SYSTEM_GUEST_JOBS:-1}
 TIMEOUT_SCALE=${ARM64_SYSTEM_TIMEOUT_SCALE:-3}
+SLOWDOWN=${ARM64_SYSTEM_SLOWDOWN:-50}
+TESTS=${ARM64_SYSTEM_TESTS:-}
 TIMEOUT=${ARM64_SYSTEM_TIMEOUT:-3000}
 CROSS=aarch64-linux-gnu
 
@@ -92,9 +97,11 @@ build() {
 # rewriting), plus each test's working directory.
 pack() {
     local root=$DIR/initramfs f
-    (cd "$DIR" && ctest --show-only=json-v1) >"$DIR/tests.json"
+    (cd "$DIR" && ctest --show-only=json-v1 ${TESTS:+-R "$TESTS"}) \
+        >"$DIR/tests.json"
     cmake -DJSON="$DIR/tests.json" -DOUT="$DIR/manifest" -DJOBS="$GUEST_JOBS" \
-        -DTIMEOUT_SCALE="$TIMEOUT_SCALE" -DLABELS="$DIR/labels" -P tools/guest-manifest.cmake
+        -DTIMEOUT_SCALE="$TIMEOUT_SCALE" -DSLOWDOWN="$SLOWDOWN" \
+        -DLABELS="$DIR/labels" -P tools/guest-manifest.cmake
     rm -rf "$root"
     mkdir -p "$root/wxsys"
     cp "$DIR/guest-init" "$root/init"

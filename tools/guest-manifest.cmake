@@ -5,15 +5,17 @@
 # tool: the build needs CMake anyway.
 #
 #   cmake -DJSON=tests.json -DOUT=manifest -DJOBS=1 -DTIMEOUT_SCALE=3 \
-#         -DLABELS=labels -P tools/guest-manifest.cmake
+#         -DSLOWDOWN=50 -DLABELS=labels -P tools/guest-manifest.cmake
 #
 # Every timeout is ctest's (TIMEOUT, else the 120 s of check-cross's
 # --timeout) times TIMEOUT_SCALE: the guest runs the tests under TCG, at
 # about a hundredth of native speed on a busy 2-core host; a timeout is a
 # bound on a hang, not a check, so scaling it weakens no test.
+# SLOWDOWN reaches every test as WXTEST_SLOWDOWN (tests/wxtest_core.h):
+# the stress loops run that many times fewer rounds, as under Valgrind.
 # LABELS gets one line per test: "NAME LABEL" (LABEL "-" without one).
 cmake_minimum_required(VERSION 3.19) # string(JSON)
-foreach(var JSON OUT JOBS TIMEOUT_SCALE LABELS)
+foreach(var JSON OUT JOBS TIMEOUT_SCALE SLOWDOWN LABELS)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "guest-manifest.cmake: -D${var}= is missing")
   endif()
@@ -26,7 +28,7 @@ set(labels "")
 math(EXPR last "${ntests} - 1")
 foreach(i RANGE ${last})
   string(JSON name GET "${json}" tests ${i} name)
-  string(APPEND manifest "test ${name}\n")
+  string(APPEND manifest "test ${name}\nenv WXTEST_SLOWDOWN=${SLOWDOWN}\n")
   set(label "-")
   set(timeout 120)
   string(JSON nprops LENGTH "${json}" tests ${i} properties)
