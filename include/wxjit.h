@@ -487,7 +487,8 @@ WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
  *                (nothing changed: the function stays live);
  *         other  errno of a failed mprotect (nothing changed; as for
  *                wxjit_patch).
- * Thread-safe. Not async-signal-safe. */
+ * Thread-safe (a free of a function that another thread is describing
+ * waits for that wxjit_describe to return). Not async-signal-safe. */
 WXJIT_API int wxjit_free(wxjit_heap *heap, void *exec);
 
 /* ---- describing code: profilers, debuggers, unwinders ----------------- */
@@ -559,7 +560,9 @@ typedef struct wxjit_code_info {
  *                 its "wxjit:freed" record, a perf map line stays).
  * Thread-safe: many threads may describe and free concurrently (a
  * describe racing the free of the same function either fails with EINVAL
- * or is retracted by that free). Not async-signal-safe. */
+ * or is retracted by that free, which waits for it to finish so that the
+ * space is reused only once the description is whole and retracted). Not
+ * async-signal-safe. */
 WXJIT_API int wxjit_describe(wxjit_heap *heap, void *exec,
                              const wxjit_code_info *info);
 

@@ -650,6 +650,10 @@ struct wxj_desc {
 /* The tools heap_create turns on: from the flags and the environment;
  * EINVAL for a bad value. */
 int wxj_sinks_choose(unsigned flags, unsigned *sinks);
+/* A free has claimed the block at granule g of chunk: it waits until no
+ * describer has the block's slot pending (the function stays put until
+ * its description is whole or given up). */
+void wxj_describe_wait(struct wxj_chunk *chunk, size_t g);
 /* A free of the block at granule g of chunk succeeded: its description
  * (if any) goes. */
 void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,
