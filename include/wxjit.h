@@ -145,9 +145,10 @@ enum {
      * and a JIT_CODE_LOAD named "wxjit:freed" over a described function's
      * bytes at its free, so that perf never gives its name to later code
      * at that address (jitdump has no unload; a later load wins). The
-     * file is mapped once read+exec (never writable, allowed under W^X
-     * policies) so that perf record sees it; where that mapping is
-     * refused (a noexec mount) the heap's creation fails with its errno. */
+     * file is created, and mapped once read+exec (never writable, allowed
+     * under W^X policies) so that perf record sees it, at the process's
+     * first description; where either is refused (a noexec mount: EPERM)
+     * that wxjit_describe fails with its errno. */
     WXJIT_HEAP_JITDUMP = 1u << 5,
     /* gdb's JIT interface (__jit_debug_descriptor and
      * __jit_debug_register_code, defined by wxjit as gdb's manual
