@@ -105,14 +105,14 @@ int wxj_desc_table_new(struct wxj_chunk *chunk)
     return chunk->desc ? 0 : ENOMEM;
 }
 
-void wxj_desc_table_free(struct wxj_chunk *chunk)
+/* fn for each description of chunk, while no operation runs (nothing is
+ * pending). Only live functions have descriptions: their start bits lead
+ * to them, without reading (and faulting in) the whole table, which for
+ * a 1 GiB chunk is 512 MiB. */
+static void each_description(struct wxj_chunk *chunk,
+                             void (*fn)(const struct wxjit_heap *heap,
+                                        struct wxj_desc *d))
 {
-    if (!chunk->desc)
-        return;
-    /* The heap is being destroyed: its code goes with it (no operation
-     * runs, so nothing is pending). Only live functions have
-     * descriptions: their start bits lead to them, without reading (and
-     * faulting in) the whole table. */
     for (size_t w = 0; w * 64 < chunk->ngranules; w++) {
         uint64_t bits = atomic_load_explicit(&chunk->start[w],
                                              memory_order_relaxed);
@@ -121,9 +121,22 @@ void wxj_desc_table_free(struct wxj_chunk *chunk)
             struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
                                                       memory_order_relaxed);
             if (d)
-                retract(chunk->heap, d, true);
+                fn(chunk->heap, d);
         }
     }
+}
+
+static void retract_all(const struct wxjit_heap *heap, struct wxj_desc *d)
+{
+    retract(heap, d, true);
+}
+
+void wxj_desc_table_free(struct wxj_chunk *chunk)
+{
+    if (!chunk->desc)
+        return;
+    /* The heap is being destroyed: its code goes with it. */
+    each_description(chunk, retract_all);
     free((void *)chunk->desc);
     chunk->desc = NULL;
 }
@@ -358,7 +371,7 @@ void wxj_observe_fork_parent(void)
 
 /* In a fork child: d's records in the child's own files (gdb's list is
  * in memory: the child has it already). */
-static void replay(const struct wxjit_heap *heap, const struct wxj_desc *d)
+static void replay(const struct wxjit_heap *heap, struct wxj_desc *d)
 {
     if (heap->sinks & WXJ_SINK_PERF_MAP)
         wxj_perf_map_load(d);
@@ -372,14 +385,10 @@ void wxj_observe_after_fork(struct wxjit_heap *heaps)
     wxj_perf_map_after_fork();
     wxj_jitdump_after_fork();
     /* Only this thread lives and no operation is under way: every slot is
-     * settled. The child's files start with the code it inherited. */
+     * settled. The child's files start with the code it inherited; heaps
+     * that write no file have nothing to replay. */
     for (struct wxjit_heap *h = heaps; h; h = h->live_next)
-        for (struct wxj_chunk *c = h->sinks ? h->chunks : NULL; c;
-             c = c->next)
-            for (size_t g = 0; g < c->ngranules; g++) {
-                struct wxj_desc *d = atomic_load_explicit(
-                    &c->desc[g], memory_order_relaxed);
-                if (d)
-                    replay(h, d);
-            }
+        if (h->sinks & (WXJ_SINK_PERF_MAP | WXJ_SINK_JITDUMP))
+            for (struct wxj_chunk *c = h->chunks; c; c = c->next)
+                each_description(c, replay);
 }
