@@ -136,7 +136,9 @@ enum {
      * installed at the same address (use WXJIT_HEAP_JITDUMP there). perf
      * consults the file for anonymous executable mappings only: dualmap's
      * code is a shared memory object's, whose samples perf (6.1) gives
-     * to that object instead; use WXJIT_HEAP_JITDUMP with dualmap. */
+     * to that object instead; use WXJIT_HEAP_JITDUMP with dualmap. perf
+     * (6.1) skips a line whose name is shorter than 3 bytes: such a
+     * function stays unnamed in its reports (jitdump names it). */
     WXJIT_HEAP_PERF_MAP = 1u << 4,
     /* perf's jitdump file jit-<pid>.dump in $JITDUMPDIR, else the current
      * directory, for `perf record -k mono` and `perf inject --jit`: a
