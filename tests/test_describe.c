@@ -7,6 +7,7 @@
 #include <inttypes.h>
 #include <sched.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "emit_frames.h"
@@ -725,6 +726,62 @@ static void test_fork(void)
            "description it inherited first\n");
 }
 
+/* ---- what another user may plant at the files' names ---------------------
+ * /tmp/perf-<pid>.map is a predictable name in a world-writable directory:
+ * a FIFO there (allowed while fs.protected_fifos is 0) once blocked every
+ * describe for ever when its buffer filled; a hard link to a file of ours
+ * had it overwritten (jitdump truncates). Both are EACCES, promptly. In a
+ * child: its files are opened at its first description. */
+static void record_files_child(void)
+{
+    char path[160], own[160];
+    alarm(10); /* a blocked write: killed by SIGALRM */
+    snprintf(path, sizeof(path), "/tmp/perf-%d.map", getpid());
+    unlink(path);
+    CHECK(mkfifo(path, 0666) == 0, "mkfifo: %s", strerror(errno));
+    wxjit_heap *h = heap_with(WXJIT_HEAP_PERF_MAP);
+    wxjit_code_info info = named("wxjit_test_planted", 0);
+    size_t size;
+    void *f = install_spin(h, 1, &size);
+    CHECK_RET(wxjit_describe(h, f, &info), EACCES);
+    unlink(path);
+    CHECK_OK(wxjit_describe(h, f, &info)); /* now its own file */
+    unlink(path);
+    CHECK_OK(wxjit_heap_destroy(h));
+
+    snprintf(path, sizeof(path), "%s/jit-%d.dump", getenv("JITDUMPDIR"),
+             getpid());
+    snprintf(own, sizeof(own), "%s/own-%d", getenv("JITDUMPDIR"), getpid());
+    FILE *o = fopen(own, "w");
+    CHECK(o && fputs("keep\n", o) >= 0 && fclose(o) == 0, "%s", own);
+    CHECK(link(own, path) == 0, "link: %s", strerror(errno));
+    h = heap_with(WXJIT_HEAP_JITDUMP);
+    f = install_spin(h, 1, &size);
+    CHECK_RET(wxjit_describe(h, f, &info), EACCES);
+    CHECK_EQ(tool_file_size(own), 5);
+    unlink(path);
+    unlink(own);
+    CHECK_OK(wxjit_describe(h, f, &info));
+    CHECK_OK(wxjit_heap_destroy(h));
+    unlink(path);
+    _exit(0);
+}
+
+static void test_record_files(void)
+{
+    pid_t child = fork();
+    CHECK(child >= 0, "fork: %s", strerror(errno));
+    if (child == 0)
+        record_files_child();
+    int status;
+    CHECK(waitpid(child, &status, 0) == child, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
+          WIFEXITED(status) ? "exited" : "killed by signal",
+          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    printf("  planted files: a FIFO at the perf map's name, a hard link at "
+           "jitdump's: EACCES, nothing blocked or overwritten\n");
+}
+
 /* A fork child finds the descriptions it replays through the start bits,
  * not by reading every slot: with a 1 GiB chunk the slot table is 512 MiB
  * that were never touched, 131,072 pages to fault in (seconds, at every
@@ -795,6 +852,8 @@ int main(int argc, char **argv)
         test_fork();
     if (wxtest_selected(argc, argv, "fork_scan"))
         test_fork_scan();
+    if (wxtest_selected(argc, argv, "record_files"))
+        test_record_files();
     unlink(map_path);
     unlink(dump_path);
     rmdir(dir);
