@@ -499,7 +499,7 @@ static void test_threads(void)
  * A batch is long (a record per function): the function it describes
  * first, or last, is freed meanwhile by another thread, whose next
  * install takes the same space at once (its tail's last block). */
-#define OTHERS 10000
+#define OTHERS 4000
 
 struct racing_batch {
     wxjit_heap *h;
