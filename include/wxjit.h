@@ -136,7 +136,9 @@ enum {
      * installed at the same address (use WXJIT_HEAP_JITDUMP there). perf
      * consults the file for anonymous executable mappings only: dualmap's
      * code is a shared memory object's, whose samples perf (6.1) gives
-     * to that object instead; use WXJIT_HEAP_JITDUMP with dualmap. */
+     * to that object instead; use WXJIT_HEAP_JITDUMP with dualmap. perf
+     * (6.1) skips a line whose name is shorter than 3 bytes: such a
+     * function stays unnamed in its reports (jitdump names it). */
     WXJIT_HEAP_PERF_MAP = 1u << 4,
     /* perf's jitdump file jit-<pid>.dump in $JITDUMPDIR, else the current
      * directory, for `perf record -k mono` and `perf inject --jit`: a
@@ -145,9 +147,10 @@ enum {
      * and a JIT_CODE_LOAD named "wxjit:freed" over a described function's
      * bytes at its free, so that perf never gives its name to later code
      * at that address (jitdump has no unload; a later load wins). The
-     * file is mapped once read+exec (never writable, allowed under W^X
-     * policies) so that perf record sees it; where that mapping is
-     * refused (a noexec mount) the heap's creation fails with its errno. */
+     * file is created, and mapped once read+exec (never writable, allowed
+     * under W^X policies) so that perf record sees it, at the process's
+     * first description; where either is refused (a noexec mount: EPERM)
+     * that wxjit_describe fails with its errno. */
     WXJIT_HEAP_JITDUMP = 1u << 5,
     /* gdb's JIT interface (__jit_debug_descriptor and
      * __jit_debug_register_code, defined by wxjit as gdb's manual
@@ -487,7 +490,8 @@ WXJIT_API int wxjit_exec_of(wxjit_heap *heap, const void *addr, void **exec);
  *                (nothing changed: the function stays live);
  *         other  errno of a failed mprotect (nothing changed; as for
  *                wxjit_patch).
- * Thread-safe. Not async-signal-safe. */
+ * Thread-safe (a free of a function that another thread is describing
+ * waits for that wxjit_describe to return). Not async-signal-safe. */
 WXJIT_API int wxjit_free(wxjit_heap *heap, void *exec);
 
 /* ---- describing code: profilers, debuggers, unwinders ----------------- */
@@ -559,7 +563,9 @@ typedef struct wxjit_code_info {
  *                 its "wxjit:freed" record, a perf map line stays).
  * Thread-safe: many threads may describe and free concurrently (a
  * describe racing the free of the same function either fails with EINVAL
- * or is retracted by that free). Not async-signal-safe. */
+ * or is retracted by that free, which waits for it to finish so that the
+ * space is reused only once the description is whole and retracted). Not
+ * async-signal-safe. */
 WXJIT_API int wxjit_describe(wxjit_heap *heap, void *exec,
                              const wxjit_code_info *info);
 

@@ -634,6 +634,9 @@ static int free_code(struct wxjit_heap *heap, struct wxj_pool *pool,
     if (!wxj_bit_clear(chunk->start, g))
         return EINVAL;
     wait_for_patches(heap, chunk, g);
+    /* Before the traps: a describer copies the function's bytes. */
+    if (chunk->desc)
+        wxj_describe_wait(chunk, g);
     size_t n = wxj_block_extent(chunk, g);
     int err = wxj_live_windows_before_free(heap, chunk, g, n * WXJ_GRANULE);
     if (err) {

@@ -370,9 +370,11 @@ void wxj_os_after(enum wxj_os_call kind, void (*fn)(void));
 void wxj_os_forget_tid(void); /* in a fork child */
 int wxj_os_pid(void);
 /* The tools' files (observe/): one opened for appending records (created
- * 0644, close-on-exec, emptied if truncate); a record in one write (EIO
- * if the kernel took only part of it); a read+exec private mapping of a
- * file's first size bytes (never writable: jitdump's marker for perf). */
+ * 0644, close-on-exec, emptied if truncate; EACCES where the name holds
+ * anything but a regular file of this user with no other name); a record
+ * in one write (EIO if the kernel took only part of it); a read+exec
+ * private mapping of a file's first size bytes (never writable: jitdump's
+ * marker for perf). */
 int wxj_os_open_record_file(const char *path, bool truncate, int *fd);
 int wxj_os_write_record(int fd, const void *buf, size_t len);
 int wxj_os_map_marker(int fd, size_t size, void **out);
@@ -650,6 +652,10 @@ struct wxj_desc {
 /* The tools heap_create turns on: from the flags and the environment;
  * EINVAL for a bad value. */
 int wxj_sinks_choose(unsigned flags, unsigned *sinks);
+/* A free has claimed the block at granule g of chunk: it waits until no
+ * describer has the block's slot pending (the function stays put until
+ * its description is whole or given up). */
+void wxj_describe_wait(struct wxj_chunk *chunk, size_t g);
 /* A free of the block at granule g of chunk succeeded: its description
  * (if any) goes. */
 void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,

@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -312,6 +313,23 @@ int wxj_os_open_self_mem(int *fd)
 }
 
 /* ---- the tools' files (observe/): perf's map and jitdump ------------- */
+/* EACCES unless f is a regular file of this user with no other name: what
+ * another user planted at the name first (a FIFO, whose full buffer would
+ * block every record for ever while fs.protected_fifos is 0; a file of
+ * theirs; a hard link to one of ours, which the records would overwrite)
+ * is not written to. */
+static int record_file_ours(int f)
+{
+    struct stat st;
+    if (count_call(WXJ_CALL_OTHER))
+        return errno;
+    if (fstat(f, &st))
+        return errno;
+    return S_ISREG(st.st_mode) && st.st_uid == geteuid() && st.st_nlink == 1
+               ? 0
+               : EACCES;
+}
+
 int wxj_os_open_record_file(const char *path, bool truncate, int *fd)
 {
     if (count_call(WXJ_CALL_OTHER))
@@ -319,13 +337,23 @@ int wxj_os_open_record_file(const char *path, bool truncate, int *fd)
     /* O_APPEND: every record lands at the end, from any thread, in one
      * write; 0644, as perf reads these files as another user may;
      * O_NOFOLLOW: perf's names in /tmp are predictable, and a symbolic
-     * link planted there must not make wxjit write elsewhere. */
-    int f = open(path,
-                 O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW |
-                     (truncate ? O_TRUNC : 0),
-                 0644);
+     * link planted there must not make wxjit write elsewhere; O_NONBLOCK:
+     * nor may a FIFO or device planted there block the open. Truncated
+     * only once known to be ours. */
+    int f =
+        open(path,
+             O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+             0644);
     if (f < 0)
         return errno;
+    int err = record_file_ours(f);
+    if (err == 0 && truncate && (err = count_call(WXJ_CALL_OTHER)) == 0 &&
+        ftruncate(f, 0))
+        err = errno;
+    if (err) {
+        wxj_os_close(f);
+        return err;
+    }
     *fd = f;
     return 0;
 }

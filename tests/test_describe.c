@@ -1,11 +1,14 @@
 /* wxjit_describe and what it writes for perf: argument checks, the
  * unwind information it accepts and how it re-encodes it, perf's map and
  * jitdump files read back record by record while threads describe and
- * free concurrently, address reuse, fork. Run once per backend, under the
- * W^X policy. */
+ * free concurrently, address reuse, a free racing a batch, fork. Run once
+ * per backend, under the W^X policy. */
 #include <dlfcn.h>
 #include <inttypes.h>
+#include <sched.h>
 #include <sys/auxv.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "emit_frames.h"
@@ -493,6 +496,131 @@ static void test_threads(void)
            THREADS, PER_THREAD, reused);
 }
 
+/* ---- a free racing a batch that describes its function ------------------
+ * A batch is long (a record per function): the function it describes
+ * first, or last, is freed meanwhile by another thread, whose next
+ * install takes the same space at once (its tail's last block). */
+#define OTHERS 4000
+
+struct racing_batch {
+    wxjit_heap *h;
+    void *exec[OTHERS + 1];
+    wxjit_code_info info[OTHERS + 1];
+    char names[OTHERS][24];
+    _Atomic int done;
+};
+
+static void *describe_racing_batch(void *arg)
+{
+    struct racing_batch *b = arg;
+    CHECK_OK(wxjit_describe_batch(b->h, b->exec, b->info, OTHERS + 1));
+    atomic_store(&b->done, 1);
+    return NULL;
+}
+
+/* The name of the last jitdump load over addr from offset from on. */
+static char *last_load_at(long from, uintptr_t addr)
+{
+    size_t len;
+    uint8_t *buf = tool_file_read(dump_path, from, &len);
+    size_t max = len / sizeof(struct jd_prefix) + 1;
+    struct jd_record *recs = malloc(max * sizeof(*recs));
+    size_t n = jitdump_records(buf, len, recs, max);
+    char *name = NULL;
+    for (size_t k = 0; k < n; k++)
+        if (recs[k].load && recs[k].load->vma <= addr &&
+            addr < recs[k].load->vma + recs[k].load->code_size) {
+            free(name);
+            name = strdup(recs[k].name);
+        }
+    free(recs);
+    free(buf);
+    return name;
+}
+
+/* Installs the others, then f (the calling thread's last install, so
+ * that its next one reuses f's space), starts the batch with f first (or
+ * last) and returns once the batch has written a record, with the batch
+ * under way (true) or over. */
+static bool start_batch(struct racing_batch *b, bool first, uint8_t **f,
+                        size_t *size, pthread_t *t)
+{
+    size_t at = first ? 0 : OTHERS;
+    for (int i = 0; i < OTHERS; i++) {
+        size_t other;
+        b->exec[i + first] = install_spin(b->h, 1, &other);
+        snprintf(b->names[i], sizeof(b->names[i]), "wxjit_test_other%d", i);
+        b->info[i + first] = named(b->names[i], 0);
+    }
+    *f = install_spin(b->h, 3, size);
+    b->exec[at] = *f;
+    b->info[at] = named("wxjit_test_racing", WXJIT_DESCRIBE_FRAME_POINTER);
+    atomic_store(&b->done, 0);
+    long before = tool_file_size(dump_path);
+    *t = wxtest_spawn(describe_racing_batch, b);
+    while (tool_file_size(dump_path) == before && !atomic_load(&b->done))
+        sched_yield();
+    return !atomic_load(&b->done);
+}
+
+static void free_others(struct racing_batch *b, bool first)
+{
+    for (int i = 0; i < OTHERS; i++)
+        CHECK_OK(wxjit_free(b->h, b->exec[i + first]));
+}
+
+static void test_free_racing_batch(void)
+{
+    static struct racing_batch b;
+    b.h = heap_with(WXJIT_HEAP_JITDUMP);
+    size_t size;
+    wxjit_code_info info = named("wxjit_test_first", 0);
+    CHECK_OK(wxjit_describe(b.h, install_spin(b.h, 1, &size), &info));
+    long from = tool_file_size(dump_path);
+    pthread_t t;
+
+    /* Freed once the batch has written its record: the free waits for
+     * the batch, and the freed record comes before anything of the code
+     * that reuses the space (once, a later "wxjit:freed" named it). */
+    uint8_t *f;
+    bool raced_first = start_batch(&b, true, &f, &size, &t);
+    CHECK_OK(wxjit_free(b.h, f));
+    uint8_t *g = install_spin(b.h, 4, &size);
+    CHECK(g == f, "the space was not reused (%p, %p)", (void *)g, (void *)f);
+    info = named("wxjit_test_reuser", WXJIT_DESCRIBE_FRAME_POINTER);
+    CHECK_OK(wxjit_describe(b.h, g, &info));
+    wxtest_join(t);
+    char *last = last_load_at(from, (uintptr_t)g);
+    CHECK(last && !strcmp(last, "wxjit_test_reuser"),
+          "jitdump names the new code \"%s\", not wxjit_test_reuser", last);
+    free(last);
+    CHECK_OK(wxjit_free(b.h, g));
+    free_others(&b, true);
+
+    /* Freed after the batch checked it, before its record: the batch
+     * describes it as it was, and the free retracts that before its
+     * space goes to smaller code (once, the batch gave the new code the
+     * freed function's name and size, over the next function). */
+    bool raced_last = start_batch(&b, false, &f, &size, &t);
+    CHECK_OK(wxjit_free(b.h, f));
+    uint8_t *small = wxtest_install_int(b.h, 5);
+    uint8_t *next = wxtest_install_int(b.h, 6);
+    CHECK(small == f && next < f + size, "the space was not reused");
+    wxtest_join(t);
+    last = last_load_at(from, (uintptr_t)next);
+    CHECK(!last || strcmp(last, "wxjit_test_racing"),
+          "jitdump names the function after the new code \"%s\"", last);
+    free(last);
+    CHECK_OK(wxjit_free(b.h, small));
+    CHECK_OK(wxjit_free(b.h, next));
+    free_others(&b, false);
+    CHECK_OK(wxjit_heap_destroy(b.h));
+    printf("  free racing a batch: the free waits for the batch (%s), "
+           "freed space reused only after its description is retracted\n",
+           raced_first && raced_last ? "both frees during the batch"
+                                     : "a batch ended first: not raced");
+}
+
 /* ---- WXJIT_HEAP_UNWIND in a C program --------------------------------- */
 /* This program is C: no unwinder is loaded until it loads one, and then
  * registration works without a new heap. */
@@ -608,6 +736,103 @@ static void test_fork(void)
            "description it inherited first\n");
 }
 
+/* ---- what another user may plant at the files' names ---------------------
+ * /tmp/perf-<pid>.map is a predictable name in a world-writable directory:
+ * a FIFO there (allowed while fs.protected_fifos is 0) once blocked every
+ * describe for ever when its buffer filled; a hard link to a file of ours
+ * had it overwritten (jitdump truncates). Both are EACCES, promptly. In a
+ * child: its files are opened at its first description. */
+static void record_files_child(void)
+{
+    char path[160], own[160];
+    alarm(10); /* a blocked write: killed by SIGALRM */
+    snprintf(path, sizeof(path), "/tmp/perf-%d.map", getpid());
+    unlink(path);
+    CHECK(mkfifo(path, 0666) == 0, "mkfifo: %s", strerror(errno));
+    wxjit_heap *h = heap_with(WXJIT_HEAP_PERF_MAP);
+    wxjit_code_info info = named("wxjit_test_planted", 0);
+    size_t size;
+    void *f = install_spin(h, 1, &size);
+    CHECK_RET(wxjit_describe(h, f, &info), EACCES);
+    unlink(path);
+    CHECK_OK(wxjit_describe(h, f, &info)); /* now its own file */
+    unlink(path);
+    CHECK_OK(wxjit_heap_destroy(h));
+
+    snprintf(path, sizeof(path), "%s/jit-%d.dump", getenv("JITDUMPDIR"),
+             getpid());
+    snprintf(own, sizeof(own), "%s/own-%d", getenv("JITDUMPDIR"), getpid());
+    FILE *o = fopen(own, "w");
+    CHECK(o && fputs("keep\n", o) >= 0 && fclose(o) == 0, "%s", own);
+    CHECK(link(own, path) == 0, "link: %s", strerror(errno));
+    h = heap_with(WXJIT_HEAP_JITDUMP);
+    f = install_spin(h, 1, &size);
+    CHECK_RET(wxjit_describe(h, f, &info), EACCES);
+    CHECK_EQ(tool_file_size(own), 5);
+    unlink(path);
+    unlink(own);
+    CHECK_OK(wxjit_describe(h, f, &info));
+    CHECK_OK(wxjit_heap_destroy(h));
+    unlink(path);
+    _exit(0);
+}
+
+static void test_record_files(void)
+{
+    pid_t child = fork();
+    CHECK(child >= 0, "fork: %s", strerror(errno));
+    if (child == 0)
+        record_files_child();
+    int status;
+    CHECK(waitpid(child, &status, 0) == child, "waitpid");
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child %s %d",
+          WIFEXITED(status) ? "exited" : "killed by signal",
+          WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    printf("  planted files: a FIFO at the perf map's name, a hard link at "
+           "jitdump's: EACCES, nothing blocked or overwritten\n");
+}
+
+/* A fork child finds the descriptions it replays through the start bits,
+ * not by reading every slot: with a 1 GiB chunk the slot table is 512 MiB
+ * that were never touched, 131,072 pages to fault in (seconds, at every
+ * fork). Counted as the child's page faults, not timed. */
+static void test_fork_scan(void)
+{
+    if (wxtest_valgrind()) {
+        wxtest_skip("fork scan with a 1 GiB chunk",
+                    "Valgrind's calloc fills the 512 MiB slot table (1.7 GB "
+                    "resident, 13 s), so the child would fault nothing in");
+        return;
+    }
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    wxjit_heap *h;
+    o.chunk_size = (size_t)1 << 30;
+    o.flags = WXJIT_HEAP_PERF_MAP;
+    CHECK_OK(wxjit_heap_create(&o, &h));
+    size_t size;
+    wxjit_code_info info = named("wxjit_test_fork_scan", 0);
+    CHECK_OK(wxjit_describe(h, install_spin(h, 1, &size), &info));
+    pid_t child = fork();
+    CHECK(child >= 0, "fork: %s", strerror(errno));
+    if (child == 0) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        _exit(ru.ru_minflt > 20000 ? 1 : 0);
+    }
+    int status;
+    CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status),
+          "child status %#x", status);
+    CHECK(WEXITSTATUS(status) == 0,
+          "the child faulted in over 20,000 pages after the fork (the "
+          "whole slot table?)");
+    char path[64];
+    snprintf(path, sizeof(path), "/tmp/perf-%d.map", (int)child);
+    unlink(path);
+    CHECK_OK(wxjit_heap_destroy(h));
+    printf("  fork scan: a child of a heap with a 1 GiB chunk reads no "
+           "untouched slot table\n");
+}
+
 int main(int argc, char **argv)
 {
     static char dir[] = "/tmp/wxjit-describe-XXXXXX";
@@ -627,12 +852,18 @@ int main(int argc, char **argv)
         test_eh_frame();
     if (wxtest_selected(argc, argv, "threads"))
         test_threads();
+    if (wxtest_selected(argc, argv, "free_racing_batch"))
+        test_free_racing_batch();
     if (wxtest_selected(argc, argv, "marker"))
         test_marker();
     if (wxtest_selected(argc, argv, "unwinder"))
         test_unwinder();
     if (wxtest_selected(argc, argv, "fork"))
         test_fork();
+    if (wxtest_selected(argc, argv, "fork_scan"))
+        test_fork_scan();
+    if (wxtest_selected(argc, argv, "record_files"))
+        test_record_files();
     unlink(map_path);
     unlink(dump_path);
     rmdir(dir);

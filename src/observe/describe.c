@@ -4,14 +4,20 @@
  * before its space can be reused: a later function at the same address
  * never inherits the description.
  *
- * A slot goes NULL -> pending (the description's address | 1, while its
- * records are written) -> the description; a free takes whatever is there
- * with one exchange. A free that takes a pending description leaves it to
- * its describer, whose pending -> settled exchange then fails: the
- * describer retracts it itself. Describe and free order their slot and
+ * A slot goes NULL -> pending (the description's address | 1) -> the
+ * description. The describer claims the slot (pending) before it checks
+ * that the function is live and reads its size and bytes, and keeps it
+ * pending until every record is written (or retracted again). A free,
+ * after its claim (the start bit), waits while the slot is pending, then
+ * takes a settled description and retracts it. Both order their slot and
  * start-bit accesses with full fences (as patches and frees do in
- * code.c), so either the describer sees the free's claim or the free sees
- * the slot. */
+ * code.c): either the describer sees the free's claim (EINVAL) or the
+ * free sees the pending slot and waits. So the space of a function being
+ * described is not reused before its describer is done: the description
+ * is of that function alone, and its records are all written (or
+ * retracted) before any record of code later put there. Only its describer
+ * ever changes a pending slot: a free that finds one after its wait
+ * leaves it (a describer that came after the claim, and fails). */
 #define _GNU_SOURCE /* strnlen, strdup */
 #include <errno.h>
 #include <stdlib.h>
@@ -99,14 +105,14 @@ int wxj_desc_table_new(struct wxj_chunk *chunk)
     return chunk->desc ? 0 : ENOMEM;
 }
 
-void wxj_desc_table_free(struct wxj_chunk *chunk)
+/* fn for each description of chunk, while no operation runs (nothing is
+ * pending). Only live functions have descriptions: their start bits lead
+ * to them, without reading (and faulting in) the whole table, which for
+ * a 1 GiB chunk is 512 MiB. */
+static void each_description(struct wxj_chunk *chunk,
+                             void (*fn)(const struct wxjit_heap *heap,
+                                        struct wxj_desc *d))
 {
-    if (!chunk->desc)
-        return;
-    /* The heap is being destroyed: its code goes with it (no operation
-     * runs, so nothing is pending). Only live functions have
-     * descriptions: their start bits lead to them, without reading (and
-     * faulting in) the whole table. */
     for (size_t w = 0; w * 64 < chunk->ngranules; w++) {
         uint64_t bits = atomic_load_explicit(&chunk->start[w],
                                              memory_order_relaxed);
@@ -115,20 +121,43 @@ void wxj_desc_table_free(struct wxj_chunk *chunk)
             struct wxj_desc *d = atomic_load_explicit(&chunk->desc[g],
                                                       memory_order_relaxed);
             if (d)
-                retract(chunk->heap, d, true);
+                fn(chunk->heap, d);
         }
     }
+}
+
+static void retract_all(const struct wxjit_heap *heap, struct wxj_desc *d)
+{
+    retract(heap, d, true);
+}
+
+void wxj_desc_table_free(struct wxj_chunk *chunk)
+{
+    if (!chunk->desc)
+        return;
+    /* The heap is being destroyed: its code goes with it. */
+    each_description(chunk, retract_all);
     free((void *)chunk->desc);
     chunk->desc = NULL;
+}
+
+void wxj_describe_wait(struct wxj_chunk *chunk, size_t g)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* after the claim */
+    while ((uintptr_t)atomic_load(&chunk->desc[g]) & PENDING)
+        wxj_os_yield();
 }
 
 void wxj_describe_retract(struct wxjit_heap *heap, struct wxj_chunk *chunk,
                           size_t g)
 {
-    atomic_thread_fence(memory_order_seq_cst); /* after the claim */
-    struct wxj_desc *d = atomic_exchange(&chunk->desc[g], NULL);
-    if (d && !((uintptr_t)d & PENDING))
-        retract(heap, d, false); /* pending: its describer does */
+    /* After wxj_describe_wait: settled, empty, or pending for a describer
+     * that came after the claim (it fails, and clears its slot itself). */
+    struct wxj_desc *d = atomic_load(&chunk->desc[g]);
+    if (d && !((uintptr_t)d & PENDING)) {
+        atomic_store(&chunk->desc[g], NULL);
+        retract(heap, d, false);
+    }
 }
 
 /* ---- wxjit_describe and wxjit_describe_batch ----------------------------- */
@@ -153,44 +182,13 @@ static int check_info(const wxjit_code_info *info)
     return 0;
 }
 
-/* The committed bytes of the live function at exec, or 0. */
-static size_t live_size(struct wxj_chunk *c, const uint8_t *exec, size_t *g)
+/* The committed bytes of the live function starting at granule g, or 0. */
+static size_t live_size(struct wxj_chunk *c, size_t g)
 {
-    if (!c || (uintptr_t)(exec - c->base) % WXJ_GRANULE)
+    if (!wxj_block_live(c, g))
         return 0;
-    *g = wxj_granule_of(c, exec);
-    if (!wxj_block_live(c, *g))
-        return 0;
-    return wxj_block_extent(c, *g) * WXJ_GRANULE -
-           atomic_load_explicit(&c->slack[*g], memory_order_relaxed);
-}
-
-/* The description of the live function at exec, checked (its unwind
- * information against its bytes), not yet in its slot. */
-static int make_desc(struct wxjit_heap *heap, const uint8_t *exec,
-                     const wxjit_code_info *info, struct wxj_desc **out)
-{
-    struct wxj_chunk *c = wxj_chunk_find(heap, exec);
-    struct wxj_cfi *cfi = NULL;
-    size_t g, size = live_size(c, exec, &g);
-    int err = size ? 0 : EINVAL;
-    if (err == 0 && (info->flags & WXJIT_DESCRIBE_FRAME_POINTER))
-        err = wxj_cfi_frame_pointer(exec, size, &cfi);
-    else if (err == 0 && info->eh_frame)
-        err = wxj_cfi_parse(info->eh_frame, info->eh_frame_size, size, &cfi);
-    if (err)
-        return err;
-    struct wxj_desc *d = malloc(sizeof(*d));
-    char *name = strdup(info->name);
-    if (!d || !name) {
-        free(d);
-        free(name);
-        free(cfi);
-        return ENOMEM;
-    }
-    *d = (struct wxj_desc){exec, size, name, cfi, c, g, NULL, 0, NULL};
-    *out = d;
-    return 0;
+    return wxj_block_extent(c, g) * WXJ_GRANULE -
+           atomic_load_explicit(&c->slack[g], memory_order_relaxed);
 }
 
 static struct wxj_desc *pending_of(struct wxj_desc *d)
@@ -198,52 +196,100 @@ static struct wxj_desc *pending_of(struct wxj_desc *d)
     return (struct wxj_desc *)((uintptr_t)d | PENDING);
 }
 
-/* Claims d's slot (pending), writes its records to perf's files and
- * registers its unwind information. On failure nothing stays but a perf
- * map line (the format has no retraction). */
-static int begin(struct wxjit_heap *heap, struct wxj_desc *d)
+/* d's slot, claimed: pending until settle or unclaim. EBUSY if described
+ * (or being described). With no tool on there are no slots: nothing is
+ * kept, so the function is only checked. */
+static int claim(struct wxj_desc *d)
 {
     struct wxj_desc *expect = NULL;
-    _Atomic(struct wxj_desc *) *slot = &d->chunk->desc[d->granule];
-    if (!atomic_compare_exchange_strong(slot, &expect, pending_of(d)))
+    if (!d->chunk->desc)
+        return 0;
+    if (!atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
+                                        pending_of(d)))
         return EBUSY;
     atomic_thread_fence(memory_order_seq_cst); /* before the live check */
+    return 0;
+}
+
+/* d's claim is given up (no record of d stays): frees waiting on it go on. */
+static void unclaim(struct wxj_desc *d)
+{
+    if (d->chunk->desc)
+        atomic_store(&d->chunk->desc[d->granule], NULL);
+}
+
+/* The description of the live function at exec, its slot claimed and the
+ * function checked under the claim (its size, its unwind information
+ * against its bytes): no free can complete meanwhile. */
+static int make_desc(struct wxjit_heap *heap, const uint8_t *exec,
+                     const wxjit_code_info *info, struct wxj_desc **out)
+{
+    struct wxj_chunk *c = wxj_chunk_find(heap, exec);
+    if (!c || (uintptr_t)(exec - c->base) % WXJ_GRANULE)
+        return EINVAL;
+    struct wxj_desc *d = malloc(sizeof(*d));
+    char *name = strdup(info->name);
+    if (!d || !name) {
+        free(d);
+        free(name);
+        return ENOMEM;
+    }
+    *d = (struct wxj_desc){exec, 0, name, NULL, c, wxj_granule_of(c, exec),
+                           NULL, 0, NULL};
+    int err = claim(d);
+    if (err) {
+        desc_free(d);
+        return err;
+    }
+    d->size = live_size(c, d->granule);
+    err = d->size ? 0 : EINVAL;
+    if (err == 0 && (info->flags & WXJIT_DESCRIBE_FRAME_POINTER))
+        err = wxj_cfi_frame_pointer(exec, d->size, &d->cfi);
+    else if (err == 0 && info->eh_frame)
+        err = wxj_cfi_parse(info->eh_frame, info->eh_frame_size, d->size,
+                            &d->cfi);
+    if (err) {
+        unclaim(d);
+        desc_free(d);
+        return err;
+    }
+    *out = d;
+    return 0;
+}
+
+/* Writes d's records to perf's files and registers its unwind
+ * information. On failure nothing stays but a perf map line (the format
+ * has no retraction); the slot stays claimed. */
+static int begin(struct wxjit_heap *heap, struct wxj_desc *d)
+{
     bool dumped = false;
-    int err = wxj_block_live(d->chunk, d->granule) ? 0 : EINVAL;
-    if (err == 0 && (heap->sinks & WXJ_SINK_PERF_MAP))
+    int err = 0;
+    if (heap->sinks & WXJ_SINK_PERF_MAP)
         err = wxj_perf_map_load(d);
     if (err == 0 && (heap->sinks & WXJ_SINK_JITDUMP))
         dumped = !(err = wxj_jitdump_load(d));
     if (err == 0 && (heap->sinks & WXJ_SINK_UNWIND) && d->cfi)
         err = wxj_unwind_register(d);
-    if (err) {
-        if (dumped)
-            wxj_jitdump_freed(d);
-        expect = pending_of(d); /* a free may have taken it: either way */
-        atomic_compare_exchange_strong(slot, &expect, NULL);
-    }
+    if (err && dumped)
+        wxj_jitdump_freed(d);
     return err;
 }
 
-/* d was begun: it leaves its slot (if a free has not taken it) and the
- * tools that have it. */
+/* d was begun: the tools that have it drop it, then its slot is given up
+ * (retracted first: a free waiting on the slot reuses the space after). */
 static void undo(struct wxjit_heap *heap, struct wxj_desc *d)
 {
-    struct wxj_desc *expect = pending_of(d);
-    atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
-                                   NULL);
+    struct wxj_chunk *c = d->chunk;
+    size_t g = d->granule;
     retract(heap, d, false);
+    atomic_store(&c->desc[g], NULL);
 }
 
-/* d's records are all written: it takes its slot, unless its function was
- * freed meanwhile (the free took the pending description and left it
- * here), and then goes at once. */
-static void settle(struct wxjit_heap *heap, struct wxj_desc *d)
+/* d's records are all written: it takes its slot (only its describer
+ * changes a pending slot). */
+static void settle(struct wxj_desc *d)
 {
-    struct wxj_desc *expect = pending_of(d);
-    if (!atomic_compare_exchange_strong(&d->chunk->desc[d->granule], &expect,
-                                        d))
-        retract(heap, d, false);
+    atomic_store(&d->chunk->desc[d->granule], d);
 }
 
 static int describe(struct wxjit_heap *heap, void *const *exec,
@@ -255,7 +301,7 @@ static int describe(struct wxjit_heap *heap, void *const *exec,
     while (made < count && !err)
         if (!(err = make_desc(heap, exec[made], &info[made], &d[made])))
             made++;
-    if (!heap->sinks) /* checked; no tool wants them */
+    if (err || !heap->sinks) /* or checked, and no tool wants them */
         goto release;
     while (begun < made && !err)
         if (!(err = begin(heap, d[begun])))
@@ -264,17 +310,19 @@ static int describe(struct wxjit_heap *heap, void *const *exec,
         err = wxj_gdb_register(d, count);
     if (err) {
         for (size_t i = 0; i < begun; i++)
-            undo(heap, d[i]);
-        made -= begun; /* released by undo */
+            undo(heap, d[i]); /* unclaimed too */
+        made -= begun;
         d += begun;
         goto release;
     }
     for (size_t i = 0; i < count; i++)
-        settle(heap, d[i]);
+        settle(d[i]);
     return 0;
 release:
-    for (size_t i = 0; i < made; i++)
+    for (size_t i = 0; i < made; i++) {
+        unclaim(d[i]);
         desc_free(d[i]);
+    }
     return err;
 }
 
@@ -323,7 +371,7 @@ void wxj_observe_fork_parent(void)
 
 /* In a fork child: d's records in the child's own files (gdb's list is
  * in memory: the child has it already). */
-static void replay(const struct wxjit_heap *heap, const struct wxj_desc *d)
+static void replay(const struct wxjit_heap *heap, struct wxj_desc *d)
 {
     if (heap->sinks & WXJ_SINK_PERF_MAP)
         wxj_perf_map_load(d);
@@ -337,14 +385,10 @@ void wxj_observe_after_fork(struct wxjit_heap *heaps)
     wxj_perf_map_after_fork();
     wxj_jitdump_after_fork();
     /* Only this thread lives and no operation is under way: every slot is
-     * settled. The child's files start with the code it inherited. */
+     * settled. The child's files start with the code it inherited; heaps
+     * that write no file have nothing to replay. */
     for (struct wxjit_heap *h = heaps; h; h = h->live_next)
-        for (struct wxj_chunk *c = h->sinks ? h->chunks : NULL; c;
-             c = c->next)
-            for (size_t g = 0; g < c->ngranules; g++) {
-                struct wxj_desc *d = atomic_load_explicit(
-                    &c->desc[g], memory_order_relaxed);
-                if (d)
-                    replay(h, d);
-            }
+        if (h->sinks & (WXJ_SINK_PERF_MAP | WXJ_SINK_JITDUMP))
+            for (struct wxj_chunk *c = h->chunks; c; c = c->next)
+                each_description(c, replay);
 }
