@@ -564,8 +564,10 @@ typedef struct wxjit_code_info {
  * Thread-safe: many threads may describe and free concurrently (a
  * describe racing the free of the same function either fails with EINVAL
  * or is retracted by that free, which waits for it to finish so that the
- * space is reused only once the description is whole and retracted). Not
- * async-signal-safe. */
+ * space is reused only once the description is whole and retracted; like
+ * any call that names freed code, one that comes after the space was
+ * reused names the new function, and makes its describe EBUSY meanwhile).
+ * Not async-signal-safe. */
 WXJIT_API int wxjit_describe(wxjit_heap *heap, void *exec,
                              const wxjit_code_info *info);
 
