@@ -7,6 +7,7 @@
  * writes through the RW view Valgrind cannot see, this test fails without
  * that hook (a reused address returns the old value); natively it checks
  * the same results. */
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -221,6 +222,54 @@ static void test_core_sync_fallback(void)
                                   fallback_child, (void *)&errs[i], 30, 0);
 }
 
+/* A thread that exits with a window on live code open has it closed for
+ * it ("as they are"): from then on every thread runs what it wrote, so
+ * that close syncs the cores as wxjit_window_close does. Seen through the
+ * seam: the exiting thread's membarrier calls fail with ENOSYS, after
+ * which the process tries no more (the fallback ladder), so the next
+ * patch makes no core sync; had the exit made none, that patch makes
+ * one. In a child: the ladder's choice is the process's. */
+static void *exit_with_window(void *imm)
+{
+    void *w;
+    int32_t v = 41;
+    CHECK_OK(wxjit_window_open(heap, imm, sizeof(v), &w));
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, 2, ENOSYS);
+    memcpy(w, &v, sizeof(v));
+    return NULL; /* the window is still open */
+}
+
+static void exit_child(void *unused)
+{
+    (void)unused;
+    uint8_t buf[32];
+    void *f;
+    pthread_t t;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 40), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    CHECK_OK(pthread_create(&t, NULL, exit_with_window, imm));
+    CHECK_OK(pthread_join(t, NULL));
+    expect_returns("closed at its thread's exit", f, 41);
+    uint64_t s = core_syncs();
+    CHECK_OK(wxjit_patch_atomic(heap, imm, 42, 4));
+    /* SYNC_LIVE or not: 0 (riscv64 never syncs). */
+    expect_syncs("patch after the exit's core sync gave up on membarrier", s,
+                 0);
+    expect_returns("patched", f, 42);
+}
+
+static void test_exit_syncs(void)
+{
+    if (!SYNC_LIVE) {
+        wxtest_skip("a window closed at thread exit syncs the cores",
+                    "this CPU needs no core sync for live code");
+        return;
+    }
+    wxtest_expect_exit_within("a window closed at thread exit syncs the cores",
+                              exit_child, NULL, 30, 0);
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -237,6 +286,7 @@ int main(void)
     test_patch();
     test_core_sync();
     test_core_sync_fallback();
+    test_exit_syncs();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
     printf("test_code_change: ok\n");
