@@ -387,6 +387,9 @@ void wxj_os_core_sync(void);
 /* core_sync.c: at an operation's end, syncs the other cores if its code
  * changes need it on this CPU (WXJ_ARCH_CORE_SYNC). */
 void wxj_core_sync_changes(void);
+/* Forgets the changes noted without syncing: in a fork child, whose only
+ * thread is the caller. */
+void wxj_core_sync_forget(void);
 uint64_t wxj_os_now_ns(void); /* CLOCK_MONOTONIC: vDSO, no system call */
 
 /* ---- chunk.c: chunks and their granule bitmaps ------------------------ */

@@ -9,9 +9,11 @@
  * the same results. */
 #include <pthread.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
-#include "../src/internal.h" /* the failure-injection seam */
+#include "../src/code_changed.h" /* the changes noted for the core sync */
+#include "../src/internal.h"     /* the failure-injection seam */
 #include "emit.h"
 #include "wxtest.h"
 
@@ -270,6 +272,97 @@ static void test_exit_syncs(void)
                               exit_child, NULL, 30, 0);
 }
 
+/* Code changes made outside an operation (code run by a backend probe in
+ * a private page; a fork child's closes and aborts for threads it does not
+ * have) need no core sync: no other thread runs that code. They must not
+ * stay noted either, or the thread's next operation, in any heap, makes a
+ * membarrier for them (aarch64) and counts it. */
+static void expect_no_changes_noted(const char *after)
+{
+    CHECK(wxj_code_changes == 0, "changes noted after %s: %#x", after,
+          wxj_code_changes);
+    printf("    no code change noted after %s\n", after);
+}
+
+static wxjit_reservation held;
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t held_changed = PTHREAD_COND_INITIALIZER;
+static int held_state;
+
+static void set_held_state(int v)
+{
+    pthread_mutex_lock(&held_lock);
+    held_state = v;
+    pthread_cond_broadcast(&held_changed);
+    pthread_mutex_unlock(&held_lock);
+}
+
+static void wait_held_state(int v)
+{
+    pthread_mutex_lock(&held_lock);
+    while (held_state != v)
+        pthread_cond_wait(&held_changed, &held_lock);
+    pthread_mutex_unlock(&held_lock);
+}
+
+/* Holds an in-place reservation and a window on live code across a fork. */
+static void *hold_across_fork(void *imm)
+{
+    void *w;
+    CHECK_OK(wxjit_reserve(heap, 64, 0, WXJIT_RESERVE_IN_PLACE, &held));
+    CHECK_OK(wxjit_window_open(heap, imm, 4, &w));
+    set_held_state(1);
+    wait_held_state(2);
+    CHECK_OK(wxjit_window_close(heap, imm, 4));
+    CHECK_OK(wxjit_abort(heap, &held));
+    return NULL;
+}
+
+static void test_changes_outside_operations(void)
+{
+    const char *reason;
+    wxj_core_sync_changes();
+    (void)wxjit_backend_probe(WXJIT_BACKEND_DUALMAP, &reason);
+    expect_no_changes_noted("probing dualmap");
+    (void)wxjit_backend_probe(WXJIT_BACKEND_PROCMEM, &reason);
+    expect_no_changes_noted("probing procmem");
+    wxjit_heap *other;
+    CHECK_OK(wxjit_heap_create(NULL, &other));
+    expect_no_changes_noted("creating an AUTO heap");
+    CHECK_OK(wxjit_heap_destroy(other));
+
+    uint8_t buf[32];
+    void *f;
+    pthread_t t;
+    CHECK_OK(
+        wxjit_install(heap, buf, emit_return_int_patchable(buf, 50), 0, &f));
+    held_state = 0;
+    CHECK_OK(pthread_create(&t, NULL, hold_across_fork,
+                            (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET));
+    wait_held_state(1);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0, "fork");
+    if (pid == 0) {
+        /* The holder's window was closed and its reservation aborted. */
+        if (wxj_code_changes != 0) {
+            printf("changes noted in a fork child: %#x\n", wxj_code_changes);
+            fflush(stdout);
+            _exit(1);
+        }
+        _exit(0);
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
+    set_held_state(2);
+    CHECK_OK(pthread_join(t, NULL));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a fork child kept the changes of its closes and aborts noted");
+    printf("    no code change noted in a fork child that closed another "
+           "thread's window and aborted its in-place reservation\n");
+    CHECK_OK(wxjit_free(heap, f));
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -287,6 +380,7 @@ int main(void)
     test_core_sync();
     test_core_sync_fallback();
     test_exit_syncs();
+    test_changes_outside_operations();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
     printf("test_code_change: ok\n");
