@@ -188,40 +188,57 @@ static void test_core_sync(void)
 }
 
 /* Kernels without SYNC_CORE (before 4.16: EINVAL) get GLOBAL; without
- * membarrier at all (ENOSYS), nothing more is tried. Each in a child: the
- * choice is made once per process. */
+ * membarrier at all (ENOSYS), nothing more is tried. A policy that
+ * refuses membarrier (seccomp, with whatever errno: EACCES here) is as
+ * lasting: GLOBAL is tried once, then nothing. A failure of the moment
+ * (ENOMEM, which the kernel may return) makes that one sync GLOBAL and
+ * changes nothing after. Each in a child: the choice is made once per
+ * process. */
+struct fallback {
+    const char *what;
+    int err;
+    uint64_t calls;    /* membarrier calls that fail with err */
+    int first, next;   /* calls made by the first patch and the next */
+    const char *first_is, *next_is;
+};
+
+static const struct fallback fallbacks[] = {
+    {"no SYNC_CORE: GLOBAL instead", EINVAL, 1, 2, 1,
+     "first patch, SYNC_CORE refused", "next patch (GLOBAL)"},
+    {"no membarrier: no core sync", ENOSYS, 2, 2, 0,
+     "first patch, membarrier refused", "next patch (none tried)"},
+    {"membarrier refused by a policy (EACCES): asked no more", EACCES,
+     1000, 2, 0, "first patch, SYNC_CORE and GLOBAL refused",
+     "next patch (none tried)"},
+    {"SYNC_CORE out of memory once: GLOBAL that time", ENOMEM, 1, 2, 1,
+     "first patch, SYNC_CORE failed, GLOBAL made",
+     "next patch (SYNC_CORE again)"},
+};
+
 static void fallback_child(void *arg)
 {
-    int err = *(const int *)arg;
+    const struct fallback *fb = arg;
     uint8_t buf[32];
     void *f;
     CHECK_OK(
         wxjit_install(heap, buf, emit_return_int_patchable(buf, 30), 0, &f));
     uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
-    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, err == EINVAL ? 1 : 2, err);
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, fb->calls, fb->err);
     uint64_t s = core_syncs();
     CHECK_OK(wxjit_patch_atomic(heap, imm, 31, 4));
-    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, 0, 0);
-    /* EINVAL: SYNC_CORE refused, GLOBAL made; ENOSYS: both refused. */
-    expect_syncs(err == EINVAL ? "first patch, SYNC_CORE refused"
-                               : "first patch, membarrier refused",
-                 s, SYNC_LIVE ? 2 : 0);
+    expect_syncs(fb->first_is, s, SYNC_LIVE ? fb->first : 0);
     s = core_syncs();
     CHECK_OK(wxjit_patch_atomic(heap, imm, 32, 4));
-    expect_syncs(err == EINVAL ? "next patch (GLOBAL)"
-                               : "next patch (none tried)",
-                 s, SYNC_LIVE && err == EINVAL ? 1 : 0);
+    expect_syncs(fb->next_is, s, SYNC_LIVE ? fb->next : 0);
+    wxj_os_inject(WXJ_CALL_MEMBARRIER, 1, 0, 0);
     expect_returns("patched", f, 32);
 }
 
 static void test_core_sync_fallback(void)
 {
-    static const int errs[] = {EINVAL, ENOSYS};
-    for (int i = 0; i < 2; i++)
-        wxtest_expect_exit_within(errs[i] == EINVAL
-                                      ? "no SYNC_CORE: GLOBAL instead"
-                                      : "no membarrier: no core sync",
-                                  fallback_child, (void *)&errs[i], 30, 0);
+    for (size_t i = 0; i < sizeof(fallbacks) / sizeof(fallbacks[0]); i++)
+        wxtest_expect_exit_within(fallbacks[i].what, fallback_child,
+                                  (void *)&fallbacks[i], 30, 0);
 }
 
 /* A thread that exits with a window on live code open has it closed for
