@@ -380,6 +380,42 @@ static void test_changes_outside_operations(void)
     CHECK_OK(wxjit_free(heap, f));
 }
 
+/* A patch that fails before it writes anything (toggle: the flip to RW
+ * refused) changed no code and syncs no core. Its membarrier calls are
+ * counted on the thread: a failed operation adds nothing to the stats. */
+static void test_failed_patch(void)
+{
+    wxjit_heap_options o = WXJIT_HEAP_OPTIONS_INIT;
+    o.backend = WXJIT_BACKEND_TOGGLE;
+    wxjit_heap *t;
+    if (wxjit_heap_create(&o, &t)) {
+        wxtest_skip("a patch that wrote nothing syncs no core",
+                    "no toggle heap here");
+        return;
+    }
+    uint8_t buf[32];
+    void *f;
+    CHECK_OK(wxjit_install(t, buf, emit_return_int_patchable(buf, 60), 0, &f));
+    uint8_t *imm = (uint8_t *)f + EMIT_PATCHABLE_IMM_OFFSET;
+    int32_t v = 61;
+    uint64_t m = wxj_os_calls_of(WXJ_CALL_MEMBARRIER);
+    wxj_os_inject(WXJ_CALL_MPROTECT, 1, 1, ENOMEM);
+    CHECK_EQ(wxjit_patch(t, imm, &v, sizeof(v)), ENOMEM);
+    wxj_os_inject(WXJ_CALL_MPROTECT, 1, 0, 0);
+    CHECK(wxj_os_calls_of(WXJ_CALL_MEMBARRIER) == m,
+          "a patch that failed before writing made %llu membarrier calls",
+          (unsigned long long)(wxj_os_calls_of(WXJ_CALL_MEMBARRIER) - m));
+    expect_returns("after the failed patch", f, 60);
+    CHECK_OK(wxjit_patch(t, imm, &v, sizeof(v)));
+    CHECK(wxj_os_calls_of(WXJ_CALL_MEMBARRIER) - m == (SYNC_LIVE ? 1u : 0u),
+          "the patch retried made %llu membarrier calls",
+          (unsigned long long)(wxj_os_calls_of(WXJ_CALL_MEMBARRIER) - m));
+    expect_returns("after the patch", f, 61);
+    printf("    patch refused before writing (mprotect ENOMEM): 0 "
+           "membarrier calls; retried: %d\n", SYNC_LIVE);
+    CHECK_OK(wxjit_heap_destroy(t));
+}
+
 int main(void)
 {
     wxtest_enter_wx_policy();
@@ -397,6 +433,7 @@ int main(void)
     test_core_sync();
     test_core_sync_fallback();
     test_exit_syncs();
+    test_failed_patch();
     test_changes_outside_operations();
     CHECK_EQ(wxtest_wx_mappings(), 0);
     CHECK_OK(wxjit_heap_destroy(heap));
