@@ -617,7 +617,16 @@ typedef struct wxjit_stats {
                                   code, on x86_64 one per patch or window
                                   close on live code, on riscv64 none (its
                                   icache flush reaches every hart); README,
-                                  "Instruction caches and other cores" */
+                                  "Instruction caches and other cores".
+                                  System calls, not syncs: the process's
+                                  first makes up to 3 (registration), and
+                                  where the kernel or a policy refuses
+                                  membarrier the first one or two calls
+                                  fail and count, then none is made. As
+                                  every counter here, only those of
+                                  operations that succeed: a failed one
+                                  may sync (it may have written code) and
+                                  adds nothing */
 } wxjit_stats;
 
 /* Reads a heap's counters.

@@ -34,15 +34,20 @@ static bool on_demand(const struct wxjit_heap *heap)
  * which would make every install after a free run stale code. */
 static bool alias_writes_run(uint8_t *rw, const uint8_t *rx)
 {
-    for (uint32_t v = 1; v <= 2; v++) {
+    /* A private page that only this thread runs: no other core to sync
+     * (outside any operation, a change noted here would make the
+     * thread's next one sync for it). */
+    unsigned noted = wxj_code_changes;
+    bool runs = true;
+    for (uint32_t v = 1; v <= 2 && runs; v++) {
         size_t n = wxj_arch_emit_return(rw, v);
         wxj_code_changed(rx, n);
         uint32_t (*fn)(void);
         __builtin_memcpy(&fn, &rx, sizeof(fn));
-        if (fn() != v)
-            return false;
+        runs = fn() == v;
     }
-    return true;
+    wxj_code_changes = noted;
+    return runs;
 }
 
 /* Maps one object page twice; with run_code, also checks that code

@@ -144,7 +144,11 @@ static int procmem_probe(bool run_code, const char **reason)
         *reason = "anonymous executable mapping refused";
         return err;
     }
+    /* Its page is private to this thread: nothing to sync (dualmap's
+     * probe says why the note is undone). */
+    unsigned noted = wxj_code_changes;
     err = probe_page(fd, rx, reason);
+    wxj_code_changes = noted;
     wxj_os_unmap(rx, page);
     return err;
 }

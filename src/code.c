@@ -507,8 +507,13 @@ struct checked_fill {
 static int fill_if_live(uint8_t *dst, size_t len, const void *arg)
 {
     const struct checked_fill *c = arg;
-    return wxj_block_live(c->chunk, c->start) ? c->fill(dst, len, c->arg)
-                                          : EINVAL;
+    if (!wxj_block_live(c->chunk, c->start))
+        return EINVAL;
+    /* Live code changes from here (in place on toggle and dualmap, at the
+     * close on procmem): only a patch that gets this far needs the core
+     * sync, failed or not. */
+    wxj_code_changes |= WXJ_CHANGE_LIVE;
+    return c->fill(dst, len, c->arg);
 }
 
 static _Atomic uint32_t *pin_of(struct wxj_chunk *c, size_t start)
@@ -543,11 +548,9 @@ static int patch_live(struct wxjit_heap *heap, uint8_t *addr, size_t size,
     atomic_thread_fence(memory_order_seq_cst);
     struct checked_fill checked = {c, start, fill, arg};
     err = live_range(c, addr, size, start);
-    if (err == 0) {
-        wxj_code_changes |= WXJ_CHANGE_LIVE;
+    if (err == 0)
         err = wxj_write_code(heap, c, addr, size, fill_if_live, &checked,
                              WXJ_WRITE_OVER_CODE | how);
-    }
     atomic_fetch_sub_explicit(pin, 1, memory_order_release);
     wxj_live_windows_patch_end(heap, held);
     return err;

@@ -16,3 +16,8 @@ void wxj_core_sync_changes(void)
     if (changes & WXJ_ARCH_CORE_SYNC)
         wxj_os_core_sync();
 }
+
+void wxj_core_sync_forget(void)
+{
+    wxj_code_changes = 0;
+}

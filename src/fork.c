@@ -72,6 +72,10 @@ static void child(void)
             wxj_open_abort_orphans(h, self, true);
     }
     wxj_observe_after_fork(heaps);
+    /* The closes and aborts above wrote code that no other thread of this
+     * process runs (it has none): no core sync, and nothing left noted
+     * for this thread's next operation to sync. */
+    wxj_core_sync_forget();
     release_all();
 }
 

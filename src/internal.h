@@ -382,11 +382,20 @@ void wxj_os_yield(void);
 /* Every other thread of the process synchronises its instruction stream
  * (a core-serialising event) before it runs user code again: membarrier's
  * PRIVATE_EXPEDITED_SYNC_CORE (registered on first use), else its GLOBAL
- * command (kernels before 4.16), else nothing (before 4.3). */
+ * command (kernels before 4.16), else nothing (before 4.3).
+ * The choice is the process's, kept (a fork child inherits it and the
+ * registration); a lasting refusal moves down the ladder for good, a
+ * failure of the moment (ENOMEM) makes that one sync GLOBAL. GLOBAL is not
+ * documented to serialise cores (membarrier(2) promises memory barriers;
+ * in practice each running CPU takes an interrupt or a context switch),
+ * and waits for an RCU grace period: hundreds of microseconds at least. */
 void wxj_os_core_sync(void);
 /* core_sync.c: at an operation's end, syncs the other cores if its code
  * changes need it on this CPU (WXJ_ARCH_CORE_SYNC). */
 void wxj_core_sync_changes(void);
+/* Forgets the changes noted without syncing: in a fork child, whose only
+ * thread is the caller. */
+void wxj_core_sync_forget(void);
 uint64_t wxj_os_now_ns(void); /* CLOCK_MONOTONIC: vDSO, no system call */
 
 /* ---- chunk.c: chunks and their granule bitmaps ------------------------ */

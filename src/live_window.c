@@ -422,6 +422,9 @@ static void close_for_owner(struct wxjit_heap *heap,
                             struct wxj_live_window *rec)
 {
     const uint8_t *exec = (const uint8_t *)rec->lo;
+    /* A close on live code like window_close's (the exiting thread syncs
+     * the cores after all its closes: pool.c, thread_exit). */
+    wxj_code_changes |= WXJ_CHANGE_LIVE;
     if (heap->backend->close(heap, &rec->w, exec, rec->hi - rec->lo) &&
         heap->backend->abandon)
         heap->backend->abandon(heap, &rec->w);

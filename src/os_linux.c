@@ -445,23 +445,43 @@ static int membarrier(int cmd)
     return syscall(SYS_membarrier, cmd, 0, 0) == 0 ? 0 : errno;
 }
 
+/* A failure of the moment, not of the system: membarrier(2) may return
+ * ENOMEM. EINVAL and ENOSYS stay until reboot (the system call promises
+ * it), and a policy's refusal (seccomp, with any errno: EPERM, EACCES,
+ * ENOSYS...) for the process's life. */
+static bool transient(int err)
+{
+    return err == ENOMEM || err == EAGAIN || err == EINTR;
+}
+
 void wxj_os_core_sync(void)
 {
-    /* What this kernel offers, found on first use; a fork child starts
-     * unregistered and registers again on its EPERM. */
+    /* What this kernel offers, found on first use and kept, so that a
+     * refused command is not asked again on every operation. A fork child
+     * inherits the registration (and this choice). */
     enum { SYNC_CORE, GLOBAL, NONE };
     static _Atomic int how = SYNC_CORE;
     int saved = errno;
-    if (atomic_load_explicit(&how, memory_order_relaxed) == SYNC_CORE) {
+    int now = atomic_load_explicit(&how, memory_order_relaxed);
+    if (now == SYNC_CORE) {
         int err = membarrier(MEMBARRIER_SYNC_CORE);
         if (err == EPERM && !membarrier(MEMBARRIER_REGISTER_SYNC_CORE))
             err = membarrier(MEMBARRIER_SYNC_CORE);
-        if (err == EINVAL || err == ENOSYS || err == EPERM)
+        if (err == 0) {
+            errno = saved;
+            return;
+        }
+        /* GLOBAL from now on; or, for a failure of the moment, this once. */
+        if (!transient(err)) {
             atomic_store_explicit(&how, GLOBAL, memory_order_relaxed);
+            now = GLOBAL;
+        }
     }
-    if (atomic_load_explicit(&how, memory_order_relaxed) == GLOBAL &&
-        membarrier(MEMBARRIER_GLOBAL))
-        atomic_store_explicit(&how, NONE, memory_order_relaxed);
+    if (now != NONE) {
+        int err = membarrier(MEMBARRIER_GLOBAL);
+        if (err && now == GLOBAL && !transient(err))
+            atomic_store_explicit(&how, NONE, memory_order_relaxed);
+    }
     errno = saved;
 }
 

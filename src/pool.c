@@ -61,6 +61,10 @@ static void thread_exit(void *unused)
         wxj_heaps_abort_in_place_of(wxj_os_tid());
     if (wxj_live_windows_own())
         wxj_heaps_close_windows_of(wxj_os_tid());
+    /* Outside any operation, but what those windows hold is what every
+     * thread runs from now on: synced as their closes would have been
+     * (and before pthread_join returns to anyone waiting). */
+    wxj_core_sync_changes();
     for (int i = 0; i < TLS_POOLS; i++)
         if (tls_pools[i].heap)
             tls_entry_retire(&tls_pools[i]);
