@@ -33,7 +33,14 @@ static inline void wxj_arch_trap_fill(void *dst, size_t n)
  * branch to an address it learnt after the install, and stores invalidate
  * the cached and prefetched lines of their physical address ("Self-
  * Modifying Code", in the chapter on caches); Linux
- * and every x86 JIT rely on that. Code rewritten while another thread may
+ * and every x86 JIT rely on that. That goes beyond the manual's letter,
+ * whose protocol for cross-modifying code keeps the serialising
+ * instruction even after the flag handshake; following the letter would
+ * cost a membarrier per install (about 1.7 us here) where dualmap
+ * otherwise makes no system call. The traps a free writes are new code
+ * in this sense (a call to freed code is the caller's bug; it traps
+ * deterministically once the stale instructions are gone from the
+ * running core, which any interrupt or system call ensures). Code rewritten while another thread may
  * be running it is the cross-modifying case proper: the processor running
  * it may hold already decoded instructions, so patches and windows on live
  * code sync every core (membarrier SYNC_CORE, as Linux's text_poke does
