@@ -19,22 +19,7 @@
 #include <unistd.h>
 
 #include "unwind_jit.h"
-
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__,  \
-                    #cond);                                                   \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fputc('\n', stderr);                                              \
-            exit(1);                                                          \
-        }                                                                     \
-    } while (0)
-#define CHECK_OK(call)                                                        \
-    do {                                                                      \
-        int err_ = (call);                                                    \
-        CHECK(err_ == 0, "returned %d (%s)", err_, strerror(err_));           \
-    } while (0)
+#include "wxtest_check.h"
 
 static void *frames[64];
 static int depth;
